@@ -20,18 +20,21 @@ struct FormatError : std::runtime_error {
 };
 
 enum class DType { F64, F32, F16, BF16, I64, I32, I16, I8, U64, U32, U16, U8, BOOL, F8_E4M3, F8_E5M2 };
-const char* dtype_name(DType d);        // safetensors spelling: "F32", "BF16", ...
-size_t dtype_size(DType d);             // bytes per element
+const char* dtype_name(DType d);  // safetensors spelling: "F32", "BF16", ...
+size_t dtype_size(DType d);       // bytes per element
 bool parse_dtype(const std::string& s, DType* out);
-bool is_float_weight_dtype(DType d);    // F32, F16, BF16: what the engine computes from
+bool is_float_weight_dtype(DType d);  // F32, F16, BF16: what the engine computes from
 
 struct TensorInfo {
   std::string name;
   DType dtype = DType::F32;
   std::vector<int64_t> shape;
-  const uint8_t* data = nullptr;  // points into the mmap
+  // Points into the mmap. Alignment is whatever the file gives (HF writers and ours align the data
+  // area to 8 bytes, and tensors are usually multiples of 8 bytes), so do not assume it: check
+  // (uintptr_t)data % alignof(T) before casting, or copy/convert (convert_to_f32 handles any).
+  const uint8_t* data = nullptr;
   size_t nbytes = 0;
-  std::string file;               // the shard holding it
+  std::string file;  // the shard holding it
   int64_t numel() const;
 };
 
@@ -77,8 +80,10 @@ class WeightStore {
   std::map<std::string, const TensorInfo*> by_name_;
 };
 
-// Writes a safetensors file: tensors are appended, then write() lays out header + data
-// (8-byte aligned header, offsets in insertion order) to path.tmp and renames to path.
+// Writes a safetensors file: tensors are appended (copied), then write() lays out header + data
+// (header padded with spaces to a multiple of 8 bytes, offsets in insertion order) to
+// path.tmp.<pid>, fsyncs, and renames to path. add() throws std::invalid_argument for a duplicate
+// name or a byte count that does not match the shape; write() throws std::runtime_error on I/O errors.
 class SafetensorsWriter {
  public:
   void add(const std::string& name, DType dtype, std::vector<int64_t> shape, const void* data, size_t nbytes);
@@ -96,7 +101,16 @@ class SafetensorsWriter {
   std::map<std::string, std::string> metadata_;
 };
 
-// Converts n elements of a float weight dtype (F32/F16/BF16) to f32.
+// Converts n elements of a float weight dtype (F32/F16/BF16) to f32, exactly (every f16/bf16
+// value is representable in f32). src needs no alignment. Other dtypes throw FormatError.
 void convert_to_f32(const void* src, DType dtype, size_t n, float* dst);
+// The whole tensor as f32 (a copy). Throws FormatError naming the tensor for non-float dtypes.
+std::vector<float> read_f32(const TensorInfo& t);
+
+// Scalar conversions of one value (exact widening; narrowing rounds to nearest, ties to even).
+float f16_to_f32(uint16_t h);
+float bf16_to_f32(uint16_t b);
+uint16_t f32_to_f16(float f);
+uint16_t f32_to_bf16(float f);
 
 }  // namespace recap::io
