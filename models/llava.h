@@ -5,6 +5,10 @@
 // The KV cache memory and block allocation belong to engine/ (continuous batching); the
 // model only reads/writes it through per-layer kernels::KvCacheView plus each sequence's
 // block table.
+//
+// Threading: encode_images/vision_features and forward may run concurrently from two
+// threads (vision and language keep separate scratch); concurrent calls of the same one are
+// serialised by a mutex. Scratch buffers grow to the largest batch seen and are reused.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -27,12 +31,12 @@ struct ModelOptions {
 // One contiguous run of tokens of one sequence in a forward batch. Prefill is one chunk of
 // many tokens; batched decode is many chunks of one token each; they may be mixed.
 struct SeqChunk {
-  const float* embeds = nullptr;    // [n_tokens, text.hidden] input embeddings (row-major), or null to use ids
-  const int32_t* ids = nullptr;     // [n_tokens] token ids (used when embeds is null)
+  const float* embeds = nullptr;  // [n_tokens, text.hidden] input embeddings (row-major), or null to use ids
+  const int32_t* ids = nullptr;   // [n_tokens] token ids (used when embeds is null)
   int64_t n_tokens = 0;
-  int64_t start_pos = 0;            // position of the first token; cache holds 0..start_pos-1
+  int64_t start_pos = 0;                 // position of the first token; cache holds 0..start_pos-1
   const int32_t* block_table = nullptr;  // this sequence's physical KV blocks
-  bool all_logits = false;          // true: logits for every token; false: only the last
+  bool all_logits = false;               // true: logits for every token; false: only the last
 };
 
 // Optional capture of intermediate activations (trace / golden tests).
@@ -42,8 +46,8 @@ struct LlmTrace {
 };
 struct VisionTrace {
   bool enabled = false;
-  std::vector<float> hidden_states;  // [layers_run+1, B, 1+P, Dv]
-  std::vector<float> selected;       // [B, 1+P, Dv]  hidden_states[select_layer]
+  std::vector<float> hidden_states;           // [layers_run+1, B, 1+P, Dv]
+  std::vector<float> selected;                // [B, 1+P, Dv]  hidden_states[select_layer]
   std::vector<float> projector_linear_1_out;  // [B, P, proj.hidden]
 };
 
@@ -59,9 +63,11 @@ class LlavaModel {
 
   // pixel_values: [B, 3, S, S] (CLIP-normalised). out: [B, P, text.hidden] projected image
   // features, P = vision.num_patches(). Optional trace of the tower's internals.
-  void encode_images(const float* pixel_values, int64_t batch, float* out, VisionTrace* trace = nullptr) const;
+  void encode_images(const float* pixel_values, int64_t batch, float* out,
+                     VisionTrace* trace = nullptr) const;
   // patch_features [B, P, Dv] only (no projector).
-  void vision_features(const float* pixel_values, int64_t batch, float* out, VisionTrace* trace = nullptr) const;
+  void vision_features(const float* pixel_values, int64_t batch, float* out,
+                       VisionTrace* trace = nullptr) const;
 
   // Embedding rows for token ids: out [n, text.hidden].
   void embed_tokens(const int32_t* ids, int64_t n, float* out) const;
@@ -69,11 +75,27 @@ class LlavaModel {
   // Runs the decoder over a batch of chunks, reading/writing the KV cache (kv[layer]).
   // logits: for each chunk, n_tokens rows if all_logits else 1 row, concatenated in chunk
   // order, each [text.vocab]. Returns the number of logit rows written.
-  int64_t forward(const std::vector<SeqChunk>& chunks, const std::vector<kernels::KvCacheView>& kv, float* logits,
-                  LlmTrace* trace = nullptr) const;
+  int64_t forward(const std::vector<SeqChunk>& chunks, const std::vector<kernels::KvCacheView>& kv,
+                  float* logits, LlmTrace* trace = nullptr) const;
 
   // Bytes of the packed weights (for reports).
   size_t weight_bytes() const;
+
+  // True for the id that stands for an image in a prompt: -200 (LLaVA's IMAGE_TOKEN_INDEX)
+  // or the config's image_token_index (llava-hf checkpoints, e.g. 32000; 1023 in the tiny goldens).
+  bool is_image_token(int64_t id) const;
+  // Length of the spliced sequence: every image token replaced by P = vision.num_patches() rows.
+  int64_t spliced_length(const std::vector<int64_t>& ids) const;
+  // Input embeddings of a prompt (LLaVA prepare_inputs_labels_for_multimodal): text ids are
+  // embedded with embed_tokens, the k-th image token is replaced by the P rows of
+  // image_features[k] ([n_images, P, text.hidden]). out: [spliced_length(ids), text.hidden].
+  // Throws std::invalid_argument if the number of image tokens differs from n_images, or
+  // std::out_of_range for an id outside the vocabulary.
+  void splice_embeddings(const std::vector<int64_t>& ids, const float* image_features, int64_t n_images,
+                         float* out) const;
+
+  bool has_vision() const;  // tower + projector loaded
+  bool has_text() const;    // decoder loaded
 
  private:
   LlavaModel();

@@ -1,0 +1,145 @@
+#include "models/llava.h"
+
+#include <stdexcept>
+#include <string>
+
+#include "io/safetensors.h"
+#include "models/clip.h"
+#include "models/llama.h"
+#include "models/projector.h"
+
+namespace recap::models {
+
+namespace {
+constexpr int64_t kLlavaImageTokenIndex = -200;
+}
+
+struct LlavaModel::Impl {
+  ModelConfig config;
+  std::unique_ptr<VisionTower> vision;
+  std::unique_ptr<Projector> projector;
+  std::unique_ptr<LlamaModel> llm;
+};
+
+LlavaModel::LlavaModel() : impl_(std::make_unique<Impl>()) {}
+LlavaModel::~LlavaModel() = default;
+
+std::unique_ptr<LlavaModel> LlavaModel::load(const Checkpoint& ckpt, const ModelOptions& opts) {
+  std::unique_ptr<LlavaModel> m(new LlavaModel());
+  Impl& im = *m->impl_;
+  im.config = ckpt.config;
+  const ModelConfig& c = im.config;
+  const bool want_vision = opts.load_vision && c.has_vision;
+  const bool want_text = opts.load_text && c.has_text;
+  if (want_vision) {
+    if (!ckpt.vision_store) throw std::runtime_error(c.weights_dir + ": no weights for the vision tower");
+    im.vision =
+        std::make_unique<VisionTower>(c.vision, *ckpt.vision_store, c.names.vision_prefix, opts.precision);
+    // The projector belongs to the LLaVA checkpoint (absent from a bare CLIP dir).
+    if (c.has_text && ckpt.text_store) {
+      if (c.projector.in != c.vision.hidden)
+        throw std::runtime_error(c.weights_dir + ": projector input " + std::to_string(c.projector.in) +
+                                 " != vision hidden " + std::to_string(c.vision.hidden));
+      im.projector = std::make_unique<Projector>(c.projector, *ckpt.text_store, c.names.proj1_prefix,
+                                                 c.names.proj2_prefix, opts.precision);
+    }
+  }
+  if (want_text) {
+    if (!ckpt.text_store) throw std::runtime_error(c.weights_dir + ": no weights for the language model");
+    im.llm = std::make_unique<LlamaModel>(c.text, *ckpt.text_store, c.names.text_prefix, c.names.lm_head,
+                                          opts.precision);
+  }
+  return m;
+}
+
+const ModelConfig& LlavaModel::config() const {
+  return impl_->config;
+}
+bool LlavaModel::has_vision() const {
+  return impl_->vision && impl_->projector;
+}
+bool LlavaModel::has_text() const {
+  return static_cast<bool>(impl_->llm);
+}
+
+void LlavaModel::vision_features(const float* pixel_values, int64_t batch, float* out,
+                                 VisionTrace* trace) const {
+  if (!impl_->vision) throw std::logic_error("vision_features: the vision tower is not loaded");
+  impl_->vision->forward(pixel_values, batch, out, trace);
+}
+
+void LlavaModel::encode_images(const float* pixel_values, int64_t batch, float* out,
+                               VisionTrace* trace) const {
+  if (!impl_->vision || !impl_->projector)
+    throw std::logic_error("encode_images: the vision tower and projector are not loaded");
+  const int64_t rows = batch * impl_->config.vision.num_patches();
+  std::vector<float> features(static_cast<size_t>(rows * impl_->config.vision.hidden));
+  impl_->vision->forward(pixel_values, batch, features.data(), trace);
+  const bool tracing = trace && trace->enabled;
+  impl_->projector->forward(features.data(), rows, out, tracing ? &trace->projector_linear_1_out : nullptr);
+}
+
+void LlavaModel::embed_tokens(const int32_t* ids, int64_t n, float* out) const {
+  if (!impl_->llm) throw std::logic_error("embed_tokens: the language model is not loaded");
+  impl_->llm->embed(ids, n, out);
+}
+
+int64_t LlavaModel::forward(const std::vector<SeqChunk>& chunks, const std::vector<kernels::KvCacheView>& kv,
+                            float* logits, LlmTrace* trace) const {
+  if (!impl_->llm) throw std::logic_error("forward: the language model is not loaded");
+  return impl_->llm->forward(chunks, kv, logits, trace);
+}
+
+size_t LlavaModel::weight_bytes() const {
+  size_t b = 0;
+  if (impl_->vision) b += impl_->vision->weight_bytes();
+  if (impl_->projector) b += impl_->projector->weight_bytes();
+  if (impl_->llm) b += impl_->llm->weight_bytes();
+  return b;
+}
+
+bool LlavaModel::is_image_token(int64_t id) const {
+  return id == kLlavaImageTokenIndex || id == impl_->config.image_token_index;
+}
+
+int64_t LlavaModel::spliced_length(const std::vector<int64_t>& ids) const {
+  int64_t n = 0;
+  for (int64_t id : ids) n += is_image_token(id) ? impl_->config.vision.num_patches() : 1;
+  return n;
+}
+
+void LlavaModel::splice_embeddings(const std::vector<int64_t>& ids, const float* image_features,
+                                   int64_t n_images, float* out) const {
+  if (!impl_->llm) throw std::logic_error("splice_embeddings: the language model is not loaded");
+  const int64_t D = impl_->config.text.hidden, P = impl_->config.vision.num_patches();
+  const int64_t V = impl_->config.text.vocab;
+  int64_t images_seen = 0;
+  for (int64_t id : ids) images_seen += is_image_token(id) ? 1 : 0;
+  if (images_seen != n_images)
+    throw std::invalid_argument("prompt has " + std::to_string(images_seen) + " image tokens but " +
+                                std::to_string(n_images) + " images were given");
+  int64_t row = 0, image = 0;
+  std::vector<int32_t> run;  // consecutive text ids, embedded in one gather
+  auto flush = [&]() {
+    if (run.empty()) return;
+    impl_->llm->embed(run.data(), static_cast<int64_t>(run.size()), out + row * D);
+    row += static_cast<int64_t>(run.size());
+    run.clear();
+  };
+  for (int64_t id : ids) {
+    if (is_image_token(id)) {
+      flush();
+      std::copy(image_features + image * P * D, image_features + (image + 1) * P * D, out + row * D);
+      row += P;
+      ++image;
+    } else {
+      if (id < 0 || id >= V)
+        throw std::out_of_range("token id " + std::to_string(id) + " outside the vocabulary [0, " +
+                                std::to_string(V) + ")");
+      run.push_back(static_cast<int32_t>(id));
+    }
+  }
+  flush();
+}
+
+}  // namespace recap::models

@@ -1,0 +1,38 @@
+// LLaVA mlp2x_gelu projector: out = linear_2(gelu_erf(linear_1(x))), x [rows, Dv] -> [rows, Dt].
+// nn.GELU() defaults to the exact erf form (SPEC section 4), not the tanh approximation.
+#pragma once
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "io/safetensors.h"
+#include "kernels/gemm.h"
+#include "models/config.h"
+#include "models/scratch.h"
+
+namespace recap::models {
+
+class Projector {
+ public:
+  // Reads `<proj1_prefix>{weight,bias}` [hidden, in] and `<proj2_prefix>{weight,bias}` [out, hidden].
+  Projector(const ProjectorConfig& cfg, const io::WeightStore& store, const std::string& proj1_prefix,
+            const std::string& proj2_prefix, kernels::WeightFormat format);
+
+  const ProjectorConfig& config() const { return cfg_; }
+
+  // x [rows, in] -> out [rows, out]. linear_1_out (optional) receives [rows, hidden] before
+  // the GELU. Thread-safe: concurrent calls are serialised.
+  void forward(const float* x, int64_t rows, float* out, std::vector<float>* linear_1_out = nullptr) const;
+
+  size_t weight_bytes() const;
+
+ private:
+  ProjectorConfig cfg_;
+  kernels::PackedWeight w1_, w2_;
+  std::vector<float> b1_, b2_;
+  mutable std::mutex mu_;
+  mutable FloatScratch s_hidden_;
+};
+
+}  // namespace recap::models
