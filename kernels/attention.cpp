@@ -1,0 +1,94 @@
+// Dispatch points of the attention kernels in kernels/attention.h: argument checks, then one
+// switch on active_isa() per kernel.
+#include "kernels/attention.h"
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "kernels/isa.h"
+#include "kernels/ops_variants.h"
+
+namespace recap::kernels {
+
+namespace {
+
+[[noreturn]] void fail(const char* kernel, const std::string& what) {
+  throw std::invalid_argument(std::string("recap::kernels::") + kernel + ": " + what);
+}
+
+// Block table entries a sequence of `n_pos` positions needs must be valid block ids.
+void check_block_table(const char* kernel, const KvCacheView& c, const int32_t* block_table, int64_t n_pos) {
+  if (n_pos <= 0) return;
+  if (block_table == nullptr) fail(kernel, "block_table is null");
+  const int64_t n_blocks = (n_pos + c.block_size - 1) / c.block_size;
+  for (int64_t j = 0; j < n_blocks; ++j)
+    if (block_table[j] < 0)
+      fail(kernel,
+           "block_table[" + std::to_string(j) + "] = " + std::to_string(block_table[j]) + " is negative");
+}
+
+}  // namespace
+
+void check_kv_view(const char* kernel, const KvCacheView& c) {
+  if (c.dtype != KvDType::F32 && c.dtype != KvDType::BF16 && c.dtype != KvDType::F16)
+    fail(kernel, "unknown KV cache dtype " + std::to_string(int(c.dtype)));
+  if (c.n_kv_heads <= 0 || c.head_dim <= 0 || c.block_size <= 0)
+    fail(kernel, "KV cache view needs n_kv_heads, head_dim, block_size > 0 (got " +
+                     std::to_string(c.n_kv_heads) + ", " + std::to_string(c.head_dim) + ", " +
+                     std::to_string(c.block_size) + ")");
+  if (c.block_stride < c.n_kv_heads * c.block_size * c.head_dim)
+    fail(kernel, "block_stride " + std::to_string(c.block_stride) + " < n_kv_heads*block_size*head_dim = " +
+                     std::to_string(c.n_kv_heads * c.block_size * c.head_dim));
+  if (c.k_base == nullptr || c.v_base == nullptr) fail(kernel, "k_base/v_base is null");
+}
+
+void kv_cache_write(const KvCacheView& cache, const int32_t* block_table, int64_t start_pos, int64_t n_tokens,
+                    const float* k, int64_t ldk, const float* v, int64_t ldv) {
+  const char* kernel = "kv_cache_write";
+  check_kv_view(kernel, cache);
+  if (start_pos < 0 || n_tokens < 0) fail(kernel, "negative start_pos or n_tokens");
+  if (n_tokens == 0) return;
+  const int64_t row = cache.n_kv_heads * cache.head_dim;
+  if (k == nullptr || v == nullptr) fail(kernel, "k or v is null");
+  if (n_tokens > 1 && (ldk < row || ldv < row))
+    fail(kernel, "ldk/ldv (" + std::to_string(ldk) + "/" + std::to_string(ldv) +
+                     ") < n_kv_heads*head_dim = " + std::to_string(row));
+  check_block_table(kernel, cache, block_table, start_pos + n_tokens);
+  ref::kv_cache_write(cache, block_table, start_pos, n_tokens, k, ldk, v, ldv);
+}
+
+void attention_paged_causal(const float* q, int64_t ldq, int64_t n_q, int64_t start_pos, int64_t n_heads,
+                            const KvCacheView& cache, const int32_t* block_table, float scale, float* out,
+                            int64_t ldo) {
+  const char* kernel = "attention_paged_causal";
+  check_kv_view(kernel, cache);
+  if (start_pos < 0 || n_q < 0) fail(kernel, "negative start_pos or n_q");
+  if (n_heads <= 0 || n_heads % cache.n_kv_heads != 0)
+    fail(kernel, "n_heads " + std::to_string(n_heads) + " is not a positive multiple of n_kv_heads " +
+                     std::to_string(cache.n_kv_heads));
+  if (n_q == 0) return;
+  const int64_t row = n_heads * cache.head_dim;
+  if (q == nullptr || out == nullptr) fail(kernel, "q or out is null");
+  if (n_q > 1 && (ldq < row || ldo < row))
+    fail(kernel, "ldq/ldo (" + std::to_string(ldq) + "/" + std::to_string(ldo) +
+                     ") < n_heads*head_dim = " + std::to_string(row));
+  check_block_table(kernel, cache, block_table, start_pos + n_q);
+  ref::attention_paged_causal(q, ldq, n_q, start_pos, n_heads, cache, block_table, scale, out, ldo);
+}
+
+void attention_dense(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv,
+                     int64_t T, int64_t n_heads, int64_t head_dim, float scale, float* out, int64_t ldo) {
+  const char* kernel = "attention_dense";
+  if (T < 0 || n_heads <= 0 || head_dim <= 0)
+    fail(kernel, "bad shape T=" + std::to_string(T) + " n_heads=" + std::to_string(n_heads) +
+                     " head_dim=" + std::to_string(head_dim));
+  if (T == 0) return;
+  if (q == nullptr || k == nullptr || v == nullptr || out == nullptr) fail(kernel, "q, k, v or out is null");
+  const int64_t row = n_heads * head_dim;
+  if (T > 1 && (ldq < row || ldk < row || ldv < row || ldo < row))
+    fail(kernel, "a row stride is smaller than n_heads*head_dim = " + std::to_string(row));
+  ref::attention_dense(q, ldq, k, ldk, v, ldv, T, n_heads, head_dim, scale, out, ldo);
+}
+
+}  // namespace recap::kernels
