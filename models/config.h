@@ -2,8 +2,8 @@
 // generation_config.json / tensor shapes, for each supported checkpoint layout.
 #pragma once
 #include <array>
-#include <memory>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -16,8 +16,10 @@ struct ConfigError : std::runtime_error {
 };
 
 enum class Layout {
-  LlavaOrig,   // LlavaLlamaForCausalLM / llava_llama (haotian-liu/LLaVA): model.layers.N..., model.mm_projector.{0,2}
-  LlavaHf,     // transformers LlavaForConditionalGeneration: language_model.model..., multi_modal_projector.linear_{1,2}
+  LlavaOrig,   // LlavaLlamaForCausalLM / llava_llama (haotian-liu/LLaVA): model.layers.N...,
+               // model.mm_projector.{0,2}
+  LlavaHf,     // transformers LlavaForConditionalGeneration: language_model.model...,
+               // multi_modal_projector.linear_{1,2}
   ClipVision,  // CLIPVisionModel: vision_model.*
   ClipFull,    // CLIPModel: vision_model.* + text_model.* (text part ignored)
 };
@@ -33,13 +35,13 @@ struct VisionConfig {
   int64_t channels = 3;
   float ln_eps = 1e-5f;
   std::string hidden_act = "quick_gelu";
-  int64_t select_layer = -2;            // mm_vision_select_layer / vision_feature_layer
-  std::string select_feature = "patch"; // "patch" drops CLS
+  int64_t select_layer = -2;             // mm_vision_select_layer / vision_feature_layer
+  std::string select_feature = "patch";  // "patch" drops CLS
   std::array<float, 3> image_mean{0.48145466f, 0.4578275f, 0.40821073f};
   std::array<float, 3> image_std{0.26862954f, 0.26130258f, 0.27577711f};
   std::array<uint8_t, 3> pad_background{122, 116, 104};  // int(mean*255)
-  int64_t resize_shortest_edge = 0;  // preprocessor "size" (defaults to image_size)
-  int64_t crop_size = 0;             // preprocessor "crop_size" (defaults to image_size)
+  int64_t resize_shortest_edge = 0;                      // preprocessor "size" (defaults to image_size)
+  int64_t crop_size = 0;                                 // preprocessor "crop_size" (defaults to image_size)
   int64_t num_patches() const { return (image_size / patch_size) * (image_size / patch_size); }
   // Number of encoder layers that must run to produce hidden_states[select_layer].
   int64_t layers_to_run() const { return select_layer < 0 ? layers + 1 + select_layer : select_layer; }
@@ -74,7 +76,8 @@ struct GenerationConfig {
 // Where each part's tensors are named in the checkpoint (prefix + HF sub-name).
 struct WeightNames {
   std::string vision_prefix;  // e.g. "model.vision_tower.vision_tower.vision_model." or "vision_model."
-  std::string text_prefix;    // "model." (orig) or "language_model.model." (hf); sub-names: embed_tokens.weight, layers.N...
+  std::string text_prefix;    // "model." (orig) or "language_model.model." (hf); sub-names:
+                              // embed_tokens.weight, layers.N...
   std::string lm_head;        // "lm_head.weight" or "language_model.lm_head.weight"
   std::string proj1_prefix;   // "model.mm_projector.0." or "multi_modal_projector.linear_1."
   std::string proj2_prefix;   // "model.mm_projector.2." or "multi_modal_projector.linear_2."
@@ -95,12 +98,26 @@ struct ModelConfig {
   int64_t image_token_index = -200;  // id standing for the image in llava-hf configs
   std::string text_dtype;            // torch_dtype as stored, informational
   std::vector<std::string> warnings;
+  // Provenance, for reports (inspect): the architecture named in config.json, where the
+  // tower's tensors came from, and which file (or preset / tensor shapes) gave its dims
+  // and its preprocessing.
+  std::string architecture;
+  std::string vision_tower_source;   // e.g. "embedded in the checkpoint
+                                     // (model.vision_tower.vision_tower.vision_model.*)"
+  std::string vision_config_source;  // e.g. "/x/config.json (vision_config)", "built-in preset
+                                     // openai/clip-vit-large-patch14-336"
+  std::string preprocessor_source;   // a preprocessor_config.json path, or "defaults (CLIP)"
 };
 
 struct LoadOptions {
   std::string vision_weights_dir;  // --vision-weights
   std::string vision_config_dir;   // --vision-config (CLIPVisionConfig config.json)
 };
+
+// Built-in dims of a known CLIP vision tower, keyed by its hub id (the real LLaVA checkpoint
+// names its tower "openai/clip-vit-large-patch14-336" and carries no CLIP dims). Matches a
+// bare id or a path whose last component is the repo name. Null when unknown.
+const VisionConfig* vision_preset(const std::string& hub_id_or_path);
 
 }  // namespace recap::models
 
@@ -126,6 +143,8 @@ struct Checkpoint {
 
 // load_model_config + open stores + validate_checkpoint.
 Checkpoint open_checkpoint(const std::string& weights_dir, const LoadOptions& opts = {});
+// The same without validate_checkpoint (inspect reports the problems instead of throwing).
+Checkpoint open_checkpoint_unchecked(const std::string& weights_dir, const LoadOptions& opts = {});
 
 // Every tensor the forward pass needs is present with the shape the config implies and a
 // float dtype; collects every problem found. Throws ConfigError listing them if any.
