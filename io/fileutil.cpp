@@ -1,0 +1,205 @@
+#include "io/fileutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+
+namespace recap::io {
+
+namespace {
+std::string errno_text(const std::string& what, const std::string& path) {
+  return what + " " + path + ": " + std::strerror(errno);
+}
+}  // namespace
+
+std::string read_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw IoError(errno_text("cannot open", path));
+  std::string out;
+  struct stat st {};
+  if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+    ::close(fd);
+    throw IoError("cannot read " + path + ": is a directory");
+  }
+  if (st.st_size > 0) out.reserve(static_cast<size_t>(st.st_size));
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
+      ::close(fd);
+      errno = e;
+      throw IoError(errno_text("cannot read", path));
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+bool file_exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+void make_dirs(const std::string& path) {
+  if (path.empty()) return;
+  std::string cur;
+  size_t i = 0;
+  while (i <= path.size()) {
+    size_t j = path.find('/', i);
+    if (j == std::string::npos) j = path.size();
+    cur = path.substr(0, j);
+    if (!cur.empty()) {
+      if (::mkdir(cur.c_str(), 0777) != 0 && errno != EEXIST)
+        throw IoError(errno_text("cannot create directory", cur));
+    }
+    i = j + 1;
+  }
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    throw IoError("cannot create directory " + path + ": a file of that name exists");
+}
+
+std::string dir_name(const std::string& path) {
+  size_t p = path.find_last_of('/');
+  if (p == std::string::npos) return ".";
+  if (p == 0) return "/";
+  return path.substr(0, p);
+}
+
+std::string base_name(const std::string& path) {
+  size_t p = path.find_last_of('/');
+  return p == std::string::npos ? path : path.substr(p + 1);
+}
+
+std::string join_path(const std::string& dir, const std::string& rel) {
+  if (rel.empty() || rel[0] == '/' || dir.empty() || dir == ".") return rel;
+  if (dir.back() == '/') return dir + rel;
+  return dir + "/" + rel;
+}
+
+void fsync_dir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  (void)::fsync(fd);
+  ::close(fd);
+}
+
+std::string temp_path_for(const std::string& final_path) {
+  static std::atomic<uint64_t> counter{0};
+  return join_path(dir_name(final_path), "." + base_name(final_path) + ".tmp." + std::to_string(::getpid()) +
+                                             "." + std::to_string(counter.fetch_add(1)));
+}
+
+namespace {
+std::string write_temp(const std::string& final_path, std::string_view data) {
+  std::string tmp = temp_path_for(final_path);
+  OutFile f(tmp, OutFile::Mode::Truncate);
+  try {
+    f.write(data);
+    f.sync();
+    f.close();
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  return tmp;
+}
+}  // namespace
+
+bool publish_file(const std::string& temp_path, const std::string& final_path, bool exclusive) {
+  if (!exclusive) {
+    if (::rename(temp_path.c_str(), final_path.c_str()) != 0) {
+      int e = errno;
+      ::unlink(temp_path.c_str());
+      errno = e;
+      throw IoError(errno_text("cannot rename " + temp_path + " to", final_path));
+    }
+    fsync_dir(dir_name(final_path));
+    return true;
+  }
+  if (::link(temp_path.c_str(), final_path.c_str()) != 0) {
+    int e = errno;
+    ::unlink(temp_path.c_str());
+    if (e == EEXIST) return false;
+    errno = e;
+    throw IoError(errno_text("cannot create", final_path));
+  }
+  ::unlink(temp_path.c_str());
+  fsync_dir(dir_name(final_path));
+  return true;
+}
+
+void atomic_write(const std::string& path, std::string_view data) {
+  publish_file(write_temp(path, data), path, false);
+}
+
+bool exclusive_write(const std::string& path, std::string_view data) {
+  if (file_exists(path)) return false;
+  return publish_file(write_temp(path, data), path, true);
+}
+
+OutFile::OutFile(const std::string& path, Mode mode) : path_(path) {
+  int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (mode == Mode::Append ? O_APPEND : O_TRUNC);
+  fd_ = ::open(path.c_str(), flags, 0666);
+  if (fd_ < 0) throw IoError(errno_text("cannot open for writing", path));
+  if (mode == Mode::Append) {
+    struct stat st {};
+    if (::fstat(fd_, &st) == 0) written_ = static_cast<uint64_t>(st.st_size);
+  }
+}
+
+OutFile::~OutFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+OutFile::OutFile(OutFile&& o) noexcept : fd_(o.fd_), path_(std::move(o.path_)), written_(o.written_) {
+  o.fd_ = -1;
+}
+
+OutFile& OutFile::operator=(OutFile&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = o.fd_;
+    path_ = std::move(o.path_);
+    written_ = o.written_;
+    o.fd_ = -1;
+  }
+  return *this;
+}
+
+void OutFile::write(const void* data, size_t n) {
+  if (fd_ < 0) throw IoError("write to closed file " + path_);
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    ssize_t w = ::write(fd_, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      throw IoError(errno_text("cannot write", path_));
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+    written_ += static_cast<uint64_t>(w);
+  }
+}
+
+void OutFile::sync() {
+  if (fd_ >= 0 && ::fsync(fd_) != 0 && errno != EINVAL) throw IoError(errno_text("cannot fsync", path_));
+}
+
+void OutFile::close() {
+  if (fd_ >= 0) {
+    int rc = ::close(fd_);
+    fd_ = -1;
+    if (rc != 0) throw IoError(errno_text("cannot close", path_));
+  }
+}
+
+}  // namespace recap::io

@@ -1,0 +1,77 @@
+// Durable file operations for outputs that must never be seen half-written: write to a
+// temp name in the same directory, fsync, then rename (or link for an exclusive create), and
+// fsync the directory so the rename survives a crash.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace recap::io {
+
+struct IoError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Whole-file read; throws IoError naming the path.
+std::string read_file(const std::string& path);
+bool file_exists(const std::string& path);
+// Creates the directory and its parents (like mkdir -p). Throws IoError.
+void make_dirs(const std::string& path);
+// Directory part of a path ("." when there is none) and the last component.
+std::string dir_name(const std::string& path);
+std::string base_name(const std::string& path);
+// `rel` resolved against directory `dir` unless it is absolute.
+std::string join_path(const std::string& dir, const std::string& rel);
+
+// fsync of a directory (makes a rename/link inside it durable). Errors are ignored on
+// filesystems that do not support it.
+void fsync_dir(const std::string& dir);
+
+// A unique temp name beside `final_path`: "<dir>/.<base>.tmp.<pid>.<counter>".
+std::string temp_path_for(const std::string& final_path);
+
+// Writes `data` to a temp file, fsyncs, renames over `path` (replacing it), fsyncs the dir.
+void atomic_write(const std::string& path, std::string_view data);
+
+// Like atomic_write but fails (returns false, leaves the existing file alone) when `path`
+// already exists: the data goes to a temp name and is hard-linked to `path` (link() is
+// atomic and exclusive), then the temp name is removed. Two writers racing for the same
+// final name: exactly one wins.
+bool exclusive_write(const std::string& path, std::string_view data);
+
+// Publishes an already written and closed temp file under `final_path`.
+//   exclusive=false: rename (replaces); exclusive=true: link + unlink, returns false if
+//   final_path exists (temp is removed in that case too).
+bool publish_file(const std::string& temp_path, const std::string& final_path, bool exclusive);
+
+// A file written sequentially through a descriptor, with explicit flush+fsync. Used for the
+// tar being built and the append-only partial logs.
+class OutFile {
+ public:
+  OutFile() = default;
+  // mode: truncate (new file) or append (keeps contents).
+  enum class Mode { Truncate, Append };
+  OutFile(const std::string& path, Mode mode);
+  ~OutFile();
+  OutFile(const OutFile&) = delete;
+  OutFile& operator=(const OutFile&) = delete;
+  OutFile(OutFile&& o) noexcept;
+  OutFile& operator=(OutFile&& o) noexcept;
+
+  bool is_open() const { return fd_ >= 0; }
+  const std::string& path() const { return path_; }
+  void write(const void* data, size_t n);
+  void write(std::string_view s) { write(s.data(), s.size()); }
+  void sync();  // fsync
+  void close();
+  uint64_t bytes_written() const { return written_; }
+
+ private:
+  int fd_ = -1;
+  std::string path_;
+  uint64_t written_ = 0;
+};
+
+}  // namespace recap::io

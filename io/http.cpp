@@ -1,0 +1,237 @@
+#include "io/http.h"
+
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <future>
+#include <map>
+#include <mutex>
+
+namespace recap::io {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+
+void global_init() {
+  static std::once_flag once;
+  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+}  // namespace
+
+struct HttpClient::Request {
+  std::string url;
+  Callback done;
+  int attempts = 0;
+  Clock::time_point not_before{};
+  // Per-attempt state.
+  CURL* easy = nullptr;
+  std::string body;
+  bool too_big = false;
+  uint64_t max_bytes = 0;
+  char errbuf[CURL_ERROR_SIZE] = {0};
+};
+
+namespace {
+size_t write_cb(char* ptr, size_t size, size_t nmemb, void* userdata) {
+  auto* body = static_cast<std::string*>(userdata);
+  body->append(ptr, size * nmemb);
+  return size * nmemb;
+}
+}  // namespace
+
+HttpClient::HttpClient(HttpOptions opts) : opts_(std::move(opts)) {
+  global_init();
+  multi_ = curl_multi_init();
+  thread_ = std::thread([this] { run(); });
+}
+
+HttpClient::~HttpClient() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stop_ = true;
+  }
+  curl_multi_wakeup(static_cast<CURLM*>(multi_));
+  thread_.join();
+  curl_multi_cleanup(static_cast<CURLM*>(multi_));
+}
+
+void HttpClient::fetch(const std::string& url, Callback done) {
+  auto r = std::make_unique<Request>();
+  r->url = url;
+  r->done = std::move(done);
+  bool stopped;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stopped = stop_;
+    if (!stopped) queue_.push_back(std::move(r));
+  }
+  if (stopped) {
+    HttpResult res;
+    res.error = "cancelled";
+    r->done(std::move(res));
+    return;
+  }
+  curl_multi_wakeup(static_cast<CURLM*>(multi_));
+}
+
+HttpResult HttpClient::fetch_sync(const std::string& url) {
+  std::promise<HttpResult> p;
+  auto f = p.get_future();
+  fetch(url, [&p](HttpResult r) { p.set_value(std::move(r)); });
+  return f.get();
+}
+
+void HttpClient::run() {
+  CURLM* multi = static_cast<CURLM*>(multi_);
+  std::map<CURL*, std::unique_ptr<Request>> active;
+  std::vector<std::unique_ptr<Request>> waiting;  // retries waiting for their backoff
+
+  auto start = [&](std::unique_ptr<Request> r) {
+    CURL* e = curl_easy_init();
+    r->easy = e;
+    r->body.clear();
+    r->too_big = false;
+    r->errbuf[0] = 0;
+    r->attempts++;
+    curl_easy_setopt(e, CURLOPT_URL, r->url.c_str());
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(e, CURLOPT_MAXREDIRS, 5L);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(opts_.connect_timeout_s * 1000));
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(opts_.timeout_s * 1000));
+    curl_easy_setopt(e, CURLOPT_USERAGENT, opts_.user_agent.c_str());
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(opts_.max_bytes));
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &r->body);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
+    // Only http(s): a list must not make us read local files or talk other protocols.
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_multi_add_handle(multi, e);
+    active[e] = std::move(r);
+  };
+
+  auto finish = [&](std::unique_ptr<Request> r, HttpResult res) {
+    res.attempts = r->attempts;
+    r->done(std::move(res));
+  };
+
+  for (;;) {
+    std::vector<std::unique_ptr<Request>> fresh;
+    bool stop;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop = stop_;
+      size_t room = active.size() >= static_cast<size_t>(opts_.max_in_flight)
+                        ? 0
+                        : static_cast<size_t>(opts_.max_in_flight) - active.size();
+      while (!stop && room > 0 && !queue_.empty()) {
+        fresh.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+        --room;
+      }
+    }
+    if (stop) break;
+    // Retries whose backoff elapsed go first (they are older).
+    auto now = Clock::now();
+    for (size_t i = 0; i < waiting.size();) {
+      if (waiting[i]->not_before <= now && active.size() < static_cast<size_t>(opts_.max_in_flight)) {
+        start(std::move(waiting[i]));
+        waiting.erase(waiting.begin() + static_cast<long>(i));
+      } else {
+        ++i;
+      }
+    }
+    for (auto& r : fresh) start(std::move(r));
+
+    int running = 0;
+    curl_multi_perform(multi, &running);
+    int msgs = 0;
+    while (CURLMsg* m = curl_multi_info_read(multi, &msgs)) {
+      if (m->msg != CURLMSG_DONE) continue;
+      CURL* e = m->easy_handle;
+      CURLcode code = m->data.result;
+      auto it = active.find(e);
+      std::unique_ptr<Request> r = std::move(it->second);
+      active.erase(it);
+      long status = 0;
+      curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+      curl_multi_remove_handle(multi, e);
+      curl_easy_cleanup(e);
+      r->easy = nullptr;
+
+      HttpResult res;
+      res.status = status;
+      bool retryable = false;
+      if (code == CURLE_OK && status >= 200 && status < 300) {
+        if (r->body.size() > opts_.max_bytes) {
+          res.error = "response larger than the size limit of " + std::to_string(opts_.max_bytes) + " bytes";
+        } else {
+          res.ok = true;
+          res.body = std::move(r->body);
+        }
+      } else if (code == CURLE_OK) {
+        res.error = "HTTP " + std::to_string(status);
+        retryable = status == 408 || status == 429 || status >= 500;
+      } else if (code == CURLE_FILESIZE_EXCEEDED) {
+        res.error = "response larger than the size limit of " + std::to_string(opts_.max_bytes) + " bytes";
+      } else {
+        res.error = r->errbuf[0] ? std::string(r->errbuf) : std::string(curl_easy_strerror(code));
+        retryable = code == CURLE_OPERATION_TIMEDOUT || code == CURLE_COULDNT_CONNECT ||
+                    code == CURLE_RECV_ERROR || code == CURLE_SEND_ERROR || code == CURLE_GOT_NOTHING ||
+                    code == CURLE_PARTIAL_FILE || code == CURLE_COULDNT_RESOLVE_HOST ||
+                    code == CURLE_SSL_CONNECT_ERROR;
+      }
+      if (!res.ok && retryable && r->attempts <= opts_.retries) {
+        double delay = std::min(opts_.backoff_max_s, opts_.backoff_s * std::pow(2.0, r->attempts - 1));
+        r->not_before = Clock::now() + std::chrono::microseconds(static_cast<int64_t>(delay * 1e6));
+        waiting.push_back(std::move(r));
+        continue;
+      }
+      if (!res.ok && r->attempts > 1) res.error += " (after " + std::to_string(r->attempts) + " attempts)";
+      finish(std::move(r), std::move(res));
+    }
+
+    // Sleep until there is socket activity, a wakeup (new request / stop), or the next
+    // retry is due.
+    int timeout_ms = 200;
+    if (!waiting.empty()) {
+      auto next = std::min_element(waiting.begin(), waiting.end(),
+                                   [](auto& a, auto& b) { return a->not_before < b->not_before; })
+                      ->get()
+                      ->not_before;
+      auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(next - Clock::now()).count();
+      timeout_ms = static_cast<int>(std::clamp<int64_t>(ms, 0, 200));
+    }
+    curl_multi_poll(multi, nullptr, 0, timeout_ms, nullptr);
+  }
+
+  // Shutdown: everything still pending fails with "cancelled".
+  for (auto& [e, r] : active) {
+    curl_multi_remove_handle(multi, e);
+    curl_easy_cleanup(e);
+    HttpResult res;
+    res.error = "cancelled";
+    finish(std::move(r), std::move(res));
+  }
+  for (auto& r : waiting) {
+    HttpResult res;
+    res.error = "cancelled";
+    finish(std::move(r), std::move(res));
+  }
+  std::deque<std::unique_ptr<Request>> rest;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    rest.swap(queue_);
+  }
+  for (auto& r : rest) {
+    HttpResult res;
+    res.error = "cancelled";
+    finish(std::move(r), std::move(res));
+  }
+}
+
+}  // namespace recap::io
