@@ -47,12 +47,16 @@ HttpClient::HttpClient(HttpOptions opts) : opts_(std::move(opts)) {
   thread_ = std::thread([this] { run(); });
 }
 
-HttpClient::~HttpClient() {
+void HttpClient::shutdown() {
   {
     std::lock_guard<std::mutex> lk(mu_);
     stop_ = true;
   }
   curl_multi_wakeup(static_cast<CURLM*>(multi_));
+}
+
+HttpClient::~HttpClient() {
+  shutdown();
   thread_.join();
   curl_multi_cleanup(static_cast<CURLM*>(multi_));
 }

@@ -47,6 +47,9 @@ class HttpClient {
   void fetch(const std::string& url, Callback done);
   // Blocking convenience wrapper.
   HttpResult fetch_sync(const std::string& url);
+  // Cancels everything pending (callbacks get error "cancelled") and makes later fetch()
+  // calls fail at once with "cancelled". Idempotent; the destructor calls it.
+  void shutdown();
   const HttpOptions& options() const { return opts_; }
 
  private:

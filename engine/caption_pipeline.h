@@ -1,0 +1,78 @@
+// The caption job: input shards -> fetch/decode workers -> batched CLIP + projector ->
+// prefill -> continuous-batching decode -> webdataset shards, resumable and loss-free.
+//
+// Flow of one sample: SampleStream (engine/sources) -> Loader worker (bytes, decode,
+// preprocess) -> vision batch (encode_images, works ahead of the decoder by up to
+// --max-batch images) -> prompt embeddings (template ids with the image spliced in) ->
+// Scheduler (engine/scheduler: prefill, then one token per step while it runs) -> text
+// post-processing (strip, --first-sentence, --shear) -> ShardOutput (engine/shard_output).
+// Every hand-off carries the sample's (shard, index, key); nothing is matched by position.
+//
+// Exit codes: 0 every assigned shard done; 1 a runtime failure (a shard could not be
+// finished: corrupt input tar, write error...); 2 usage/config error (bad flags, missing
+// list, fingerprint conflict without --overwrite); 75 interrupted by SIGTERM/SIGINT (what
+// was finished is kept; a rerun resumes).
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/sampler.h"
+#include "io/lists.h"
+
+namespace recap::engine {
+
+struct CaptionOptions {
+  // Model
+  std::string weights_dir;
+  std::string vision_weights_dir;
+  std::string vision_config_dir;
+  std::string tokenizer_path;
+  std::string precision = "f32";  // f32 | bf16 | int8 | int4
+  std::string kv_dtype = "f32";   // f32 | bf16 | f16
+  // Inputs / outputs
+  std::vector<std::string> lists;
+  std::vector<std::string> inputs;
+  io::ListColumns columns;
+  std::string out_dir;
+  int64_t samples_per_shard = 10000;
+  bool no_images = false;
+  bool overwrite = false;
+  std::optional<int64_t> shard_index, shard_count;
+  // Generation
+  std::string template_name;  // name or file; "" = the default (llama3)
+  std::string prompt;         // "" = the Recap-DataComp prompt
+  int max_new_tokens = 128;
+  SamplingParams sampling;
+  int num_captions = 1;
+  std::string shear;  // "", "words", "tokens"
+  bool first_sentence = false;
+  // Resources
+  int max_batch = 8;
+  int64_t kv_cache_mb = 0;  // 0: enough for max_batch sequences
+  int vision_batch = 0;     // 0: min(max_batch, 8)
+  int threads = 0;          // 0: auto (affinity/cgroup/OMP_NUM_THREADS/SLURM)
+  int io_workers = 8;
+  double http_timeout_s = 30;
+  int http_retries = 3;
+  uint64_t max_image_bytes = 64ull << 20;
+  // Reporting
+  std::string stats_json;
+  double log_interval_s = 30;
+  bool quiet = false;
+  int64_t max_samples = 0;  // stop after this many new samples (0: no limit); tests and smoke runs
+};
+
+// Runs the whole job; returns the process exit code. Prints progress and a summary to stderr.
+int run_caption(const CaptionOptions& opts);
+
+// Text post-processing, exposed for tests.
+// --first-sentence: Python's `text.strip().split('.')[0]`, stripped again.
+std::string first_sentence(const std::string& text);
+// --shear words: at most `n_words` whitespace-separated words of `text` (original spacing of
+// the kept part preserved, trailing space dropped). n_words <= 0 keeps the text.
+std::string shear_words(const std::string& text, int64_t n_words);
+int64_t count_words(const std::string& text);
+
+}  // namespace recap::engine

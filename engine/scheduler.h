@@ -1,0 +1,104 @@
+// Continuous batching over the paged KV cache.
+//
+// Each step runs ONE decoder forward over a mixed batch: the full prompt of every request
+// admitted since the last step (one chunk each, never split, so a sequence's numbers do not
+// depend on what it was batched with) plus one token of every running sequence. Sequences
+// leave the batch the step they stop (a stop token or max_new_tokens) and their blocks go
+// back to the pool; new requests join whenever a batch slot (--max-batch) and every KV block
+// they could ever need (--kv-cache-mb) are free. A request with n captions is prefilled once;
+// its captions then continue as n sequences sharing the prompt's KV blocks.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "engine/kv_cache.h"
+#include "engine/sampler.h"
+#include "models/llava.h"
+
+namespace recap::engine {
+
+struct SchedulerOptions {
+  int max_batch = 8;  // sequences decoding at once (captions count separately)
+  int max_new_tokens = 128;
+  int64_t max_prefill_tokens = 4096;  // prompt tokens per step (at least one whole prompt runs)
+  int64_t vocab_limit = 0;            // ids >= this are never sampled (tokenizer size)
+  std::set<int32_t> stop_ids;         // generation ends on any of these (not included in output)
+};
+
+struct CaptionRequest {
+  uint64_t id = 0;                   // caller's handle
+  std::vector<float> prompt_embeds;  // [n_prompt, hidden]
+  int64_t n_prompt = 0;
+  int n_captions = 1;
+  SamplingParams sampling;
+  std::string seed_key;  // per-sample seed material (the sample key)
+};
+
+struct CaptionResult {
+  uint64_t id = 0;
+  std::vector<std::vector<int32_t>> tokens;  // per caption, stop token excluded
+  std::vector<std::string> stop_reason;      // "stop_token" | "max_new_tokens"
+  int64_t n_prompt = 0;
+  double prefill_ms = 0;  // the share of the prefill step's time (by tokens)
+  double decode_ms = 0;   // sum over the decode steps of this request's share
+  std::string error;      // non-empty when the request failed (e.g. prompt longer than the cache)
+};
+
+class Scheduler {
+ public:
+  Scheduler(const models::LlavaModel& model, KvCachePool& pool, SchedulerOptions opts);
+
+  // True when the request can start now (batch slots and KV blocks). A request that can
+  // never fit (prompt + max_new_tokens beyond the whole pool) is accepted and fails with an
+  // error result at the next step rather than waiting forever.
+  bool can_admit(int64_t n_prompt, int n_captions) const;
+  void admit(CaptionRequest req);
+
+  // One forward over everything admitted/running; returns the requests that finished.
+  std::vector<CaptionResult> step();
+
+  bool idle() const { return running_.empty() && pending_.empty(); }
+  int running_sequences() const { return static_cast<int>(running_.size()); }
+  int64_t tokens_generated() const { return tokens_generated_; }
+  int64_t tokens_prefilled() const { return tokens_prefilled_; }
+  const SchedulerOptions& options() const { return opts_; }
+  int64_t max_request_tokens(int64_t n_prompt) const { return n_prompt + opts_.max_new_tokens; }
+
+ private:
+  struct Request;
+  struct Sequence {
+    std::shared_ptr<Request> req;
+    int caption = 0;
+    std::vector<int32_t> table;
+    int64_t pos = 0;  // tokens in the cache
+    int32_t last = -1;
+    Rng rng;
+    bool done = false;
+  };
+  struct Request {
+    CaptionRequest in;
+    CaptionResult out;
+    int open = 0;  // sequences still running
+  };
+
+  int sequences_committed() const;
+  void finish_sequence(Sequence& s, const char* reason, std::vector<CaptionResult>* finished);
+
+  const models::LlavaModel& model_;
+  KvCachePool& pool_;
+  SchedulerOptions opts_;
+  std::deque<std::shared_ptr<Request>> pending_;  // admitted, not prefilled yet
+  std::vector<Sequence> running_;
+  int64_t pending_blocks_ = 0;
+  int pending_sequences_ = 0;
+  int64_t tokens_generated_ = 0, tokens_prefilled_ = 0;
+  std::vector<float> logits_;
+  std::vector<std::pair<float, int32_t>> scratch_;
+};
+
+}  // namespace recap::engine

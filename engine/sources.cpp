@@ -1,0 +1,208 @@
+#include "engine/sources.h"
+
+#include <map>
+#include <set>
+
+#include "io/fileutil.h"
+
+namespace recap::engine {
+
+using nlohmann::ordered_json;
+
+namespace {
+bool ends_with(const std::string& s, const std::string& suf) {
+  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
+}
+
+std::vector<std::string> expand_all(const std::vector<std::string>& patterns) {
+  std::vector<std::string> out;
+  for (auto& p : patterns) {
+    try {
+      auto v = io::expand_braces(p);
+      out.insert(out.end(), v.begin(), v.end());
+    } catch (const io::ListError& e) {
+      throw InputError(e.what());
+    }
+  }
+  return out;
+}
+
+std::string shard_name(int64_t id) {
+  std::string s = std::to_string(id);
+  if (s.size() < 5) s.insert(0, 5 - s.size(), '0');
+  return s;
+}
+}  // namespace
+
+std::vector<ShardSpec> plan_shards(const InputOptions& opts, std::vector<std::string>* warnings) {
+  if (opts.samples_per_shard < 1) throw InputError("--samples-per-shard must be at least 1");
+  std::vector<ShardSpec> shards;
+  int64_t shard_id = 0;
+  for (auto& path : expand_all(opts.lists)) {
+    io::ListFile lf;
+    try {
+      lf = io::read_list_file(path, opts.columns);
+    } catch (const io::ListError& e) {
+      throw InputError(e.what());
+    }
+    const int64_t n = static_cast<int64_t>(lf.records.size());
+    if (n == 0 && warnings) warnings->push_back(path + ": no samples");
+    for (int64_t first = 0; first < n; first += opts.samples_per_shard) {
+      ShardSpec s;
+      s.name = shard_name(shard_id);
+      s.shard_id = shard_id++;
+      s.path = path;
+      s.first_record = first;
+      s.n_records = std::min(opts.samples_per_shard, n - first);
+      shards.push_back(s);
+    }
+  }
+  std::set<std::string> names;
+  for (auto& path : expand_all(opts.tars)) {
+    if (!io::file_exists(path)) throw InputError(path + ": no such input tar");
+    std::string base = io::base_name(path);
+    if (ends_with(base, ".tar")) base.resize(base.size() - 4);
+    if (!names.insert(base).second)
+      throw InputError("two input tars share the name '" + base + "' (output shards are named after them)");
+    ShardSpec s;
+    s.name = base;
+    s.is_tar = true;
+    s.path = path;
+    s.shard_id = shard_id++;
+    s.n_records = -1;
+    shards.push_back(s);
+  }
+  if (opts.lists.empty() && opts.tars.empty())
+    throw InputError("no input: pass --list FILE or --input PATTERN");
+  return shards;
+}
+
+namespace {
+
+class ListStream : public SampleStream {
+ public:
+  ListStream(const ShardSpec& spec, const InputOptions& opts) : spec_(spec), opts_(opts) {
+    try {
+      lf_ = io::read_list_file(spec.path, opts.columns);
+    } catch (const io::ListError& e) {
+      throw InputError(e.what());
+    }
+    if (static_cast<int64_t>(lf_.records.size()) < spec.first_record + spec.n_records)
+      throw InputError(spec.path + ": the list changed since it was read (fewer lines)");
+  }
+  bool next(SampleInput* out) override {
+    if (pos_ >= spec_.n_records) return false;
+    const auto& r = lf_.records[static_cast<size_t>(spec_.first_record + pos_)];
+    SampleInput s;
+    s.index = pos_;
+    s.key = !r.key.empty() ? r.key : io::compute_key(pos_, spec_.shard_id, opts_.samples_per_shard);
+    s.url = r.url;
+    s.caption = r.caption;
+    s.extra = r.extra;
+    s.base_dir = lf_.dir;
+    s.parse_error = r.error;
+    s.source = spec_.path + ":" + std::to_string(r.line);
+    *out = std::move(s);
+    ++pos_;
+    return true;
+  }
+
+ private:
+  ShardSpec spec_;
+  InputOptions opts_;
+  io::ListFile lf_;
+  int64_t pos_ = 0;
+};
+
+// Groups consecutive members with the same webdataset key.
+class TarStream : public SampleStream {
+ public:
+  explicit TarStream(const ShardSpec& spec) : spec_(spec) {
+    try {
+      reader_ = std::make_unique<io::TarReader>(spec.path);
+    } catch (const io::TarError& e) {
+      throw InputError(e.what());
+    }
+  }
+  bool next(SampleInput* out) override {
+    std::map<std::string, std::string> members;  // ext -> bytes
+    std::string key;
+    for (;;) {
+      if (!have_pending_) {
+        try {
+          if (!reader_->next(&pending_)) {
+            eof_ = true;
+          } else {
+            have_pending_ = true;
+          }
+        } catch (const io::TarError& e) {
+          throw InputError(e.what());
+        }
+      }
+      if (eof_ && !have_pending_) break;
+      std::string k, ext;
+      io::split_wds_name(pending_.name, &k, &ext);
+      if (key.empty()) key = k;
+      if (k != key) break;  // next sample begins
+      members[ext] = std::move(pending_.data);
+      have_pending_ = false;
+    }
+    if (key.empty()) return false;
+    SampleInput s;
+    s.index = index_++;
+    s.key = key;
+    s.source = spec_.path;
+    s.base_dir = io::dir_name(spec_.path);
+    for (const char* e : {"jpg", "jpeg", "png", "webp"}) {
+      auto it = members.find(e);
+      if (it != members.end()) {
+        s.has_inline_image = true;
+        s.image_bytes = std::move(it->second);
+        s.image_ext = e;
+        break;
+      }
+    }
+    if (auto it = members.find("txt"); it != members.end()) s.caption = it->second;
+    if (auto it = members.find("json"); it != members.end()) {
+      try {
+        auto j = ordered_json::parse(it->second);
+        if (j.is_object()) {
+          if (j.contains("url") && j["url"].is_string()) s.url = j["url"].get<std::string>();
+          if (s.caption.empty() && j.contains("caption") && j["caption"].is_string())
+            s.caption = j["caption"].get<std::string>();
+          // Pass through what the downloader recorded, except what we recompute.
+          static const std::set<std::string> ours{"url",           "caption",    "key",    "status",
+                                                  "error_message", "width",      "height", "re_caption",
+                                                  "re_captions",   "fingerprint"};
+          for (auto it2 = j.begin(); it2 != j.end(); ++it2)
+            if (!ours.count(it2.key())) s.extra[it2.key()] = it2.value();
+        }
+      } catch (const std::exception&) {
+        s.parse_error = spec_.path + ": " + key + ".json is not valid JSON";
+      }
+    }
+    if (!s.has_inline_image && s.parse_error.empty()) {
+      std::string exts;
+      for (auto& [e, b] : members) exts += (exts.empty() ? "" : ", ") + e;
+      s.parse_error = spec_.path + ": sample " + key + " has no image member (found: " + exts + ")";
+    }
+    *out = std::move(s);
+    return true;
+  }
+
+ private:
+  ShardSpec spec_;
+  std::unique_ptr<io::TarReader> reader_;
+  io::TarMember pending_;
+  bool have_pending_ = false, eof_ = false;
+  int64_t index_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<SampleStream> open_shard(const ShardSpec& spec, const InputOptions& opts) {
+  if (spec.is_tar) return std::make_unique<TarStream>(spec);
+  return std::make_unique<ListStream>(spec, opts);
+}
+
+}  // namespace recap::engine
