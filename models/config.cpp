@@ -545,7 +545,8 @@ Resolved resolve(const std::string& weights_dir, const LoadOptions& opts) {
   cfg.vision.select_layer = -2;
   cfg.vision.select_feature = "patch";
 
-  auto use_separate_tower = [&](const fs::path& tdir, const std::string& why) {
+  auto use_separate_tower = [&](const fs::path& tdir_in, const std::string& why) {
+    const fs::path tdir = tdir_in.lexically_normal();
     require_dir(tdir, "vision tower directory (" + why + ")");
     vstore = open_store(tdir);
     vprefix = find_vision_prefix(*vstore);
@@ -597,7 +598,7 @@ Resolved resolve(const std::string& weights_dir, const LoadOptions& opts) {
     const std::string embedded = "model.vision_tower.vision_tower.vision_model.";
     fs::path tower_dir;  // the local dir mm_vision_tower names, if it exists
     if (!tower.empty() && !looks_like_hub_id(tower)) {
-      fs::path p = fs::path(tower).is_absolute() ? fs::path(tower) : dir / tower;
+      fs::path p = (fs::path(tower).is_absolute() ? fs::path(tower) : dir / tower).lexically_normal();
       if (fs::is_directory(p, ec)) tower_dir = p;
     } else if (!tower.empty() && fs::is_directory(dir / tower, ec)) {
       tower_dir = dir / tower;
@@ -627,7 +628,7 @@ Resolved resolve(const std::string& weights_dir, const LoadOptions& opts) {
                         "\" is a hub id and the checkpoint holds no " + embedded +
                         "* tensors; pass --vision-weights DIR (a local CLIP safetensors directory)");
     } else {
-      fs::path p = fs::path(tower).is_absolute() ? fs::path(tower) : dir / tower;
+      fs::path p = (fs::path(tower).is_absolute() ? fs::path(tower) : dir / tower).lexically_normal();
       throw ConfigError(p.string() + ": vision tower directory (config.json mm_vision_tower \"" + tower +
                         "\") does not exist and the checkpoint holds no " + embedded +
                         "* tensors; pass --vision-weights DIR");
