@@ -253,7 +253,40 @@ bool jpeg_decode_core(JpegState* st, const uint8_t* data, size_t size, const Dec
   return true;
 }
 
+// Finds the frame size in the SOFn segment without libjpeg, so an oversized header is rejected
+// even when the file ends right after it (libjpeg's jpeg_read_header reads up to the first
+// scan). Returns false when no SOF precedes the first SOS within the data.
+bool jpeg_peek_size(const uint8_t* data, size_t size, uint32_t* w, uint32_t* h) {
+  size_t pos = 2;  // after SOI
+  while (pos + 4 <= size) {
+    if (data[pos] != 0xFF) return false;
+    uint8_t marker = data[pos + 1];
+    if (marker == 0xFF) {  // fill byte
+      ++pos;
+      continue;
+    }
+    if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD8)) {  // no payload
+      pos += 2;
+      continue;
+    }
+    const size_t len = (static_cast<size_t>(data[pos + 2]) << 8) | data[pos + 3];
+    const bool sof = marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
+    if (sof) {
+      if (pos + 9 > size) return false;
+      *h = (static_cast<uint32_t>(data[pos + 5]) << 8) | data[pos + 6];
+      *w = (static_cast<uint32_t>(data[pos + 7]) << 8) | data[pos + 8];
+      return true;
+    }
+    if (marker == 0xDA || marker == 0xD9 || len < 2) return false;
+    pos += 2 + len;
+  }
+  return false;
+}
+
 Image decode_jpeg(const uint8_t* data, size_t size, const DecodeOptions& opts) {
+  uint32_t w = 0, h = 0;
+  if (jpeg_peek_size(data, size, &w, &h) && exceeds_limit(w, h, opts))
+    throw ImageError(ImageErrorKind::TooLarge, "JPEG: " + pixel_count_message(w, h, opts.max_pixels));
   Image img;
   JpegState st;
   if (!jpeg_decode_core(&st, data, size, opts, &img)) throw ImageError(st.fail_kind, st.fail_message);
@@ -478,6 +511,17 @@ bool png_decode_core(PngState* st, const DecodeOptions& opts, Image* out) {
 }
 
 Image decode_png(const uint8_t* data, size_t size, const DecodeOptions& opts) {
+  // IHDR is always the first chunk: check its size before libpng reads further (png_read_info
+  // reads up to the first IDAT, so a bare oversized header would otherwise look truncated).
+  if (size >= 24 && std::memcmp(data + 12, "IHDR", 4) == 0) {
+    auto be32 = [&](size_t at) {
+      return (static_cast<uint32_t>(data[at]) << 24) | (static_cast<uint32_t>(data[at + 1]) << 16) |
+             (static_cast<uint32_t>(data[at + 2]) << 8) | data[at + 3];
+    };
+    const uint32_t w = be32(16), h = be32(20);
+    if (exceeds_limit(w, h, opts))
+      throw ImageError(ImageErrorKind::TooLarge, "PNG: " + pixel_count_message(w, h, opts.max_pixels));
+  }
   Image img;
   PngState st;
   st.data = data;
