@@ -55,6 +55,14 @@ void kv_cache_write(const KvCacheView& cache, const int32_t* block_table, int64_
     fail(kernel, "ldk/ldv (" + std::to_string(ldk) + "/" + std::to_string(ldv) +
                      ") < n_kv_heads*head_dim = " + std::to_string(row));
   check_block_table(kernel, cache, block_table, start_pos + n_tokens);
+  switch (active_isa()) {
+    case Isa::Avx512:
+      return avx512::kv_cache_write(cache, block_table, start_pos, n_tokens, k, ldk, v, ldv);
+    case Isa::Avx2:
+      return avx2::kv_cache_write(cache, block_table, start_pos, n_tokens, k, ldk, v, ldv);
+    case Isa::Ref:
+      break;
+  }
   ref::kv_cache_write(cache, block_table, start_pos, n_tokens, k, ldk, v, ldv);
 }
 
@@ -74,6 +82,16 @@ void attention_paged_causal(const float* q, int64_t ldq, int64_t n_q, int64_t st
     fail(kernel, "ldq/ldo (" + std::to_string(ldq) + "/" + std::to_string(ldo) +
                      ") < n_heads*head_dim = " + std::to_string(row));
   check_block_table(kernel, cache, block_table, start_pos + n_q);
+  switch (active_isa()) {
+    case Isa::Avx512:
+      return avx512::attention_paged_causal(q, ldq, n_q, start_pos, n_heads, cache, block_table, scale, out,
+                                            ldo);
+    case Isa::Avx2:
+      return avx2::attention_paged_causal(q, ldq, n_q, start_pos, n_heads, cache, block_table, scale, out,
+                                          ldo);
+    case Isa::Ref:
+      break;
+  }
   ref::attention_paged_causal(q, ldq, n_q, start_pos, n_heads, cache, block_table, scale, out, ldo);
 }
 
@@ -88,6 +106,14 @@ void attention_dense(const float* q, int64_t ldq, const float* k, int64_t ldk, c
   const int64_t row = n_heads * head_dim;
   if (T > 1 && (ldq < row || ldk < row || ldv < row || ldo < row))
     fail(kernel, "a row stride is smaller than n_heads*head_dim = " + std::to_string(row));
+  switch (active_isa()) {
+    case Isa::Avx512:
+      return avx512::attention_dense(q, ldq, k, ldk, v, ldv, T, n_heads, head_dim, scale, out, ldo);
+    case Isa::Avx2:
+      return avx2::attention_dense(q, ldq, k, ldk, v, ldv, T, n_heads, head_dim, scale, out, ldo);
+    case Isa::Ref:
+      break;
+  }
   ref::attention_dense(q, ldq, k, ldk, v, ldv, T, n_heads, head_dim, scale, out, ldo);
 }
 

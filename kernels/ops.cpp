@@ -43,6 +43,14 @@ void rmsnorm(const float* x, int64_t ld_x, const float* w, float* y, int64_t ld_
   check_ptr("rmsnorm", x, "x", true);
   check_ptr("rmsnorm", w, "w", true);
   check_ptr("rmsnorm", y, "y", true);
+  switch (active_isa()) {
+    case Isa::Avx512:
+      return avx512::rmsnorm(x, ld_x, w, y, ld_y, rows, dim, eps);
+    case Isa::Avx2:
+      return avx2::rmsnorm(x, ld_x, w, y, ld_y, rows, dim, eps);
+    case Isa::Ref:
+      break;
+  }
   ref::rmsnorm(x, ld_x, w, y, ld_y, rows, dim, eps);
 }
 
@@ -54,6 +62,14 @@ void layernorm(const float* x, int64_t ld_x, const float* w, const float* b, flo
   check_ptr("layernorm", w, "w", true);
   check_ptr("layernorm", b, "b", true);
   check_ptr("layernorm", y, "y", true);
+  switch (active_isa()) {
+    case Isa::Avx512:
+      return avx512::layernorm(x, ld_x, w, b, y, ld_y, rows, dim, eps);
+    case Isa::Avx2:
+      return avx2::layernorm(x, ld_x, w, b, y, ld_y, rows, dim, eps);
+    case Isa::Ref:
+      break;
+  }
   ref::layernorm(x, ld_x, w, b, y, ld_y, rows, dim, eps);
 }
 
@@ -61,6 +77,14 @@ void softmax(float* x, int64_t ld, int64_t rows, int64_t n) {
   check_rows_args("softmax", rows, n, ld, ld);
   if (rows == 0 || n == 0) return;
   check_ptr("softmax", x, "x", true);
+  switch (active_isa()) {
+    case Isa::Avx512:
+      return avx512::softmax(x, ld, rows, n);
+    case Isa::Avx2:
+      return avx2::softmax(x, ld, rows, n);
+    case Isa::Ref:
+      break;
+  }
   ref::softmax(x, ld, rows, n);
 }
 
@@ -68,6 +92,14 @@ void gelu_erf(float* x, int64_t n) {
   check_elementwise("gelu_erf", n);
   if (n == 0) return;
   check_ptr("gelu_erf", x, "x", true);
+  switch (active_isa()) {
+    case Isa::Avx512:
+      return avx512::gelu_erf(x, n);
+    case Isa::Avx2:
+      return avx2::gelu_erf(x, n);
+    case Isa::Ref:
+      break;
+  }
   ref::gelu_erf(x, n);
 }
 
@@ -75,6 +107,14 @@ void quick_gelu(float* x, int64_t n) {
   check_elementwise("quick_gelu", n);
   if (n == 0) return;
   check_ptr("quick_gelu", x, "x", true);
+  switch (active_isa()) {
+    case Isa::Avx512:
+      return avx512::quick_gelu(x, n);
+    case Isa::Avx2:
+      return avx2::quick_gelu(x, n);
+    case Isa::Ref:
+      break;
+  }
   ref::quick_gelu(x, n);
 }
 
@@ -85,6 +125,14 @@ void silu_mul(const float* gate, int64_t ld_gate, const float* up, int64_t ld_up
   check_ptr("silu_mul", gate, "gate", true);
   check_ptr("silu_mul", up, "up", true);
   check_ptr("silu_mul", out, "out", true);
+  switch (active_isa()) {
+    case Isa::Avx512:
+      return avx512::silu_mul(gate, ld_gate, up, ld_up, out, ld_out, rows, n);
+    case Isa::Avx2:
+      return avx2::silu_mul(gate, ld_gate, up, ld_up, out, ld_out, rows, n);
+    case Isa::Ref:
+      break;
+  }
   ref::silu_mul(gate, ld_gate, up, ld_up, out, ld_out, rows, n);
 }
 
@@ -93,6 +141,14 @@ void add_inplace(float* y, const float* x, int64_t n) {
   if (n == 0) return;
   check_ptr("add_inplace", y, "y", true);
   check_ptr("add_inplace", x, "x", true);
+  switch (active_isa()) {
+    case Isa::Avx512:
+      return avx512::add_inplace(y, x, n);
+    case Isa::Avx2:
+      return avx2::add_inplace(y, x, n);
+    case Isa::Ref:
+      break;
+  }
   ref::add_inplace(y, x, n);
 }
 
@@ -110,6 +166,14 @@ void rope_apply(float* x, int64_t ld, int64_t n_tokens, int64_t n_heads, int64_t
   for (int64_t t = 0; t < n_tokens; ++t)
     if (pos[t] < 0)
       fail("rope_apply", "negative position " + std::to_string(pos[t]) + " at token " + std::to_string(t));
+  switch (active_isa()) {
+    case Isa::Avx512:
+      return avx512::rope_apply(x, ld, n_tokens, n_heads, head_dim, pos, cos_table, sin_table);
+    case Isa::Avx2:
+      return avx2::rope_apply(x, ld, n_tokens, n_heads, head_dim, pos, cos_table, sin_table);
+    case Isa::Ref:
+      break;
+  }
   ref::rope_apply(x, ld, n_tokens, n_heads, head_dim, pos, cos_table, sin_table);
 }
 

@@ -1,0 +1,398 @@
+// Internal to kernels/: the SIMD bodies of the attention kernels (kernels/attention.h),
+// written once against a vector-traits class S (SimdAvx2 / SimdAvx512) and instantiated in
+// attention_avx2.cpp / attention_avx512.cpp. Internal linkage throughout (see ops_variants.h).
+//
+// Work decomposition. A work item is (KV head, tile of up to kQueryRows/group queries): its
+// rows are every (query, query head) pair that reads that KV head, so for GQA the K/V of a
+// tile are loaded once for the whole group (decode: one item per KV head, R = group rows).
+// Items are spread over OpenMP threads (dynamic schedule: causal items differ in length).
+// Per item, keys are visited in tiles of kKeyTile:
+//   scores  S[r][j] = scale * (q_r . k_j)            (lanes over head_dim, f32 FMAs, hsum)
+//   online softmax per row: m' = max(m, max_j S), l = l e^(m-m') + sum_j e^(S-m'),
+//                           o = o e^(m-m') + sum_j e^(S-m') v_j   (rank-1 updates, lanes over head_dim)
+// and out = o / l at the end. Scratch per thread: R x head_dim accumulators + R x kKeyTile
+// scores (O(tile), never O(T^2)). Causal masking: row r sees keys [0, n_keys_r).
+#pragma once
+#include <omp.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+
+#include "kernels/attention.h"
+#include "kernels/ops_variants.h"
+
+namespace recap::kernels {
+namespace {
+
+constexpr int64_t kKeyTile = 64;
+constexpr int64_t kQueryRows = 16;  // rows (query x head pairs) per work item, target
+
+template <class S, KvDType DT>
+struct KvLoad;
+template <class S>
+struct KvLoad<S, KvDType::F32> {
+  static typename S::V load(const void* row, int64_t off) {
+    return S::load(static_cast<const float*>(row) + off);
+  }
+  static typename S::V load(const void* row, int64_t off, typename S::M m) {
+    return S::load(static_cast<const float*>(row) + off, m);
+  }
+};
+template <class S>
+struct KvLoad<S, KvDType::BF16> {
+  static typename S::V load(const void* row, int64_t off) {
+    return S::load_bf16(static_cast<const uint16_t*>(row) + off);
+  }
+  static typename S::V load(const void* row, int64_t off, typename S::M m) {
+    return S::load_bf16(static_cast<const uint16_t*>(row) + off, m);
+  }
+};
+template <class S>
+struct KvLoad<S, KvDType::F16> {
+  static typename S::V load(const void* row, int64_t off) {
+    return S::load_f16(static_cast<const uint16_t*>(row) + off);
+  }
+  static typename S::V load(const void* row, int64_t off, typename S::M m) {
+    return S::load_f16(static_cast<const uint16_t*>(row) + off, m);
+  }
+};
+
+struct AttnRow {
+  const float* q;
+  float* out;
+  int64_t n_keys;  // keys [0, n_keys) are visible to this row
+};
+
+// Per-thread scratch of one work item.
+struct AttnScratch {
+  float* o = nullptr;           // [rows][hd_pad] output accumulators
+  float* p = nullptr;           // [rows][kKeyTile] scores, then probabilities
+  float* m = nullptr;           // [rows] running max
+  float* l = nullptr;           // [rows] running sum
+  const void** kptr = nullptr;  // [kKeyTile] key rows of the current tile
+  const void** vptr = nullptr;  // [kKeyTile] value rows of the current tile
+  void* mem = nullptr;
+  bool ok = false;
+
+  AttnScratch(int64_t rows, int64_t hd_pad) {
+    const size_t floats = size_t(rows * hd_pad + rows * kKeyTile + 2 * rows);
+    const size_t bytes = (floats * sizeof(float) + 2 * kKeyTile * sizeof(void*) + 63) / 64 * 64;
+    mem = std::aligned_alloc(64, bytes);
+    if (!mem) return;
+    ok = true;
+    float* f = static_cast<float*>(mem);
+    o = f;
+    p = o + rows * hd_pad;
+    m = p + rows * kKeyTile;
+    l = m + rows;
+    kptr = reinterpret_cast<const void**>(l + rows);  // float count before is even: 8-byte aligned
+    vptr = kptr + kKeyTile;
+  }
+  ~AttnScratch() { std::free(mem); }
+  AttnScratch(const AttnScratch&) = delete;
+  AttnScratch& operator=(const AttnScratch&) = delete;
+};
+
+// Scores of RB rows against the nt keys of a tile: p[r][j] = scale * (q_r . k_j), or -inf
+// where key j0 + j is not visible to row r.
+template <class S, KvDType DT, int RB>
+void tile_scores(const AttnRow* rows, const void* const* kptr, int64_t j0, int64_t nt, int64_t hd,
+                 float scale, float* p) {
+  using V = typename S::V;
+  using L = KvLoad<S, DT>;
+  const int64_t n_full = hd / S::W * S::W;
+  const auto m = S::mask(hd - n_full);
+  for (int64_t j = 0; j < nt; ++j) {
+    V acc[RB];
+    for (int r = 0; r < RB; ++r) acc[r] = S::zero();
+    const void* kr = kptr[j];
+    for (int64_t c = 0; c < n_full; c += S::W) {
+      const V kc = L::load(kr, c);
+      for (int r = 0; r < RB; ++r) acc[r] = S::fmadd(S::load(rows[r].q + c), kc, acc[r]);
+    }
+    if (n_full < hd) {
+      const V kc = L::load(kr, n_full, m);
+      for (int r = 0; r < RB; ++r) acc[r] = S::fmadd(S::load(rows[r].q + n_full, m), kc, acc[r]);
+    }
+    for (int r = 0; r < RB; ++r)
+      p[r * kKeyTile + j] = j0 + j < rows[r].n_keys ? S::hsum(acc[r]) * scale : -INFINITY;
+  }
+}
+
+// o[r] += sum_j p[r][j] v_j for RB rows (o rows are hd_pad long, padded lanes stay 0).
+template <class S, KvDType DT, int RB>
+void tile_accumulate(const void* const* vptr, int64_t nt, int64_t hd, int64_t hd_pad, const float* p,
+                     float* o) {
+  using V = typename S::V;
+  using L = KvLoad<S, DT>;
+  const int64_t n_full = hd / S::W * S::W;
+  const auto m = S::mask(hd - n_full);
+  for (int64_t c = 0; c < hd_pad; c += S::W) {
+    V acc[RB];
+    for (int r = 0; r < RB; ++r) acc[r] = S::load(o + r * hd_pad + c);
+    if (c < n_full) {
+      for (int64_t j = 0; j < nt; ++j) {
+        const V vc = L::load(vptr[j], c);
+        for (int r = 0; r < RB; ++r) acc[r] = S::fmadd(S::set1(p[r * kKeyTile + j]), vc, acc[r]);
+      }
+    } else {
+      for (int64_t j = 0; j < nt; ++j) {
+        const V vc = L::load(vptr[j], c, m);
+        for (int r = 0; r < RB; ++r) acc[r] = S::fmadd(S::set1(p[r * kKeyTile + j]), vc, acc[r]);
+      }
+    }
+    for (int r = 0; r < RB; ++r) S::store(o + r * hd_pad + c, acc[r]);
+  }
+}
+
+// Runs `fn.template operator()<RB>(first_row)` over n rows in blocks of 8, 4, 2, 1.
+template <class F>
+void for_row_blocks(int64_t n, F&& fn) {
+  int64_t r = 0;
+  for (; r + 8 <= n; r += 8) fn.template operator()<8>(r);
+  if (r + 4 <= n) {
+    fn.template operator()<4>(r);
+    r += 4;
+  }
+  if (r + 2 <= n) {
+    fn.template operator()<2>(r);
+    r += 2;
+  }
+  if (r < n) fn.template operator()<1>(r);
+}
+
+// Online-softmax update of one row with the scores of a tile (p row, nt entries, -inf =
+// masked); leaves the probabilities e^(S - m') in p and rescales the row's accumulator.
+template <class S>
+void tile_softmax_row(float* p, int64_t nt, float& m_run, float& l_run, float* o, int64_t hd_pad) {
+  using V = typename S::V;
+  const int64_t n_full = nt / S::W * S::W;
+  const auto mk = S::mask(nt - n_full);
+  V vmax = S::set1(-INFINITY);
+  for (int64_t j = 0; j < n_full; j += S::W) vmax = S::max(vmax, S::load(p + j));
+  if (n_full < nt) vmax = S::max(vmax, S::keep_else(S::load(p + n_full, mk), mk, S::set1(-INFINITY)));
+  const float tile_max = S::hmax(vmax);
+  const float new_max = tile_max > m_run ? tile_max : m_run;
+  if (new_max == -INFINITY) {  // nothing visible yet (cannot happen for key 0, kept for safety)
+    for (int64_t j = 0; j < nt; ++j) p[j] = 0.0f;
+    return;
+  }
+  const V vm = S::set1(new_max);
+  V vsum = S::zero();
+  for (int64_t j = 0; j < n_full; j += S::W) {
+    const V e = S::exp(S::sub(S::load(p + j), vm));
+    S::store(p + j, e);
+    vsum = S::add(vsum, e);
+  }
+  if (n_full < nt) {
+    const V e = S::keep(S::exp(S::sub(S::load(p + n_full, mk), vm)), mk);
+    S::store(p + n_full, e, mk);
+    vsum = S::add(vsum, e);
+  }
+  const float correction = std::exp(m_run - new_max);  // 0 on the first tile (m_run = -inf)
+  if (correction != 1.0f) {
+    const V vc = S::set1(correction);
+    for (int64_t c = 0; c < hd_pad; c += S::W) S::store(o + c, S::mul(S::load(o + c), vc));
+  }
+  l_run = l_run * correction + S::hsum(vsum);
+  m_run = new_max;
+}
+
+// One work item: `n_rows` rows, keys [0, max_keys) (per-row visibility in rows[r].n_keys).
+// key_rows(j0, nt, kptr, vptr) fills the K/V row pointers of keys j0 .. j0+nt-1.
+template <class S, KvDType DT, class KeyRows>
+void attend_rows(const AttnRow* rows, int64_t n_rows, int64_t max_keys, int64_t hd, float scale,
+                 AttnScratch& sc, KeyRows key_rows) {
+  using V = typename S::V;
+  const int64_t hd_pad = (hd + S::W - 1) / S::W * S::W;
+  for (int64_t r = 0; r < n_rows; ++r) {
+    sc.m[r] = -INFINITY;
+    sc.l[r] = 0.0f;
+    for (int64_t c = 0; c < hd_pad; c += S::W) S::store(sc.o + r * hd_pad + c, S::zero());
+  }
+  for (int64_t j0 = 0; j0 < max_keys; j0 += kKeyTile) {
+    const int64_t nt = max_keys - j0 < kKeyTile ? max_keys - j0 : kKeyTile;
+    key_rows(j0, nt, sc.kptr, sc.vptr);
+    for_row_blocks(n_rows, [&]<int RB>(int64_t r0) {
+      tile_scores<S, DT, RB>(rows + r0, sc.kptr, j0, nt, hd, scale, sc.p + r0 * kKeyTile);
+    });
+    for (int64_t r = 0; r < n_rows; ++r)
+      tile_softmax_row<S>(sc.p + r * kKeyTile, nt, sc.m[r], sc.l[r], sc.o + r * hd_pad, hd_pad);
+    for_row_blocks(n_rows, [&]<int RB>(int64_t r0) {
+      tile_accumulate<S, DT, RB>(sc.vptr, nt, hd, hd_pad, sc.p + r0 * kKeyTile, sc.o + r0 * hd_pad);
+    });
+  }
+  const int64_t n_full = hd / S::W * S::W;
+  const auto m = S::mask(hd - n_full);
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const V sum = S::set1(sc.l[r]);
+    const float* o = sc.o + r * hd_pad;
+    for (int64_t c = 0; c < n_full; c += S::W) S::store(rows[r].out + c, S::div(S::load(o + c), sum));
+    if (n_full < hd) S::store(rows[r].out + n_full, S::div(S::load(o + n_full), sum), m);
+  }
+}
+
+// Threads are worth waking when the item count and work are large enough.
+inline bool attention_worth_threading(int64_t n_items, int64_t flops) {
+  return n_items >= 2 && flops >= (1 << 20);
+}
+
+template <class S, KvDType DT>
+void paged_causal_impl(const float* q, int64_t ldq, int64_t n_q, int64_t start_pos, int64_t n_heads,
+                       const KvCacheView& cache, const int32_t* block_table, float scale, float* out,
+                       int64_t ldo) {
+  const int64_t hd = cache.head_dim;
+  const int64_t group = n_heads / cache.n_kv_heads;
+  const int64_t q_per_item = group >= kQueryRows ? 1 : kQueryRows / group;
+  const int64_t n_qtiles = (n_q + q_per_item - 1) / q_per_item;
+  const int64_t n_items = cache.n_kv_heads * n_qtiles;
+  const int64_t rows_max = q_per_item * group;
+  const int64_t hd_pad = (hd + S::W - 1) / S::W * S::W;
+  const int64_t esize = kv_dtype_bytes(cache.dtype);
+  const int64_t flops = 4 * n_heads * n_q * (start_pos + n_q) * hd;
+  bool alloc_failed = false;
+#pragma omp parallel if (attention_worth_threading(n_items, flops))
+  {
+    AttnScratch sc(rows_max, hd_pad);
+    AttnRow* rows =
+        static_cast<AttnRow*>(std::aligned_alloc(64, size_t((rows_max * sizeof(AttnRow) + 63) / 64 * 64)));
+    if (!sc.ok || !rows) {
+#pragma omp atomic write
+      alloc_failed = true;
+    } else {
+#pragma omp for schedule(dynamic)
+      for (int64_t item = 0; item < n_items; ++item) {
+        // Longest (last) query tiles first: better balance under the dynamic schedule.
+        const int64_t qt = n_qtiles - 1 - item / cache.n_kv_heads;
+        const int64_t kvh = item % cache.n_kv_heads;
+        const int64_t i0 = qt * q_per_item;
+        const int64_t i1 = i0 + q_per_item < n_q ? i0 + q_per_item : n_q;
+        int64_t n_rows = 0;
+        for (int64_t i = i0; i < i1; ++i)
+          for (int64_t g = 0; g < group; ++g) {
+            const int64_t h = kvh * group + g;
+            rows[n_rows++] = AttnRow{q + i * ldq + h * hd, out + i * ldo + h * hd, start_pos + i + 1};
+          }
+        const int64_t max_keys = start_pos + i1;
+        const auto* k_base = static_cast<const uint8_t*>(cache.k_base);
+        const auto* v_base = static_cast<const uint8_t*>(cache.v_base);
+        attend_rows<S, DT>(rows, n_rows, max_keys, hd, scale, sc,
+                           [&](int64_t j0, int64_t nt, const void** kp, const void** vp) {
+                             for (int64_t j = 0; j < nt; ++j) {
+                               const int64_t pos = j0 + j;
+                               const int64_t elem =
+                                   int64_t(block_table[pos / cache.block_size]) * cache.block_stride +
+                                   (kvh * cache.block_size + pos % cache.block_size) * hd;
+                               kp[j] = k_base + elem * esize;
+                               vp[j] = v_base + elem * esize;
+                             }
+                           });
+      }
+    }
+    std::free(rows);
+  }
+  if (alloc_failed) throw std::bad_alloc();
+}
+
+template <class S>
+void dense_impl(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv,
+                int64_t T, int64_t n_heads, int64_t hd, float scale, float* out, int64_t ldo) {
+  const int64_t n_qtiles = (T + kQueryRows - 1) / kQueryRows;
+  const int64_t n_items = n_heads * n_qtiles;
+  const int64_t hd_pad = (hd + S::W - 1) / S::W * S::W;
+  const int64_t flops = 4 * n_heads * T * T * hd;
+  bool alloc_failed = false;
+#pragma omp parallel if (attention_worth_threading(n_items, flops))
+  {
+    AttnScratch sc(kQueryRows, hd_pad);
+    AttnRow rows[kQueryRows];
+    if (!sc.ok) {
+#pragma omp atomic write
+      alloc_failed = true;
+    } else {
+#pragma omp for schedule(static)
+      for (int64_t item = 0; item < n_items; ++item) {
+        const int64_t h = item / n_qtiles;
+        const int64_t i0 = (item % n_qtiles) * kQueryRows;
+        const int64_t i1 = i0 + kQueryRows < T ? i0 + kQueryRows : T;
+        for (int64_t i = i0; i < i1; ++i)
+          rows[i - i0] = AttnRow{q + i * ldq + h * hd, out + i * ldo + h * hd, T};
+        attend_rows<S, KvDType::F32>(rows, i1 - i0, T, hd, scale, sc,
+                                     [&](int64_t j0, int64_t nt, const void** kp, const void** vp) {
+                                       for (int64_t j = 0; j < nt; ++j) {
+                                         kp[j] = k + (j0 + j) * ldk + h * hd;
+                                         vp[j] = v + (j0 + j) * ldv + h * hd;
+                                       }
+                                     });
+      }
+    }
+  }
+  if (alloc_failed) throw std::bad_alloc();
+}
+
+template <class S>
+void paged_causal_dispatch(const float* q, int64_t ldq, int64_t n_q, int64_t start_pos, int64_t n_heads,
+                           const KvCacheView& cache, const int32_t* block_table, float scale, float* out,
+                           int64_t ldo) {
+  switch (cache.dtype) {
+    case KvDType::F32:
+      return paged_causal_impl<S, KvDType::F32>(q, ldq, n_q, start_pos, n_heads, cache, block_table, scale,
+                                                out, ldo);
+    case KvDType::BF16:
+      return paged_causal_impl<S, KvDType::BF16>(q, ldq, n_q, start_pos, n_heads, cache, block_table, scale,
+                                                 out, ldo);
+    case KvDType::F16:
+      return paged_causal_impl<S, KvDType::F16>(q, ldq, n_q, start_pos, n_heads, cache, block_table, scale,
+                                                out, ldo);
+  }
+}
+
+// Converts one f32 row of n values into the cache dtype.
+template <class S>
+void store_kv_row(void* dst, KvDType dtype, const float* src, int64_t n) {
+  const int64_t n_full = n / S::W * S::W;
+  const auto m = S::mask(n - n_full);
+  switch (dtype) {
+    case KvDType::F32: {
+      float* d = static_cast<float*>(dst);
+      for (int64_t i = 0; i < n_full; i += S::W) S::store(d + i, S::load(src + i));
+      if (n_full < n) S::store(d + n_full, S::load(src + n_full, m), m);
+      break;
+    }
+    case KvDType::BF16: {
+      uint16_t* d = static_cast<uint16_t*>(dst);
+      for (int64_t i = 0; i < n_full; i += S::W) S::store_bf16(d + i, S::load(src + i));
+      if (n_full < n) S::store_bf16(d + n_full, S::load(src + n_full, m), m);
+      break;
+    }
+    case KvDType::F16: {
+      uint16_t* d = static_cast<uint16_t*>(dst);
+      for (int64_t i = 0; i < n_full; i += S::W) S::store_f16(d + i, S::load(src + i));
+      if (n_full < n) S::store_f16(d + n_full, S::load(src + n_full, m), m);
+      break;
+    }
+  }
+}
+
+template <class S>
+void kv_cache_write_impl(const KvCacheView& cache, const int32_t* block_table, int64_t start_pos,
+                         int64_t n_tokens, const float* k, int64_t ldk, const float* v, int64_t ldv) {
+  const int64_t hd = cache.head_dim;
+  const int64_t esize = kv_dtype_bytes(cache.dtype);
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const int64_t pos = start_pos + t;
+    for (int64_t h = 0; h < cache.n_kv_heads; ++h) {
+      const int64_t elem = int64_t(block_table[pos / cache.block_size]) * cache.block_stride +
+                           (h * cache.block_size + pos % cache.block_size) * hd;
+      store_kv_row<S>(static_cast<uint8_t*>(cache.k_base) + elem * esize, cache.dtype, k + t * ldk + h * hd,
+                      hd);
+      store_kv_row<S>(static_cast<uint8_t*>(cache.v_base) + elem * esize, cache.dtype, v + t * ldv + h * hd,
+                      hd);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace recap::kernels
