@@ -61,7 +61,9 @@ struct CaptionOptions {
   std::string stats_json;
   double log_interval_s = 30;
   bool quiet = false;
-  int64_t max_samples = 0;  // stop after this many new samples (0: no limit); tests and smoke runs
+  int64_t max_samples = 0;
+  std::string engine_version;  // recorded in outputs and part of the fingerprint  // stop after this many new
+                               // samples (0: no limit); tests and smoke runs
 };
 
 // Runs the whole job; returns the process exit code. Prints progress and a summary to stderr.

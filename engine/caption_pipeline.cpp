@@ -1,0 +1,849 @@
+#include "engine/caption_pipeline.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <deque>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "engine/fingerprint.h"
+#include "engine/kv_cache.h"
+#include "engine/loader.h"
+#include "engine/scheduler.h"
+#include "engine/shard_assign.h"
+#include "engine/shard_output.h"
+#include "engine/signals.h"
+#include "engine/sources.h"
+#include "engine/threads.h"
+#include "io/fileutil.h"
+#include "kernels/isa.h"
+#include "models/chat_template.h"
+#include "models/config.h"
+#include "models/kv_pool.h"
+#include "models/llava.h"
+#include "models/tokenizer.h"
+
+namespace recap::engine {
+
+using nlohmann::ordered_json;
+using Clock = std::chrono::steady_clock;
+
+// ---------------------------------------------------------------- text post-processing
+
+namespace {
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+}  // namespace
+
+std::string first_sentence(const std::string& text) {
+  std::string s = models::strip_python_whitespace(text);
+  size_t dot = s.find('.');
+  if (dot != std::string::npos) s.resize(dot);
+  return models::strip_python_whitespace(s);
+}
+
+int64_t count_words(const std::string& text) {
+  int64_t n = 0;
+  bool in = false;
+  for (char c : text) {
+    if (is_space(c)) {
+      in = false;
+    } else if (!in) {
+      in = true;
+      ++n;
+    }
+  }
+  return n;
+}
+
+std::string shear_words(const std::string& text, int64_t n_words) {
+  if (n_words <= 0) return text;
+  int64_t n = 0;
+  bool in = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (is_space(text[i])) {
+      if (in && n == n_words) return text.substr(0, i);
+      in = false;
+    } else if (!in) {
+      in = true;
+      ++n;
+    }
+  }
+  return text;
+}
+
+// ---------------------------------------------------------------- the run
+
+namespace {
+
+double now_epoch() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+std::string fmt_duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  long t = static_cast<long>(s + 0.5);
+  char buf[32];
+  if (t >= 3600)
+    std::snprintf(buf, sizeof buf, "%ldh%02ldm", t / 3600, (t / 60) % 60);
+  else if (t >= 60)
+    std::snprintf(buf, sizeof buf, "%ldm%02lds", t / 60, t % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%lds", t);
+  return buf;
+}
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// One shard being worked on.
+struct OpenShard {
+  ShardSpec spec;
+  std::unique_ptr<ShardOutput> out;
+  std::unique_ptr<SampleStream> stream;
+  bool exhausted = false;
+  std::string failure;  // input error: the shard cannot be finished
+  int64_t in_flight = 0;
+  int64_t new_samples = 0, new_successes = 0;
+  double start_time = 0;
+};
+
+// A sample between the loader and its shard output.
+struct InFlight {
+  OpenShard* shard = nullptr;
+  LoadResult load;
+  double vision_ms = 0;
+  std::vector<int32_t> prompt_ids;
+  int64_t n_prompt = 0;
+};
+
+struct Totals {
+  int64_t samples = 0, successes = 0, failed = 0, tokens_out = 0, tokens_in = 0;
+  int64_t shards_done = 0, shards_skipped = 0, shards_failed = 0, shards_busy = 0, shards_total = 0;
+  int64_t samples_expected = -1;  // for the ETA (list inputs)
+  std::map<std::string, int64_t> by_status;
+};
+
+class Reporter {
+ public:
+  Reporter(bool quiet, double interval) : quiet_(quiet), interval_(interval), tty_(::isatty(2) == 1) {
+    start_ = last_ = Clock::now();
+  }
+  void line(const std::string& s) {
+    if (quiet_) return;
+    clear();
+    std::fprintf(stderr, "%s\n", s.c_str());
+  }
+  void tick(const Totals& t, bool force = false) {
+    if (quiet_) return;
+    auto now = Clock::now();
+    double since = std::chrono::duration<double>(now - last_).count();
+    if (!force && since < (tty_ ? 0.5 : interval_)) return;
+    last_ = now;
+    double el = std::chrono::duration<double>(now - start_).count();
+    double ips = el > 0 ? static_cast<double>(t.successes) / el : 0;
+    double tps = el > 0 ? static_cast<double>(t.tokens_out) / el : 0;
+    char buf[400];
+    std::string eta = "?";
+    if (t.samples_expected > 0 && t.samples > 0) {
+      double rate = static_cast<double>(t.samples) / el;
+      eta = fmt_duration(static_cast<double>(t.samples_expected - t.samples) / rate);
+    }
+    std::snprintf(
+        buf, sizeof buf,
+        "shards %lld/%lld | samples %lld (ok %lld, failed %lld) | %.2f img/s | %.1f tok/s | ETA %s | %s",
+        static_cast<long long>(t.shards_done + t.shards_skipped), static_cast<long long>(t.shards_total),
+        static_cast<long long>(t.samples), static_cast<long long>(t.successes),
+        static_cast<long long>(t.failed), ips, tps, eta.c_str(), fmt_duration(el).c_str());
+    if (tty_) {
+      std::fprintf(stderr, "\r\033[K%s", buf);
+      shown_ = true;
+    } else {
+      std::fprintf(stderr, "progress: %s\n", buf);
+    }
+    std::fflush(stderr);
+  }
+  void clear() {
+    if (tty_ && shown_) {
+      std::fprintf(stderr, "\r\033[K");
+      shown_ = false;
+    }
+  }
+  double elapsed() const { return std::chrono::duration<double>(Clock::now() - start_).count(); }
+
+ private:
+  bool quiet_;
+  double interval_;
+  bool tty_;
+  bool shown_ = false;
+  Clock::time_point start_, last_;
+};
+
+std::map<std::string, std::string> prompt_fields(const SampleInput& in) {
+  std::map<std::string, std::string> f;
+  for (auto it = in.extra.begin(); it != in.extra.end(); ++it)
+    f[it.key()] = it.value().is_string() ? it.value().get<std::string>() : it.value().dump();
+  f["original_caption"] = in.caption;
+  f["caption"] = in.caption;
+  f["key"] = in.key;
+  f["url"] = in.url;
+  return f;
+}
+
+// The sidecar / {key}.json record, img2dataset's keys first.
+ordered_json base_meta(const SampleInput& in) {
+  ordered_json m;
+  m["url"] = in.url;
+  m["caption"] = in.caption;
+  for (auto it = in.extra.begin(); it != in.extra.end(); ++it)
+    if (!m.contains(it.key())) m[it.key()] = it.value();
+  m["key"] = in.key;
+  return m;
+}
+
+class CaptionRun {
+ public:
+  explicit CaptionRun(const CaptionOptions& o) : o_(o), rep_(o.quiet, o.log_interval_s) {}
+  int run();
+
+ private:
+  void setup();
+  bool open_next_shard();
+  void feed();
+  void on_loaded(LoadResult r);
+  void encode_ready();
+  void admit_encoded();
+  void on_caption(const CaptionResult& r);
+  void fail_sample(InFlight& f, const std::string& status, const std::string& error);
+  void write_outcome(OpenShard* sh, SampleOutcome&& oc);
+  void close_finished_shards();
+  ordered_json summary_json() const;
+
+  const CaptionOptions& o_;
+  Reporter rep_;
+  // Model and friends.
+  std::unique_ptr<models::LlavaModel> model_;
+  std::unique_ptr<models::Tokenizer> tok_;
+  models::ChatTemplate tmpl_;
+  std::vector<int32_t> stop_ids_;
+  models::PreprocessConfig pre_;
+  std::unique_ptr<KvCachePool> pool_;
+  std::unique_ptr<Scheduler> sched_;
+  std::unique_ptr<Loader> loader_;
+  std::string fingerprint_;
+  std::string isa_;
+  int vision_batch_ = 8;
+  int64_t image_side_ = 0;
+  // Work.
+  InputOptions inputs_;
+  std::vector<ShardSpec> shards_;  // assigned to this worker, in order
+  size_t next_shard_ = 0;
+  std::deque<std::unique_ptr<OpenShard>> open_;
+  std::map<uint64_t, InFlight> flight_;
+  uint64_t next_tag_ = 1;
+  std::deque<uint64_t> ready_;                               // loaded, waiting for the vision tower
+  std::deque<std::pair<uint64_t, CaptionRequest>> encoded_;  // waiting for a batch slot
+  int64_t admitted_new_ = 0;
+  bool sources_done_ = false;
+  bool had_failure_ = false;
+  Totals tot_;
+  int64_t mtime_ = 0;
+  double run_start_epoch_ = 0;
+};
+
+void CaptionRun::setup() {
+  // Options that can be checked before anything is loaded.
+  if (o_.out_dir.empty()) throw UsageError("--out is required");
+  if (o_.lists.empty() && o_.inputs.empty())
+    throw UsageError("no input: pass --list FILE or --input PATTERN");
+  if (o_.max_batch < 1) throw UsageError("--max-batch must be at least 1");
+  if (o_.max_new_tokens < 1) throw UsageError("--max-new-tokens must be at least 1");
+  if (o_.num_captions < 1) throw UsageError("--num-captions must be at least 1");
+  if (o_.num_captions > o_.max_batch)
+    throw UsageError("--num-captions " + std::to_string(o_.num_captions) + " exceeds --max-batch " +
+                     std::to_string(o_.max_batch));
+  if (!o_.shear.empty() && o_.shear != "words" && o_.shear != "tokens")
+    throw UsageError("--shear must be 'words' or 'tokens', not '" + o_.shear + "'");
+  if (o_.sampling.temperature < 0) throw UsageError("--temperature must be >= 0");
+  if (o_.sampling.top_p <= 0 || o_.sampling.top_p > 1) throw UsageError("--top-p must be in (0, 1]");
+  if (o_.sampling.top_k < 0) throw UsageError("--top-k must be >= 0");
+  kernels::WeightFormat precision;
+  kernels::KvDType kv_dtype;
+  try {
+    precision = kernels::parse_weight_format(o_.precision);
+    kv_dtype = models::parse_kv_dtype(o_.kv_dtype);
+  } catch (const std::exception& e) {
+    throw UsageError(e.what());
+  }
+
+  ThreadBudget tb = resolve_threads(o_.threads);
+  apply_threads(tb.threads);
+  ShardAssignment assign;
+  try {
+    assign = resolve_shard_assignment(o_.shard_index, o_.shard_count);
+  } catch (const AssignmentError& e) {
+    throw UsageError(e.what());
+  }
+
+  inputs_.lists = o_.lists;
+  inputs_.tars = o_.inputs;
+  inputs_.columns = o_.columns;
+  inputs_.samples_per_shard = o_.samples_per_shard;
+  std::vector<std::string> warnings;
+  std::vector<ShardSpec> all;
+  try {
+    all = plan_shards(inputs_, &warnings);
+  } catch (const InputError& e) {
+    throw UsageError(e.what());
+  }
+  for (auto& w : warnings) rep_.line("warning: " + w);
+  for (int64_t p : assigned_positions(assign, static_cast<int64_t>(all.size())))
+    shards_.push_back(all[static_cast<size_t>(p)]);
+  rep_.line("caption: " + std::to_string(all.size()) + " input shard(s); " + assign.describe() + " takes " +
+            std::to_string(shards_.size()) + "; threads " + std::to_string(tb.threads) + " (" + tb.source +
+            ")");
+
+  // Model, tokenizer, template.
+  models::LoadOptions lo;
+  lo.vision_weights_dir = o_.vision_weights_dir;
+  lo.vision_config_dir = o_.vision_config_dir;
+  models::Checkpoint ckpt;
+  try {
+    ckpt = models::open_checkpoint(o_.weights_dir, lo);
+  } catch (const std::exception& e) {
+    throw UsageError(e.what());
+  }
+  if (!ckpt.config.has_text || !ckpt.config.has_vision)
+    throw UsageError(o_.weights_dir +
+                     ": not a LLaVA checkpoint (needs the vision tower and the language model)");
+  try {
+    tok_ = std::make_unique<models::Tokenizer>(
+        models::Tokenizer::from_file(models::find_tokenizer(o_.weights_dir, o_.tokenizer_path)));
+  } catch (const std::exception& e) {
+    throw UsageError(e.what());
+  }
+  try {
+    tmpl_ =
+        models::resolve_template(o_.template_name.empty() ? models::kDefaultTemplateName : o_.template_name);
+    if (!o_.prompt.empty()) tmpl_.prompt = o_.prompt;
+    stop_ids_ = models::stop_token_ids(tmpl_, *tok_, ckpt.config.generation.eos_token_ids);
+  } catch (const std::exception& e) {
+    throw UsageError(e.what());
+  }
+  // A prompt that renders for a dummy sample proves the template's fields exist.
+  {
+    SampleInput dummy;
+    models::PromptInputs pin;
+    pin.prompt = tmpl_.prompt;
+    pin.fields = prompt_fields(dummy);
+    try {
+      models::build_prompt_ids(tmpl_, *tok_, pin);
+    } catch (const std::exception& e) {
+      throw UsageError(std::string("template: ") + e.what());
+    }
+  }
+
+  // Fingerprint: everything that changes outputs, nothing that must not.
+  ordered_json fp;
+  fp["engine"] = o_.engine_version;
+  fp["weights"] = directory_identity(o_.weights_dir);
+  if (ckpt.config.vision_weights_dir != ckpt.config.weights_dir)
+    fp["vision_weights"] = directory_identity(ckpt.config.vision_weights_dir);
+  fp["precision"] = o_.precision;
+  fp["kv_dtype"] = o_.kv_dtype;
+  fp["tokenizer"] = file_hash(tok_->path());
+  fp["template"] = models::template_to_json(tmpl_);
+  fp["max_new_tokens"] = o_.max_new_tokens;
+  fp["temperature"] = o_.sampling.temperature;
+  fp["top_k"] = o_.sampling.top_k;
+  fp["top_p"] = o_.sampling.top_p;
+  fp["seed"] = o_.sampling.seed;
+  fp["num_captions"] = o_.num_captions;
+  fp["shear"] = o_.shear;
+  fp["first_sentence"] = o_.first_sentence;
+  fp["no_images"] = o_.no_images;
+  fingerprint_ = fingerprint_of(fp);
+
+  // Refuse conflicting outputs before spending time on loading weights.
+  try {
+    io::make_dirs(o_.out_dir);
+  } catch (const std::exception& e) {
+    throw UsageError(e.what());
+  }
+  if (!o_.overwrite) {
+    for (auto& s : shards_) {
+      auto p = probe_shard(o_.out_dir, s.name, fingerprint_);
+      if (p.state == ShardState::Conflict) throw UsageError(p.detail + "; pass --overwrite to replace it");
+    }
+  }
+  tot_.shards_total = static_cast<int64_t>(shards_.size());
+  int64_t expected = 0;
+  bool known = true;
+  for (auto& s : shards_) {
+    if (s.n_records < 0)
+      known = false;
+    else if (probe_shard(o_.out_dir, s.name, fingerprint_).state != ShardState::Done)
+      expected += s.n_records;
+  }
+  if (known) tot_.samples_expected = expected;
+
+  models::ModelOptions mo;
+  mo.precision = precision;
+  mo.kv_dtype = kv_dtype;
+  auto t0 = Clock::now();
+  model_ = models::LlavaModel::load(ckpt, mo);
+  const auto& cfg = model_->config();
+  rep_.line("model: " + std::string(models::layout_name(cfg.layout)) + ", " + o_.precision + " weights (" +
+            std::to_string(model_->weight_bytes() >> 20) + " MiB) loaded in " +
+            fmt_duration(std::chrono::duration<double>(Clock::now() - t0).count()) + "; fingerprint " +
+            fingerprint_);
+  isa_ = kernels::isa_name(kernels::active_isa());
+  pre_ = models::from_vision_config(cfg.vision);
+  image_side_ = pre_.crop_size;
+  vision_batch_ = o_.vision_batch > 0 ? o_.vision_batch : std::min(o_.max_batch, 8);
+
+  // Prompt length (for sizing): the template without sample fields.
+  int64_t n_prompt_est = 0;
+  {
+    SampleInput dummy;
+    models::PromptInputs pin;
+    pin.prompt = tmpl_.prompt;
+    pin.fields = prompt_fields(dummy);
+    auto ids = models::build_prompt_ids(tmpl_, *tok_, pin);
+    std::vector<int64_t> ids64(ids.begin(), ids.end());
+    n_prompt_est = model_->spliced_length(ids64);
+  }
+  if (n_prompt_est + o_.max_new_tokens > cfg.text.max_position)
+    throw UsageError("prompt (" + std::to_string(n_prompt_est) + " positions) + --max-new-tokens " +
+                     std::to_string(o_.max_new_tokens) + " exceeds the model's " +
+                     std::to_string(cfg.text.max_position) + " positions");
+
+  KvCacheShape shape;
+  shape.layers = cfg.text.layers;
+  shape.kv_heads = cfg.text.kv_heads;
+  shape.head_dim = cfg.text.head_dim;
+  shape.block_size = 16;
+  shape.dtype = kv_dtype;
+  int64_t blocks;
+  // Sample fields in the template make prompts longer than the estimate: leave 25% room.
+  const int64_t per_seq =
+      (n_prompt_est + n_prompt_est / 4 + o_.max_new_tokens + shape.block_size - 1) / shape.block_size;
+  if (o_.kv_cache_mb > 0) {
+    blocks = KvCachePool::blocks_for_budget(shape, static_cast<size_t>(o_.kv_cache_mb) << 20);
+    const int64_t one = (n_prompt_est + o_.max_new_tokens + shape.block_size - 1) / shape.block_size;
+    const int64_t min_blocks =
+        one + static_cast<int64_t>(o_.num_captions - 1) * (one - n_prompt_est / shape.block_size);
+    if (blocks < min_blocks)
+      throw UsageError(
+          "--kv-cache-mb " + std::to_string(o_.kv_cache_mb) + " holds " + std::to_string(blocks) +
+          " blocks; one image needs " + std::to_string(min_blocks) + " (" +
+          std::to_string(((static_cast<size_t>(min_blocks) * shape.bytes_per_block()) >> 20) + 1) + " MiB)");
+  } else {
+    blocks = per_seq * o_.max_batch;
+  }
+  pool_ = std::make_unique<KvCachePool>(shape, blocks);
+  SchedulerOptions so;
+  so.max_batch = o_.max_batch;
+  so.max_new_tokens = o_.max_new_tokens;
+  so.vocab_limit = tok_->vocab_size();
+  for (int32_t id : stop_ids_) so.stop_ids.insert(id);
+  sched_ = std::make_unique<Scheduler>(*model_, *pool_, so);
+  rep_.line("kv cache: " + std::to_string(blocks) + " blocks x " + std::to_string(shape.block_size) +
+            " positions (" + std::to_string((static_cast<size_t>(blocks) * shape.bytes_per_block()) >> 20) +
+            " MiB, " + o_.kv_dtype + "); max batch " + std::to_string(o_.max_batch) + "; prompt " +
+            std::to_string(n_prompt_est) + " positions; isa " + isa_);
+
+  LoaderOptions lopt;
+  lopt.workers = o_.io_workers;
+  lopt.max_file_bytes = o_.max_image_bytes;
+  lopt.http.timeout_s = o_.http_timeout_s;
+  lopt.http.retries = o_.http_retries;
+  lopt.http.max_in_flight = std::max(4, o_.io_workers);
+  lopt.preprocess = pre_;
+  loader_ = std::make_unique<Loader>(lopt);
+  mtime_ = static_cast<int64_t>(::time(nullptr));
+}
+
+bool CaptionRun::open_next_shard() {
+  while (next_shard_ < shards_.size()) {
+    const ShardSpec& spec = shards_[next_shard_++];
+    ShardProbe probe;
+    std::unique_ptr<ShardOutput> out;
+    try {
+      out = ShardOutput::open(o_.out_dir, spec.name, fingerprint_, o_.overwrite, mtime_, &probe);
+    } catch (const FingerprintMismatch& e) {
+      throw UsageError(e.what());
+    }
+    if (!out) {
+      if (probe.state == ShardState::Done) {
+        tot_.shards_skipped++;
+        rep_.line("shard " + spec.name + ": already done, skipped");
+      } else {
+        tot_.shards_busy++;
+        rep_.line("shard " + spec.name + ": " + probe.detail + ", skipped");
+      }
+      continue;
+    }
+    auto sh = std::make_unique<OpenShard>();
+    sh->spec = spec;
+    sh->start_time = now_epoch();
+    try {
+      sh->stream = open_shard(spec, inputs_);
+    } catch (const InputError& e) {
+      rep_.line("shard " + spec.name + ": error: " + e.what());
+      tot_.shards_failed++;
+      had_failure_ = true;
+      continue;
+    }
+    if (out->resumed_count() > 0)
+      rep_.line("shard " + spec.name + ": resuming, " + std::to_string(out->resumed_count()) +
+                " sample(s) already done");
+    sh->out = std::move(out);
+    open_.push_back(std::move(sh));
+    return true;
+  }
+  return false;
+}
+
+void CaptionRun::feed() {
+  const size_t lookahead = static_cast<size_t>(2 * o_.max_batch + vision_batch_ + o_.io_workers);
+  while (!sources_done_ && !stop_requested()) {
+    if (o_.max_samples > 0 && admitted_new_ >= o_.max_samples) {
+      sources_done_ = true;
+      break;
+    }
+    if (loader_->outstanding() + ready_.size() + encoded_.size() >= lookahead) break;
+    OpenShard* sh = open_.empty() || open_.back()->exhausted ? nullptr : open_.back().get();
+    if (!sh) {
+      if (!open_next_shard()) {
+        sources_done_ = true;
+        break;
+      }
+      continue;
+    }
+    SampleInput in;
+    bool got = false;
+    try {
+      got = sh->stream->next(&in);
+    } catch (const InputError& e) {
+      sh->failure = e.what();
+      sh->exhausted = true;
+      continue;
+    }
+    if (!got) {
+      sh->exhausted = true;
+      continue;
+    }
+    if (sh->out->done_indices().count(in.index)) continue;  // finished by an earlier run
+    InFlight f;
+    f.shard = sh;
+    uint64_t tag = next_tag_++;
+    sh->in_flight++;
+    admitted_new_++;
+    flight_[tag] = std::move(f);
+    loader_->push(LoadJob{tag, std::move(in)});
+  }
+}
+
+void CaptionRun::write_outcome(OpenShard* sh, SampleOutcome&& oc) {
+  tot_.samples++;
+  if (oc.success) {
+    tot_.successes++;
+    sh->new_successes++;
+  } else {
+    tot_.failed++;
+  }
+  tot_.by_status[oc.meta.value("status", std::string("?"))]++;
+  tot_.tokens_out += oc.meta.value("tokens_out", int64_t(0));
+  tot_.tokens_in += oc.meta.value("tokens_in", int64_t(0));
+  sh->out->append(oc);
+  sh->new_samples++;
+  sh->in_flight--;
+}
+
+void CaptionRun::fail_sample(InFlight& f, const std::string& status, const std::string& error) {
+  SampleOutcome oc;
+  oc.index = f.load.in.index;
+  oc.key = f.load.in.key;
+  oc.success = false;
+  oc.meta = base_meta(f.load.in);
+  oc.meta["status"] = status;
+  oc.meta["error_message"] = error;
+  if (f.load.width > 0) {
+    oc.meta["width"] = f.load.width;
+    oc.meta["height"] = f.load.height;
+  } else {
+    oc.meta["width"] = nullptr;
+    oc.meta["height"] = nullptr;
+  }
+  oc.meta["fingerprint"] = fingerprint_;
+  write_outcome(f.shard, std::move(oc));
+}
+
+void CaptionRun::on_loaded(LoadResult r) {
+  auto it = flight_.find(r.tag);
+  if (it == flight_.end()) return;
+  InFlight& f = it->second;
+  f.load = std::move(r);
+  if (!f.load.status.empty()) {
+    fail_sample(f, f.load.status, f.load.error);
+    flight_.erase(it);
+    return;
+  }
+  // The prompt of this sample (templates may use its fields).
+  models::PromptInputs pin;
+  pin.prompt = tmpl_.prompt;
+  pin.fields = prompt_fields(f.load.in);
+  try {
+    f.prompt_ids = models::build_prompt_ids(tmpl_, *tok_, pin);
+    std::vector<int64_t> ids64(f.prompt_ids.begin(), f.prompt_ids.end());
+    f.n_prompt = model_->spliced_length(ids64);
+  } catch (const std::exception& e) {
+    fail_sample(f, "failed_to_caption", std::string("prompt: ") + e.what());
+    flight_.erase(it);
+    return;
+  }
+  ready_.push_back(it->first);
+}
+
+void CaptionRun::encode_ready() {
+  // Keep up to max_batch encoded images waiting, so freed batch slots fill at once.
+  while (!ready_.empty() && encoded_.size() < static_cast<size_t>(o_.max_batch) && !stop_requested()) {
+    const auto& cfg = model_->config();
+    const int64_t P = cfg.vision.num_patches(), D = cfg.text.hidden;
+    const size_t B = std::min(ready_.size(), static_cast<size_t>(vision_batch_));
+    const size_t img_elems = static_cast<size_t>(3 * image_side_ * image_side_);
+    std::vector<float> pixels(B * img_elems);
+    std::vector<uint64_t> tags;
+    for (size_t b = 0; b < B; ++b) {
+      uint64_t tag = ready_.front();
+      ready_.pop_front();
+      auto& px = flight_[tag].load.pixels;
+      std::copy(px.begin(), px.end(), pixels.begin() + static_cast<long>(b * img_elems));
+      std::vector<float>().swap(px);
+      tags.push_back(tag);
+    }
+    std::vector<float> features(B * static_cast<size_t>(P * D));
+    auto t0 = Clock::now();
+    model_->encode_images(pixels.data(), static_cast<int64_t>(B), features.data());
+    double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    for (size_t b = 0; b < B; ++b) {
+      InFlight& f = flight_[tags[b]];
+      f.vision_ms = ms / static_cast<double>(B);
+      CaptionRequest req;
+      req.id = tags[b];
+      req.n_prompt = f.n_prompt;
+      req.prompt_embeds.resize(static_cast<size_t>(f.n_prompt * D));
+      std::vector<int64_t> ids64(f.prompt_ids.begin(), f.prompt_ids.end());
+      model_->splice_embeddings(ids64, features.data() + b * static_cast<size_t>(P * D), 1,
+                                req.prompt_embeds.data());
+      req.n_captions = o_.num_captions;
+      req.sampling = o_.sampling;
+      req.seed_key = f.load.in.key;
+      encoded_.emplace_back(tags[b], std::move(req));
+    }
+  }
+}
+
+void CaptionRun::admit_encoded() {
+  while (!encoded_.empty() && !stop_requested()) {
+    auto& [tag, req] = encoded_.front();
+    if (!sched_->can_admit(req.n_prompt, req.n_captions)) break;
+    sched_->admit(std::move(req));
+    encoded_.pop_front();
+  }
+}
+
+void CaptionRun::on_caption(const CaptionResult& r) {
+  auto it = flight_.find(r.id);
+  if (it == flight_.end()) return;
+  InFlight& f = it->second;
+  if (!r.error.empty()) {
+    fail_sample(f, "failed_to_caption", r.error);
+    flight_.erase(it);
+    return;
+  }
+  const SampleInput& in = f.load.in;
+  std::vector<std::string> captions;
+  int64_t tokens_out = 0;
+  for (auto ids : r.tokens) {
+    tokens_out += static_cast<int64_t>(ids.size());
+    if (o_.shear == "tokens" && !in.caption.empty()) {
+      size_t n = tok_->encode(in.caption, false).size();
+      if (ids.size() > n) ids.resize(n);
+    }
+    std::string text = tok_->decode_output(ids);
+    if (o_.first_sentence) text = first_sentence(text);
+    if (o_.shear == "words" && !in.caption.empty()) text = shear_words(text, count_words(in.caption));
+    captions.push_back(text);
+  }
+  SampleOutcome oc;
+  oc.index = in.index;
+  oc.key = in.key;
+  oc.success = true;
+  oc.meta = base_meta(in);
+  oc.meta["status"] = "success";
+  oc.meta["error_message"] = nullptr;
+  oc.meta["width"] = f.load.width;
+  oc.meta["height"] = f.load.height;
+  oc.meta["original_width"] =
+      in.extra.contains("original_width") ? in.extra["original_width"] : ordered_json(f.load.width);
+  oc.meta["original_height"] =
+      in.extra.contains("original_height") ? in.extra["original_height"] : ordered_json(f.load.height);
+  oc.meta["re_caption"] = captions[0];
+  if (captions.size() > 1) oc.meta["re_captions"] = captions;
+  oc.meta["tokens_in"] = r.n_prompt;
+  oc.meta["tokens_out"] = tokens_out;
+  oc.meta["stop_reason"] =
+      r.stop_reason.size() == 1 ? ordered_json(r.stop_reason[0]) : ordered_json(r.stop_reason);
+  oc.meta["timings_ms"] = {{"fetch", f.load.fetch_ms},
+                           {"decode_image", f.load.decode_ms},
+                           {"vision", f.vision_ms},
+                           {"prefill", r.prefill_ms},
+                           {"generate", r.decode_ms}};
+  oc.meta["fingerprint"] = fingerprint_;
+  oc.captions = std::move(captions);
+  if (!o_.no_images) {
+    oc.image_bytes = std::move(f.load.in.image_bytes);
+    oc.image_ext = f.load.image_ext.empty() ? "jpg" : f.load.image_ext;
+  }
+  write_outcome(f.shard, std::move(oc));
+  flight_.erase(it);
+}
+
+void CaptionRun::close_finished_shards() {
+  for (auto it = open_.begin(); it != open_.end();) {
+    OpenShard& sh = **it;
+    if (!sh.exhausted || sh.in_flight > 0) {
+      ++it;
+      continue;
+    }
+    if (!sh.failure.empty()) {
+      rep_.line("shard " + sh.spec.name + ": error: " + sh.failure +
+                " (finished samples kept; not marked done)");
+      tot_.shards_failed++;
+      had_failure_ = true;
+    } else {
+      double end = now_epoch();
+      double dur = end - sh.start_time;
+      ordered_json extra;
+      extra["images_per_sec"] = dur > 0 ? static_cast<double>(sh.new_successes) / dur : 0.0;
+      extra["isa"] = isa_;
+      extra["precision"] = o_.precision;
+      extra["kv_dtype"] = o_.kv_dtype;
+      extra["max_batch"] = o_.max_batch;
+      extra["engine_version"] = o_.engine_version;
+      extra["shard"] = sh.spec.name;
+      extra["input"] = sh.spec.path;
+      auto st = sh.out->finish(extra, sh.start_time, end);
+      tot_.shards_done++;
+      rep_.line("shard " + sh.spec.name + ": done, " + std::to_string(st["count"].get<int64_t>()) +
+                " samples (" + std::to_string(st["successes"].get<int64_t>()) + " ok) in " +
+                fmt_duration(dur) + " -> " + shard_tar_path(o_.out_dir, sh.spec.name));
+    }
+    it = open_.erase(it);
+  }
+}
+
+ordered_json CaptionRun::summary_json() const {
+  ordered_json s;
+  double el = rep_.elapsed();
+  s["out_dir"] = o_.out_dir;
+  s["fingerprint"] = fingerprint_;
+  s["shards_assigned"] = tot_.shards_total;
+  s["shards_done"] = tot_.shards_done;
+  s["shards_skipped"] = tot_.shards_skipped;
+  s["shards_busy"] = tot_.shards_busy;
+  s["shards_failed"] = tot_.shards_failed;
+  s["samples"] = tot_.samples;
+  s["successes"] = tot_.successes;
+  s["failed"] = tot_.failed;
+  s["status"] = tot_.by_status;
+  s["tokens_in"] = tot_.tokens_in;
+  s["tokens_out"] = tot_.tokens_out;
+  s["duration"] = el;
+  s["images_per_sec"] = el > 0 ? static_cast<double>(tot_.successes) / el : 0.0;
+  s["tokens_per_sec"] = el > 0 ? static_cast<double>(tot_.tokens_out) / el : 0.0;
+  s["isa"] = isa_;
+  s["precision"] = o_.precision;
+  s["interrupted"] = stop_requested();
+  return s;
+}
+
+int CaptionRun::run() {
+  run_start_epoch_ = now_epoch();
+  try {
+    setup();
+  } catch (const UsageError& e) {
+    rep_.line(std::string("caption: error: ") + e.what());
+    return 2;
+  }
+  int rc = 0;
+  try {
+    for (;;) {
+      feed();
+      LoadResult lr;
+      while (loader_->pop(&lr, 0)) on_loaded(std::move(lr));
+      encode_ready();
+      admit_encoded();
+      if (!sched_->idle()) {
+        for (auto& r : sched_->step()) on_caption(r);
+      } else if (ready_.empty() && encoded_.empty()) {
+        bool stopping = stop_requested();
+        if (loader_->outstanding() > 0 && !stopping) {
+          if (loader_->pop(&lr, 100)) on_loaded(std::move(lr));
+        } else if (sources_done_ || stopping) {
+          close_finished_shards();
+          break;
+        }
+      }
+      close_finished_shards();
+      rep_.tick(tot_);
+      if (stop_requested() && sched_->idle()) break;
+    }
+  } catch (const UsageError& e) {
+    rep_.line(std::string("caption: error: ") + e.what());
+    return 2;
+  }
+  rep_.tick(tot_, true);
+  rep_.clear();
+  bool interrupted = stop_requested();
+  auto summary = summary_json();
+  if (!o_.stats_json.empty()) io::atomic_write(o_.stats_json, summary.dump(4) + "\n");
+  char buf[512];
+  std::snprintf(
+      buf, sizeof buf,
+      "caption: %s: %lld shard(s) done, %lld skipped, %lld failed, %lld busy; %lld samples (%lld ok, "
+      "%lld failed); %.2f img/s, %.1f tok/s; outputs in %s",
+      interrupted ? "interrupted" : "finished", static_cast<long long>(tot_.shards_done),
+      static_cast<long long>(tot_.shards_skipped), static_cast<long long>(tot_.shards_failed),
+      static_cast<long long>(tot_.shards_busy), static_cast<long long>(tot_.samples),
+      static_cast<long long>(tot_.successes), static_cast<long long>(tot_.failed),
+      summary["images_per_sec"].get<double>(), summary["tokens_per_sec"].get<double>(), o_.out_dir.c_str());
+  rep_.line(buf);
+  if (interrupted) {
+    rep_.line("caption: stopped by signal " + std::to_string(stop_signal()) +
+              "; finished samples are kept, rerun the same command to resume (exit 75)");
+    rc = 75;
+  } else if (had_failure_) {
+    rc = 1;
+  }
+  return rc;
+}
+
+}  // namespace
+
+int run_caption(const CaptionOptions& opts) {
+  CaptionRun run(opts);
+  return run.run();
+}
+
+}  // namespace recap::engine
