@@ -478,10 +478,9 @@ WeightStore WeightStore::open(const std::string& dir_or_file) {
     if (!fs::is_regular_file(shard_path, ec))
       fail_tensor(index_path, it.key(),
                   "mapped to shard '" + shard + "', which does not exist (" + shard_path.string() + ")");
-    auto f = SafetensorsFile::open(shard_path.string());
-    shards[shard] = f;
-    ws.files_.push_back(f);
+    shards[shard] = SafetensorsFile::open(shard_path.string());
   }
+  for (const auto& kv : shards) ws.files_.push_back(kv.second);  // in shard-name order
   if (ws.files_.empty()) fail(index_path, "weight_map is empty");
 
   // Every tensor of every shard, once.

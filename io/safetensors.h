@@ -71,7 +71,8 @@ class WeightStore {
   const std::vector<std::shared_ptr<SafetensorsFile>>& files() const { return files_; }
   const std::string& root() const { return root_; }
   size_t bytes_on_disk() const;
-  // Metadata of the first file (our quantized cache stores its format tags there).
+  // Metadata of the first file (shards are kept in file-name order; our quantized cache
+  // stores its format tags there).
   const std::map<std::string, std::string>& metadata() const;
 
  private:
