@@ -61,11 +61,15 @@ Image Image::filled(int width, int height, uint8_t r, uint8_t g, uint8_t b) {
   img.width = width;
   img.height = height;
   img.rgb.resize(img.num_pixels() * 3);
-  for (size_t i = 0; i < img.num_pixels(); ++i) {
-    img.rgb[3 * i + 0] = r;
-    img.rgb[3 * i + 1] = g;
-    img.rgb[3 * i + 2] = b;
+  if (img.rgb.empty()) return img;
+  // One row pixel by pixel, then whole-row copies.
+  uint8_t* first = img.rgb.data();
+  for (int x = 0; x < width; ++x) {
+    first[3 * x + 0] = r;
+    first[3 * x + 1] = g;
+    first[3 * x + 2] = b;
   }
+  for (int y = 1; y < height; ++y) std::memcpy(img.row(y), first, static_cast<size_t>(width) * 3);
   img.source.mode = "RGB";
   return img;
 }
