@@ -353,7 +353,7 @@ void gemm(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const f
     return;
   }
   // int8 / int4: per-row int8 activations, exact int32 dot products per weight group, then
-  // acc = fma(float(isum_g), scale_g, acc) over groups in order, y = acc * sx (+ bias).
+  // acc = fma(float(isum_g), scale_g, acc) over groups in order, y = fma(acc, sx, bias) or acc * sx.
   const int64_t g = wf::group_size(w.format), kp = wf::padded_k(w.format, k), groups = kp / g;
   std::vector<int8_t> q(static_cast<size_t>(m * kp));
   std::vector<float> sx(static_cast<size_t>(m));
@@ -370,8 +370,9 @@ void gemm(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const f
           isum += static_cast<int32_t>(q[i * kp + kk]) * packed_q(w, j, kk);
         acc = std::fma(static_cast<float>(isum), packed_scale(w, j, gi), acc);
       }
-      const float v = acc * sx[i];
-      y[i * ldy + j] = bias ? v + bias[j] : v;
+      // One rounding with bias (fma) so every ISA computes the same value whatever the
+      // compiler's contraction settings.
+      y[i * ldy + j] = bias ? std::fma(acc, sx[i], bias[j]) : acc * sx[i];
     }
 }
 
@@ -379,8 +380,14 @@ void gemm(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const f
 
 void gemm(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const float* bias, float* y,
           int64_t ldy) {
-  // SIMD kernels are being added; until then every ISA runs the reference.
-  (void)active_isa();
+  switch (active_isa()) {
+    case Isa::Avx512:
+      return avx512::gemm(x, m, ldx, w, bias, y, ldy);
+    case Isa::Avx2:
+      return avx2::gemm(x, m, ldx, w, bias, y, ldy);
+    case Isa::Ref:
+      break;
+  }
   ref::gemm(x, m, ldx, w, bias, y, ldy);
 }
 

@@ -74,24 +74,31 @@ std::atomic<int> g_active{-1};
 std::once_flag g_init_once;
 
 void init_active() {
-  Isa isa = best_isa();
-  if (const char* env = std::getenv("RECAP_FORCE_ISA"); env != nullptr && *env != '\0') {
-    Isa forced;
-    try {
-      forced = parse_isa(env);
-    } catch (const std::invalid_argument&) {
-      throw std::runtime_error(std::string("RECAP_FORCE_ISA='") + env + "' is not one of ref, avx2, avx512");
-    }
-    if (!supported(forced))
-      throw std::runtime_error(std::string("RECAP_FORCE_ISA=") + env + ": this CPU/OS cannot run " +
-                               isa_name(forced) + " (best available: " + isa_name(isa) + ")");
-    isa = forced;
-  }
+  const Isa isa = isa_from_force_value(std::getenv("RECAP_FORCE_ISA"));
   int expected = -1;
   g_active.compare_exchange_strong(expected, static_cast<int>(isa));
 }
 
 }  // namespace
+
+Isa isa_from_force_value(const char* value) {
+  const Isa best = best_isa();
+  if (value == nullptr || *value == '\0') return best;
+  Isa forced;
+  try {
+    forced = parse_isa(value);
+  } catch (const std::invalid_argument&) {
+    throw std::runtime_error(std::string("RECAP_FORCE_ISA='") + value + "' is not one of ref, avx2, avx512");
+  }
+  if (!supported(forced))
+    throw std::runtime_error(std::string("RECAP_FORCE_ISA=") + value + ": this CPU/OS cannot run " +
+                             isa_name(forced) + " (best available: " + isa_name(best) + ")");
+  return forced;
+}
+
+bool isa_supported(Isa isa) {
+  return supported(isa);
+}
 
 const CpuFeatures& cpu_features() {
   static const CpuFeatures features = detect();

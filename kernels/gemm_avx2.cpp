@@ -1,0 +1,410 @@
+// AVX2 + FMA GEMM kernels: the fallback for CPUs without AVX-512 (and for formats whose
+// AVX-512 instructions, VNNI or BF16, the CPU lacks). Same blocking scheme as
+// gemm_avx512.cpp with ymm registers: micro-kernels of up to 6 rows x one 16-row panel
+// (two ymm halves), 12 accumulators.
+//   int8: s8 x s8 products through the sign trick: maddubs(|a|, sign(w, a)) is exact since
+//         |a|, |w| <= 127 (pair sums <= 32258 never saturate), then madd with ones -> int32.
+//   int4: maddubs(nibble u8 in [0,15], a s8): pair sums <= 3810, exact; the zero point 8 is
+//         removed by the same corr = -8 * sum(q_x) as the VNNI kernel.
+//   bf16: weights widened to f32 exactly (bf16 << 16); X rounded to bf16 like every ISA.
+// The int32 dot products equal the reference's exactly and the float steps are the same, so
+// int8/int4 results are bit-identical to ref::gemm.
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/gemm_internal.h"
+#include "kernels/weight_formats.h"
+
+namespace recap::kernels::avx2 {
+namespace {
+
+using wf::kPanelRows;
+constexpr int kMR = 6;
+constexpr int64_t kChunkPanels = 32;
+
+inline __m256i tail_mask8(int64_t valid) {
+  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::clamp<int64_t>(valid, 0, 8))), idx);
+}
+inline uint32_t hmax_epu32(__m256i v) {
+  __m128i m = _mm_max_epu32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0x4e));
+  m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0xb1));
+  return static_cast<uint32_t>(_mm_cvtsi128_si32(m));
+}
+inline int32_t hsum_epi32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+  return _mm_cvtsi128_si32(s);
+}
+
+void pack_f32(const float* x, int64_t m, int64_t ldx, int64_t k, uint32_t* out, bool to_bf16) {
+  const int64_t kunits = to_bf16 ? (k + 1) / 2 : k;
+  const int64_t tiles = (m + kMR - 1) / kMR;
+#pragma omp parallel for schedule(static) if (m * k >= 65536)
+  for (int64_t t = 0; t < tiles; ++t) {
+    const int64_t r0 = t * kMR, mr = std::min<int64_t>(kMR, m - r0);
+    uint32_t* tile = out + t * kMR * kunits;
+    for (int64_t i = 0; i < mr; ++i) {
+      const float* xr = x + (r0 + i) * ldx;
+      if (!to_bf16) {
+        for (int64_t u = 0; u < k; ++u) std::memcpy(&tile[u * mr + i], &xr[u], 4);
+      } else {
+        for (int64_t u = 0; u < kunits; ++u) {
+          const uint32_t lo = wf::f32_to_bf16(xr[2 * u]);
+          const uint32_t hi = 2 * u + 1 < k ? wf::f32_to_bf16(xr[2 * u + 1]) : 0u;
+          tile[u * mr + i] = lo | (hi << 16);
+        }
+      }
+    }
+  }
+}
+
+// Bit-identical to detail::quantize_row_ref.
+void quantize_row(const float* x, int64_t k, int64_t kp, int64_t group, int32_t zp, int8_t* q, float* sx,
+                  int32_t* corr) {
+  __m256i amax = _mm256_setzero_si256();
+  const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
+  for (int64_t i = 0; i < k; i += 8) {
+    const __m256i v = _mm256_maskload_epi32(reinterpret_cast<const int*>(x + i), tail_mask8(k - i));
+    amax = _mm256_max_epu32(amax, _mm256_and_si256(v, absmask));
+  }
+  const uint32_t amax_bits = hmax_epu32(amax);
+  if (amax_bits >= 0x7f800000u || amax_bits == 0) {
+    std::memset(q, 0, static_cast<size_t>(kp));
+    *sx = amax_bits == 0 ? 0.f : __builtin_nanf("");
+  } else {
+    float a;
+    std::memcpy(&a, &amax_bits, 4);
+    const __m256 inv = _mm256_set1_ps(127.f / a);
+    const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+    alignas(32) int32_t tmp[8];
+    for (int64_t i = 0; i < kp; i += 8) {
+      const __m256 v = _mm256_maskload_ps(x + i, tail_mask8(k - i));
+      __m256i qi = _mm256_cvtps_epi32(_mm256_mul_ps(v, inv));
+      qi = _mm256_min_epi32(_mm256_max_epi32(qi, lo), hi);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), qi);
+      for (int j = 0; j < 8; ++j) q[i + j] = static_cast<int8_t>(tmp[j]);
+    }
+    *sx = a / 127.f;
+  }
+  for (int64_t g = 0; g < kp / group; ++g) {
+    __m256i s = _mm256_setzero_si256();
+    for (int64_t j = 0; j < group; j += 8)
+      s = _mm256_add_epi32(
+          s, _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + g * group + j))));
+    corr[g] = -zp * hsum_epi32(s);
+  }
+}
+
+void pack_quantized(const float* x, int64_t m, int64_t ldx, int64_t k, int64_t kp, int64_t group, int32_t zp,
+                    uint32_t* units, int32_t* corr, float* sx) {
+  const int64_t kunits = kp / 4, groups = kp / group;
+  const int64_t tiles = (m + kMR - 1) / kMR;
+#pragma omp parallel for schedule(static) if (m * k >= 65536)
+  for (int64_t t = 0; t < tiles; ++t) {
+    const int64_t r0 = t * kMR, mr = std::min<int64_t>(kMR, m - r0);
+    int8_t* qrow = static_cast<int8_t*>(detail::scratch(3, static_cast<size_t>(kp + groups * 4)));
+    int32_t* crow = reinterpret_cast<int32_t*>(qrow + kp);
+    uint32_t* tile = units + t * kMR * kunits;
+    int32_t* ctile = corr + t * kMR * groups;
+    for (int64_t i = 0; i < mr; ++i) {
+      quantize_row(x + (r0 + i) * ldx, k, kp, group, zp, qrow, &sx[r0 + i], crow);
+      for (int64_t u = 0; u < kunits; ++u) std::memcpy(&tile[u * mr + i], qrow + 4 * u, 4);
+      for (int64_t g = 0; g < groups; ++g) ctile[g * mr + i] = crow[g];
+    }
+  }
+}
+
+struct MicroArgs {
+  const uint32_t* a;
+  const uint8_t* b;     // panel data at the K-block start
+  const uint16_t* s;    // panel scales at the K-block start (int formats)
+  const int32_t* corr;  // this tile's corrections at the K-block's first group
+  int64_t kunits;
+  float* y;
+  int64_t ldy;
+  const float* bias;  // at the panel's first column, or null
+  const float* sx;
+  int64_t valid_cols;  // columns of this panel inside n (1..16)
+  bool first, last;
+};
+
+// Loads / stores one 16-wide row piece of Y honouring the column tail.
+inline void load_row(const float* y, int64_t valid, __m256& lo, __m256& hi) {
+  if (valid >= 16) {
+    lo = _mm256_loadu_ps(y);
+    hi = _mm256_loadu_ps(y + 8);
+  } else {
+    lo = _mm256_maskload_ps(y, tail_mask8(valid));
+    hi = _mm256_maskload_ps(y + 8, tail_mask8(valid - 8));
+  }
+}
+inline void store_row(float* y, int64_t valid, __m256 lo, __m256 hi) {
+  if (valid >= 16) {
+    _mm256_storeu_ps(y, lo);
+    _mm256_storeu_ps(y + 8, hi);
+  } else {
+    _mm256_maskstore_ps(y, tail_mask8(valid), lo);
+    _mm256_maskstore_ps(y + 8, tail_mask8(valid - 8), hi);
+  }
+}
+
+template <int MR, bool BF16>
+void micro_float(const MicroArgs& g) {
+  __m256 acc[MR][2];
+  for (int i = 0; i < MR; ++i) {
+    if (g.first)
+      acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    else
+      load_row(g.y + i * g.ldy, g.valid_cols, acc[i][0], acc[i][1]);
+  }
+  const uint32_t* a = g.a;
+  const uint8_t* b = g.b;
+  if constexpr (BF16) {
+    const __m256i himask = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
+    for (int64_t u = 0; u < g.kunits; ++u) {
+      const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b));
+      const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 32));
+      const __m256 e0 = _mm256_castsi256_ps(_mm256_slli_epi32(v0, 16));
+      const __m256 e1 = _mm256_castsi256_ps(_mm256_slli_epi32(v1, 16));
+      const __m256 o0 = _mm256_castsi256_ps(_mm256_and_si256(v0, himask));
+      const __m256 o1 = _mm256_castsi256_ps(_mm256_and_si256(v1, himask));
+#pragma GCC unroll 6
+      for (int i = 0; i < MR; ++i) {
+        const uint32_t au = a[i];
+        float ae, ao;
+        const uint32_t aeb = au << 16, aob = au & 0xffff0000u;
+        std::memcpy(&ae, &aeb, 4);
+        std::memcpy(&ao, &aob, 4);
+        const __m256 ve = _mm256_set1_ps(ae), vo = _mm256_set1_ps(ao);
+        acc[i][0] = _mm256_fmadd_ps(ve, e0, acc[i][0]);
+        acc[i][1] = _mm256_fmadd_ps(ve, e1, acc[i][1]);
+        acc[i][0] = _mm256_fmadd_ps(vo, o0, acc[i][0]);
+        acc[i][1] = _mm256_fmadd_ps(vo, o1, acc[i][1]);
+      }
+      a += MR;
+      b += 64;
+    }
+  } else {
+    for (int64_t u = 0; u < g.kunits; ++u) {
+      const __m256 w0 = _mm256_loadu_ps(reinterpret_cast<const float*>(b));
+      const __m256 w1 = _mm256_loadu_ps(reinterpret_cast<const float*>(b + 32));
+#pragma GCC unroll 6
+      for (int i = 0; i < MR; ++i) {
+        float av;
+        std::memcpy(&av, &a[i], 4);
+        const __m256 v = _mm256_set1_ps(av);
+        acc[i][0] = _mm256_fmadd_ps(v, w0, acc[i][0]);
+        acc[i][1] = _mm256_fmadd_ps(v, w1, acc[i][1]);
+      }
+      a += MR;
+      b += 64;
+    }
+  }
+  __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
+  const bool add_bias = g.last && g.bias;
+  if (add_bias) load_row(g.bias, g.valid_cols, b0, b1);
+  for (int i = 0; i < MR; ++i) {
+    if (add_bias) {
+      acc[i][0] = _mm256_add_ps(acc[i][0], b0);
+      acc[i][1] = _mm256_add_ps(acc[i][1], b1);
+    }
+    store_row(g.y + i * g.ldy, g.valid_cols, acc[i][0], acc[i][1]);
+  }
+}
+
+template <int MR, bool INT4>
+void micro_quant(const MicroArgs& g) {
+  constexpr int64_t kGroup = INT4 ? wf::kInt4Group : wf::kInt8Group;
+  constexpr int64_t kUnitsPerGroup = kGroup / 4;
+  constexpr int64_t kGroupBytes = INT4 ? kGroup * 8 : kGroup * 16;
+  __m256 facc[MR][2];
+  for (int i = 0; i < MR; ++i) {
+    if (g.first)
+      facc[i][0] = facc[i][1] = _mm256_setzero_ps();
+    else
+      load_row(g.y + i * g.ldy, g.valid_cols, facc[i][0], facc[i][1]);
+  }
+  const int64_t groups = g.kunits / kUnitsPerGroup;
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  const __m256i nib = _mm256_set1_epi8(0x0f);
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+  const uint32_t* a = g.a;
+  const uint8_t* b = g.b;
+  for (int64_t gi = 0; gi < groups; ++gi) {
+    __m256i acc[MR][2];
+    for (int i = 0; i < MR; ++i) {
+      if constexpr (INT4)
+        acc[i][0] = acc[i][1] = _mm256_set1_epi32(g.corr[gi * MR + i]);
+      else
+        acc[i][0] = acc[i][1] = _mm256_setzero_si256();  // signed products: no correction
+    }
+    if constexpr (INT4) {
+      for (int64_t o = 0; o < kUnitsPerGroup / 2; ++o) {
+        const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + o * 64));
+        const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + o * 64 + 32));
+        const __m256i lo0 = _mm256_and_si256(v0, nib), hi0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), nib);
+        const __m256i lo1 = _mm256_and_si256(v1, nib), hi1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), nib);
+#pragma GCC unroll 6
+        for (int i = 0; i < MR; ++i) {
+          const __m256i a0 = _mm256_set1_epi32(static_cast<int>(a[(2 * o) * MR + i]));
+          const __m256i a1 = _mm256_set1_epi32(static_cast<int>(a[(2 * o + 1) * MR + i]));
+          const __m256i p0 = _mm256_add_epi16(_mm256_maddubs_epi16(lo0, a0), _mm256_maddubs_epi16(hi0, a1));
+          const __m256i p1 = _mm256_add_epi16(_mm256_maddubs_epi16(lo1, a0), _mm256_maddubs_epi16(hi1, a1));
+          // |p| <= 2 * 3810 < 32767: the 16-bit add is exact.
+          acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(p0, ones16));
+          acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(p1, ones16));
+        }
+      }
+    } else {
+      for (int64_t u = 0; u < kUnitsPerGroup; ++u) {
+        const __m256i w0 =
+            _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + u * 64)), flip);
+        const __m256i w1 =
+            _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + u * 64 + 32)), flip);
+#pragma GCC unroll 6
+        for (int i = 0; i < MR; ++i) {
+          const __m256i av = _mm256_set1_epi32(static_cast<int>(a[u * MR + i]));
+          const __m256i aa = _mm256_abs_epi8(av);
+          const __m256i p0 = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(w0, av));
+          const __m256i p1 = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(w1, av));
+          acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(p0, ones16));
+          acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(p1, ones16));
+        }
+      }
+    }
+    const __m256 s0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.s + gi * 16)));
+    const __m256 s1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.s + gi * 16 + 8)));
+    for (int i = 0; i < MR; ++i) {
+      facc[i][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][0]), s0, facc[i][0]);
+      facc[i][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][1]), s1, facc[i][1]);
+    }
+    a += kUnitsPerGroup * MR;
+    b += kGroupBytes;
+  }
+  __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
+  if (g.last && g.bias) load_row(g.bias, g.valid_cols, b0, b1);
+  for (int i = 0; i < MR; ++i) {
+    if (g.last) {
+      const __m256 s = _mm256_set1_ps(g.sx[i]);
+      if (g.bias) {
+        facc[i][0] = _mm256_fmadd_ps(facc[i][0], s, b0);
+        facc[i][1] = _mm256_fmadd_ps(facc[i][1], s, b1);
+      } else {
+        facc[i][0] = _mm256_mul_ps(facc[i][0], s);
+        facc[i][1] = _mm256_mul_ps(facc[i][1], s);
+      }
+    }
+    store_row(g.y + i * g.ldy, g.valid_cols, facc[i][0], facc[i][1]);
+  }
+}
+
+using MicroFn = void (*)(const MicroArgs&);
+MicroFn pick_micro(WeightFormat f, int mr) {
+#define RECAP_MR_CASE(MR)               \
+  case MR:                              \
+    switch (f) {                        \
+      case WeightFormat::F32:           \
+        return &micro_float<MR, false>; \
+      case WeightFormat::BF16:          \
+        return &micro_float<MR, true>;  \
+      case WeightFormat::Int8:          \
+        return &micro_quant<MR, false>; \
+      case WeightFormat::Int4:          \
+        return &micro_quant<MR, true>;  \
+    }                                   \
+    break;
+  switch (mr) {
+    RECAP_MR_CASE(1)
+    RECAP_MR_CASE(2)
+    RECAP_MR_CASE(3)
+    RECAP_MR_CASE(4)
+    RECAP_MR_CASE(5)
+    RECAP_MR_CASE(6)
+  }
+#undef RECAP_MR_CASE
+  return nullptr;
+}
+
+}  // namespace
+
+void gemm(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const float* bias, float* y,
+          int64_t ldy) {
+  detail::check_gemm_args(x, m, ldx, w, y, ldy);
+  if (m == 0) return;
+  const WeightFormat f = w.format;
+  const int64_t n = w.n, k = w.k, kp = wf::padded_k(f, k);
+  const bool quant = f == WeightFormat::Int8 || f == WeightFormat::Int4;
+  const int64_t kunits = f == WeightFormat::F32 ? k : f == WeightFormat::BF16 ? kp / 2 : kp / 4;
+  const int64_t group = quant ? wf::group_size(f) : 4;
+  const int64_t groups = quant ? kp / group : 0;
+  const int64_t tiles = (m + kMR - 1) / kMR;
+
+  const size_t units_bytes = static_cast<size_t>(tiles * kMR * kunits * 4);
+  const size_t corr_bytes = static_cast<size_t>(tiles * kMR * groups * 4);
+  uint8_t* pack =
+      static_cast<uint8_t*>(detail::scratch(0, units_bytes + corr_bytes + static_cast<size_t>(m * 4) + 64));
+  uint32_t* units = reinterpret_cast<uint32_t*>(pack);
+  int32_t* corr = reinterpret_cast<int32_t*>(pack + units_bytes);
+  float* sx = reinterpret_cast<float*>(pack + units_bytes + corr_bytes);
+  if (quant)
+    pack_quantized(x, m, ldx, k, kp, group, f == WeightFormat::Int8 ? wf::kInt8ZeroPoint : wf::kInt4ZeroPoint,
+                   units, corr, sx);
+  else
+    pack_f32(x, m, ldx, k, units, f == WeightFormat::BF16);
+
+  const int64_t panels = wf::num_panels(n);
+  const int64_t panel_bytes = wf::panel_data_bytes(f, k);
+  const int64_t scale_stride = quant ? kp / group * kPanelRows : 0;
+  const uint8_t* wdata = w.data.data();
+  const uint16_t* wscales =
+      quant ? reinterpret_cast<const uint16_t*>(wdata + wf::scales_offset(f, n, k)) : nullptr;
+  const int64_t wbytes_per_unit = f == WeightFormat::Int4 ? 32 : 64;
+  const int64_t kb = f == WeightFormat::Int4 ? 512 : 256;  // units per K-block (whole groups)
+
+  const int threads = omp_get_max_threads();
+  const int64_t nchunks = (panels + kChunkPanels - 1) / kChunkPanels;
+  int64_t mchunks = 1;
+  if (nchunks < 2 * threads && tiles >= 2 * threads) mchunks = std::min<int64_t>(tiles, threads);
+  const int64_t tiles_per_mchunk = (tiles + mchunks - 1) / mchunks;
+  const int64_t items = nchunks * mchunks;
+
+#pragma omp parallel for schedule(static) if (items > 1 && m * n * k >= (1 << 18))
+  for (int64_t it = 0; it < items; ++it) {
+    const int64_t nc = it / mchunks, mc = it % mchunks;
+    const int64_t p0 = nc * kChunkPanels, p1 = std::min(panels, p0 + kChunkPanels);
+    const int64_t t0 = mc * tiles_per_mchunk, t1 = std::min(tiles, t0 + tiles_per_mchunk);
+    for (int64_t u0 = 0; u0 < kunits; u0 += kb) {
+      const int64_t ku = std::min(kb, kunits - u0);
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t r0 = t * kMR;
+        const int mr = static_cast<int>(std::min<int64_t>(kMR, m - r0));
+        const MicroFn fn = pick_micro(f, mr);
+        for (int64_t p = p0; p < p1; ++p) {
+          const int64_t col0 = p * kPanelRows;
+          MicroArgs g;
+          g.a = units + t * kMR * kunits + u0 * mr;
+          g.b = wdata + p * panel_bytes + u0 * wbytes_per_unit;
+          g.s = quant ? wscales + p * scale_stride + (u0 * 4 / group) * kPanelRows : nullptr;
+          g.corr = quant ? corr + t * kMR * groups + (u0 * 4 / group) * mr : nullptr;
+          g.kunits = ku;
+          g.y = y + r0 * ldy + col0;
+          g.ldy = ldy;
+          g.bias = bias ? bias + col0 : nullptr;
+          g.sx = quant ? sx + r0 : nullptr;
+          g.valid_cols = std::min<int64_t>(16, n - col0);
+          g.first = u0 == 0;
+          g.last = u0 + ku == kunits;
+          fn(g);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace recap::kernels::avx2

@@ -1,0 +1,435 @@
+// AVX-512 GEMM kernels (F/BW/VL; VNNI for int8/int4 and BF16 for bf16 when the CPU has them).
+//
+// Structure (all formats): the activations X are packed once per call into M-tiles of up to
+// kMR rows, K-interleaved in 4-byte units (f32 value | bf16 pair | 4 int8), so the
+// micro-kernel broadcasts one unit per row and step. The weights are already packed in
+// 16-row panels (weight_formats.h). A micro-kernel computes an (mr x 16*np) block of Y for a
+// K-block, with mr <= 8 rows and np <= 3 panels (24 zmm accumulators). Work is split over
+// OpenMP threads by chunks of 32 panels (and by M-chunks when N is too small to share).
+//   for each (N-chunk, M-chunk) item of this thread:
+//     for each K-block (sized so the chunk's weight block, ~512 KB, stays in L2):
+//       for each M-tile:  for each group of np panels:  micro-kernel
+// int8/int4: for every weight group, exact int32 dot products (vpdpbusd, weights are the u8
+// operand with zero point 128 / 8, corrected by corr = -zp * sum(q_x)), then
+// acc = fma(float(isum), scale, acc) in group order; y = fma(acc, sx, bias) (or acc * sx) at the end. This
+// is the same operation sequence as ref::gemm, so the results are bit-identical.
+#include <immintrin.h>
+#include <omp.h>
+
+// GCC 12's avx512fintrin.h builds some intrinsics on _mm512_undefined_*(), which trips
+// -Wuninitialized / -Wmaybe-uninitialized inside the system header after inlining.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/gemm_internal.h"
+#include "kernels/isa.h"
+#include "kernels/weight_formats.h"
+
+namespace recap::kernels::avx512 {
+namespace {
+
+using wf::kPanelRows;
+constexpr int kMR = 8;                // rows per M-tile
+constexpr int kNP = 3;                // panels per micro-kernel call
+constexpr int64_t kChunkPanels = 32;  // panels per N-chunk (512 output columns)
+
+// Bytes of the packed-activation tile area and its units.
+struct ActPack {
+  const uint32_t* units = nullptr;  // tile t at units + t * kMR * kunits, layout [kunits][mr]
+  const int32_t* corr = nullptr;    // tile t at corr + t * kMR * groups, layout [groups][mr]
+  const float* sx = nullptr;        // [m] activation scales (int formats)
+  int64_t kunits = 0, groups = 0;
+};
+
+inline __mmask16 tail_mask(int64_t valid) {
+  return valid >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << valid) - 1u);
+}
+
+// ---------------------------------------------------------------- activation packing
+void pack_f32(const float* x, int64_t m, int64_t ldx, int64_t k, uint32_t* out, bool to_bf16) {
+  const int64_t kunits = to_bf16 ? (k + 1) / 2 : k;
+  const int64_t tiles = (m + kMR - 1) / kMR;
+#pragma omp parallel for schedule(static) if (m * k >= 65536)
+  for (int64_t t = 0; t < tiles; ++t) {
+    const int64_t r0 = t * kMR, mr = std::min<int64_t>(kMR, m - r0);
+    uint32_t* tile = out + t * kMR * kunits;
+    for (int64_t i = 0; i < mr; ++i) {
+      const float* xr = x + (r0 + i) * ldx;
+      if (!to_bf16) {
+        for (int64_t u = 0; u < k; ++u) std::memcpy(&tile[u * mr + i], &xr[u], 4);
+      } else {
+        for (int64_t u = 0; u < kunits; ++u) {
+          const uint32_t lo = wf::f32_to_bf16(xr[2 * u]);
+          const uint32_t hi = 2 * u + 1 < k ? wf::f32_to_bf16(xr[2 * u + 1]) : 0u;
+          tile[u * mr + i] = lo | (hi << 16);
+        }
+      }
+    }
+  }
+}
+
+// Quantizes one row per the contract (bit-identical to detail::quantize_row_ref).
+void quantize_row(const float* x, int64_t k, int64_t kp, int64_t group, int32_t zp, int8_t* q, float* sx,
+                  int32_t* corr) {
+  __m512i amax = _mm512_setzero_si512();
+  const __m512i absmask = _mm512_set1_epi32(0x7fffffff);
+  int64_t i = 0;
+  for (; i + 16 <= k; i += 16)
+    amax = _mm512_max_epu32(amax, _mm512_and_si512(_mm512_loadu_si512(x + i), absmask));
+  if (i < k)
+    amax =
+        _mm512_max_epu32(amax, _mm512_and_si512(_mm512_maskz_loadu_epi32(tail_mask(k - i), x + i), absmask));
+  const uint32_t amax_bits = _mm512_reduce_max_epu32(amax);
+  if (amax_bits >= 0x7f800000u || amax_bits == 0) {
+    std::memset(q, 0, static_cast<size_t>(kp));
+    *sx = amax_bits == 0 ? 0.f : __builtin_nanf("");
+  } else {
+    float a;
+    std::memcpy(&a, &amax_bits, 4);
+    const __m512 inv = _mm512_set1_ps(127.f / a);
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+    for (i = 0; i < kp; i += 16) {
+      const __mmask16 mk = tail_mask(std::max<int64_t>(0, k - i));
+      __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(mk, x + i), inv));
+      v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), _mm512_cvtepi32_epi8(v));
+    }
+    *sx = a / 127.f;
+  }
+  for (int64_t g = 0; g < kp / group; ++g) {
+    __m512i s = _mm512_setzero_si512();
+    for (int64_t j = 0; j < group; j += 16)
+      s = _mm512_add_epi32(
+          s, _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + g * group + j))));
+    corr[g] = -zp * _mm512_reduce_add_epi32(s);
+  }
+}
+
+void pack_quantized(const float* x, int64_t m, int64_t ldx, int64_t k, int64_t kp, int64_t group, int32_t zp,
+                    uint32_t* units, int32_t* corr, float* sx) {
+  const int64_t kunits = kp / 4, groups = kp / group;
+  const int64_t tiles = (m + kMR - 1) / kMR;
+#pragma omp parallel for schedule(static) if (m * k >= 65536)
+  for (int64_t t = 0; t < tiles; ++t) {
+    const int64_t r0 = t * kMR, mr = std::min<int64_t>(kMR, m - r0);
+    int8_t* qrow = static_cast<int8_t*>(detail::scratch(3, static_cast<size_t>(kp + groups * 4)));
+    int32_t* crow = reinterpret_cast<int32_t*>(qrow + kp);
+    uint32_t* tile = units + t * kMR * kunits;
+    int32_t* ctile = corr + t * kMR * groups;
+    for (int64_t i = 0; i < mr; ++i) {
+      quantize_row(x + (r0 + i) * ldx, k, kp, group, zp, qrow, &sx[r0 + i], crow);
+      for (int64_t u = 0; u < kunits; ++u) std::memcpy(&tile[u * mr + i], qrow + 4 * u, 4);
+      for (int64_t g = 0; g < groups; ++g) ctile[g * mr + i] = crow[g];
+    }
+  }
+}
+
+// ---------------------------------------------------------------- micro-kernels
+// Shared store step: rows i < MR, panels j < NP; the last panel may be partial (mask).
+template <int MR, int NP>
+inline void store_block(__m512 (&acc)[MR][NP], float* y, int64_t ldy, __mmask16 last_mask) {
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NP; ++j) {
+      if (j == NP - 1)
+        _mm512_mask_storeu_ps(y + i * ldy + 16 * j, last_mask, acc[i][j]);
+      else
+        _mm512_storeu_ps(y + i * ldy + 16 * j, acc[i][j]);
+    }
+}
+template <int MR, int NP>
+inline void load_block(__m512 (&acc)[MR][NP], const float* y, int64_t ldy, __mmask16 last_mask) {
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NP; ++j)
+      acc[i][j] = j == NP - 1 ? _mm512_maskz_loadu_ps(last_mask, y + i * ldy + 16 * j)
+                              : _mm512_loadu_ps(y + i * ldy + 16 * j);
+}
+template <int NP>
+inline void add_bias(__m512 (&b)[NP], const float* bias, __mmask16 last_mask) {
+  for (int j = 0; j < NP; ++j)
+    b[j] = j == NP - 1 ? _mm512_maskz_loadu_ps(last_mask, bias + 16 * j) : _mm512_loadu_ps(bias + 16 * j);
+}
+
+// Arguments of one micro-kernel call.
+struct MicroArgs {
+  const uint32_t* a;     // packed activation units of this tile, at the K-block start
+  const uint8_t* b;      // first panel's data at the K-block start
+  int64_t panel_stride;  // bytes between panels' data
+  const uint16_t* s;     // first panel's scales at the K-block start (int formats)
+  int64_t scale_stride;  // f16 elements between panels' scales
+  const int32_t* corr;   // this tile's corrections at the K-block's first group
+  int64_t kunits;        // units in this K-block
+  float* y;
+  int64_t ldy;
+  const float* bias;  // at the first column, or null
+  const float* sx;    // this tile's activation scales (int formats)
+  __mmask16 last_mask;
+  bool first, last;  // first / last K-block
+};
+
+template <int MR, int NP, bool BF16>
+void micro_float(const MicroArgs& g) {
+  __m512 acc[MR][NP];
+  if (g.first) {
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NP; ++j) acc[i][j] = _mm512_setzero_ps();
+  } else {
+    load_block<MR, NP>(acc, g.y, g.ldy, g.last_mask);
+  }
+  const uint32_t* a = g.a;
+  const uint8_t* b = g.b;
+  for (int64_t u = 0; u < g.kunits; ++u) {
+    __m512 w[NP];
+    for (int j = 0; j < NP; ++j)
+      w[j] = _mm512_loadu_ps(reinterpret_cast<const float*>(b + j * g.panel_stride));
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      if constexpr (BF16) {
+        const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[i]));
+        for (int j = 0; j < NP; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], av, (__m512bh)w[j]);
+      } else {
+        float av_s;
+        std::memcpy(&av_s, &a[i], 4);
+        const __m512 av = _mm512_set1_ps(av_s);
+        for (int j = 0; j < NP; ++j) acc[i][j] = _mm512_fmadd_ps(av, w[j], acc[i][j]);
+      }
+    }
+    a += MR;
+    b += 64;
+  }
+  if (g.last && g.bias) {
+    __m512 bv[NP];
+    add_bias<NP>(bv, g.bias, g.last_mask);
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NP; ++j) acc[i][j] = _mm512_add_ps(acc[i][j], bv[j]);
+  }
+  store_block<MR, NP>(acc, g.y, g.ldy, g.last_mask);
+}
+
+// int8 (INT4 = false) / int4 (INT4 = true) micro-kernel over whole weight groups.
+template <int MR, int NP, bool INT4>
+void micro_quant(const MicroArgs& g) {
+  constexpr int64_t kGroup = INT4 ? wf::kInt4Group : wf::kInt8Group;
+  constexpr int64_t kUnitsPerGroup = kGroup / 4;
+  constexpr int64_t kGroupBytes = INT4 ? kGroup * 8 : kGroup * 16;  // per panel
+  __m512 facc[MR][NP];
+  if (g.first) {
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NP; ++j) facc[i][j] = _mm512_setzero_ps();
+  } else {
+    load_block<MR, NP>(facc, g.y, g.ldy, g.last_mask);
+  }
+  const int64_t groups = g.kunits / kUnitsPerGroup;
+  const __m512i nib = _mm512_set1_epi8(0x0f);
+  const uint32_t* a = g.a;
+  const uint8_t* b = g.b;
+  for (int64_t gi = 0; gi < groups; ++gi) {
+    __m512i acc[MR][NP];
+    for (int i = 0; i < MR; ++i) {
+      const __m512i c = _mm512_set1_epi32(g.corr[gi * MR + i]);
+      for (int j = 0; j < NP; ++j) acc[i][j] = c;
+    }
+    if constexpr (INT4) {
+      for (int64_t o = 0; o < kUnitsPerGroup / 2; ++o) {
+        __m512i wlo[NP], whi[NP];
+        for (int j = 0; j < NP; ++j) {
+          const __m512i v = _mm512_loadu_si512(b + j * g.panel_stride + o * 64);
+          wlo[j] = _mm512_and_si512(v, nib);
+          whi[j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), nib);
+        }
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; ++i) {
+          const __m512i a0 = _mm512_set1_epi32(static_cast<int>(a[(2 * o) * MR + i]));
+          const __m512i a1 = _mm512_set1_epi32(static_cast<int>(a[(2 * o + 1) * MR + i]));
+          for (int j = 0; j < NP; ++j) {
+            acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], wlo[j], a0);
+            acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], whi[j], a1);
+          }
+        }
+      }
+    } else {
+      for (int64_t u = 0; u < kUnitsPerGroup; ++u) {
+        __m512i w[NP];
+        for (int j = 0; j < NP; ++j) w[j] = _mm512_loadu_si512(b + j * g.panel_stride + u * 64);
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; ++i) {
+          const __m512i av = _mm512_set1_epi32(static_cast<int>(a[u * MR + i]));
+          for (int j = 0; j < NP; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], w[j], av);
+        }
+      }
+    }
+    __m512 sw[NP];
+    for (int j = 0; j < NP; ++j)
+      sw[j] = _mm512_cvtph_ps(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.s + j * g.scale_stride + gi * 16)));
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NP; ++j)
+        facc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][j]), sw[j], facc[i][j]);
+    a += kUnitsPerGroup * MR;
+    b += kGroupBytes;
+  }
+  if (g.last) {
+    __m512 bv[NP] = {};
+    if (g.bias) add_bias<NP>(bv, g.bias, g.last_mask);
+    for (int i = 0; i < MR; ++i) {
+      const __m512 s = _mm512_set1_ps(g.sx[i]);
+      for (int j = 0; j < NP; ++j)
+        facc[i][j] = g.bias ? _mm512_fmadd_ps(facc[i][j], s, bv[j]) : _mm512_mul_ps(facc[i][j], s);
+    }
+  }
+  store_block<MR, NP>(facc, g.y, g.ldy, g.last_mask);
+}
+
+using MicroFn = void (*)(const MicroArgs&);
+
+template <int NP>
+MicroFn pick_mr(WeightFormat f, int mr) {
+#define RECAP_MR_CASE(MR)                   \
+  case MR:                                  \
+    switch (f) {                            \
+      case WeightFormat::F32:               \
+        return &micro_float<MR, NP, false>; \
+      case WeightFormat::BF16:              \
+        return &micro_float<MR, NP, true>;  \
+      case WeightFormat::Int8:              \
+        return &micro_quant<MR, NP, false>; \
+      case WeightFormat::Int4:              \
+        return &micro_quant<MR, NP, true>;  \
+    }                                       \
+    break;
+  switch (mr) {
+    RECAP_MR_CASE(1)
+    RECAP_MR_CASE(2)
+    RECAP_MR_CASE(3)
+    RECAP_MR_CASE(4)
+    RECAP_MR_CASE(5)
+    RECAP_MR_CASE(6)
+    RECAP_MR_CASE(7)
+    RECAP_MR_CASE(8)
+  }
+#undef RECAP_MR_CASE
+  return nullptr;
+}
+MicroFn pick_micro(WeightFormat f, int mr, int np) {
+  switch (np) {
+    case 1:
+      return pick_mr<1>(f, mr);
+    case 2:
+      return pick_mr<2>(f, mr);
+    default:
+      return pick_mr<3>(f, mr);
+  }
+}
+
+// K-block in units (4-byte activation units): the weight block of one N-chunk stays ~512 KB.
+int64_t kblock_units(WeightFormat f) {
+  switch (f) {
+    case WeightFormat::F32:
+      return 256;
+    case WeightFormat::BF16:
+      return 256;  // 512 k
+    case WeightFormat::Int8:
+      return 256;  // 1024 k = 16 groups
+    case WeightFormat::Int4:
+      return 512;  // 2048 k = 64 groups
+  }
+  return 256;
+}
+
+void run(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const float* bias, float* y,
+         int64_t ldy) {
+  const WeightFormat f = w.format;
+  const int64_t n = w.n, k = w.k, kp = wf::padded_k(f, k);
+  const bool quant = f == WeightFormat::Int8 || f == WeightFormat::Int4;
+  const int64_t kunits = f == WeightFormat::F32 ? k : f == WeightFormat::BF16 ? kp / 2 : kp / 4;
+  const int64_t group = quant ? wf::group_size(f) : 4;
+  const int64_t groups = quant ? kp / group : 0;
+  const int64_t tiles = (m + kMR - 1) / kMR;
+
+  // Packed activations: units, then (int formats) corrections and row scales.
+  const size_t units_bytes = static_cast<size_t>(tiles * kMR * kunits * 4);
+  const size_t corr_bytes = static_cast<size_t>(tiles * kMR * groups * 4);
+  uint8_t* pack =
+      static_cast<uint8_t*>(detail::scratch(0, units_bytes + corr_bytes + static_cast<size_t>(m * 4) + 64));
+  ActPack ap;
+  ap.units = reinterpret_cast<uint32_t*>(pack);
+  ap.corr = reinterpret_cast<int32_t*>(pack + units_bytes);
+  ap.sx = reinterpret_cast<float*>(pack + units_bytes + corr_bytes);
+  ap.kunits = kunits;
+  ap.groups = groups;
+  if (quant)
+    pack_quantized(x, m, ldx, k, kp, group, f == WeightFormat::Int8 ? wf::kInt8ZeroPoint : wf::kInt4ZeroPoint,
+                   const_cast<uint32_t*>(ap.units), const_cast<int32_t*>(ap.corr), const_cast<float*>(ap.sx));
+  else
+    pack_f32(x, m, ldx, k, const_cast<uint32_t*>(ap.units), f == WeightFormat::BF16);
+
+  const int64_t panels = wf::num_panels(n);
+  const int64_t panel_bytes = wf::panel_data_bytes(f, k);
+  const int64_t unit_bytes_per_panel = 64;  // every format: one 64-byte line per unit... per panel
+  const int64_t scale_stride = quant ? kp / group * kPanelRows : 0;
+  const uint8_t* wdata = w.data.data();
+  const uint16_t* wscales =
+      quant ? reinterpret_cast<const uint16_t*>(wdata + wf::scales_offset(f, n, k)) : nullptr;
+  // Bytes of weight data per activation unit per panel: f32 64, bf16 64, int8 64, int4 32.
+  const int64_t wbytes_per_unit = f == WeightFormat::Int4 ? 32 : unit_bytes_per_panel;
+
+  const int threads = omp_get_max_threads();
+  const int64_t nchunks = (panels + kChunkPanels - 1) / kChunkPanels;
+  int64_t mchunks = 1;
+  if (nchunks < 2 * threads && tiles >= 2 * threads) mchunks = std::min<int64_t>(tiles, threads);
+  const int64_t tiles_per_mchunk = (tiles + mchunks - 1) / mchunks;
+  const int64_t items = nchunks * mchunks;
+  const int64_t kb = kblock_units(f);
+
+#pragma omp parallel for schedule(static) if (items > 1 && m * n * k >= (1 << 18))
+  for (int64_t it = 0; it < items; ++it) {
+    const int64_t nc = it / mchunks, mc = it % mchunks;
+    const int64_t p0 = nc * kChunkPanels, p1 = std::min(panels, p0 + kChunkPanels);
+    const int64_t t0 = mc * tiles_per_mchunk, t1 = std::min(tiles, t0 + tiles_per_mchunk);
+    for (int64_t u0 = 0; u0 < kunits; u0 += kb) {
+      const int64_t ku = std::min(kb, kunits - u0);
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t r0 = t * kMR;
+        const int mr = static_cast<int>(std::min<int64_t>(kMR, m - r0));
+        for (int64_t p = p0; p < p1; p += kNP) {
+          const int np = static_cast<int>(std::min<int64_t>(kNP, p1 - p));
+          const int64_t col0 = p * kPanelRows;
+          const int64_t last_cols = std::min<int64_t>(n - (col0 + 16 * (np - 1)), 16);
+          MicroArgs g;
+          g.a = ap.units + t * kMR * kunits + u0 * mr;
+          g.b = wdata + p * panel_bytes + u0 * wbytes_per_unit;
+          g.panel_stride = panel_bytes;
+          g.s = quant ? wscales + p * scale_stride + (u0 * 4 / group) * kPanelRows : nullptr;
+          g.scale_stride = scale_stride;
+          g.corr = quant ? ap.corr + t * kMR * groups + (u0 * 4 / group) * mr : nullptr;
+          g.kunits = ku;
+          g.y = y + r0 * ldy + col0;
+          g.ldy = ldy;
+          g.bias = bias ? bias + col0 : nullptr;
+          g.sx = quant ? ap.sx + r0 : nullptr;
+          g.last_mask = tail_mask(last_cols);
+          g.first = u0 == 0;
+          g.last = u0 + ku == kunits;
+          pick_micro(f, mr, np)(g);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void gemm(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const float* bias, float* y,
+          int64_t ldy) {
+  detail::check_gemm_args(x, m, ldx, w, y, ldy);
+  if (m == 0) return;
+  const CpuFeatures& cf = cpu_features();
+  const bool ok = w.format == WeightFormat::F32 || (w.format == WeightFormat::BF16 && cf.avx512bf16) ||
+                  ((w.format == WeightFormat::Int8 || w.format == WeightFormat::Int4) && cf.avx512vnni);
+  if (!ok) return avx2::gemm(x, m, ldx, w, bias, y, ldy);
+  run(x, m, ldx, w, bias, y, ldy);
+}
+
+}  // namespace recap::kernels::avx512
