@@ -1,0 +1,151 @@
+// recap-engine tokenize: token ids of texts with a Llama-3 tokenizer.json (no BOS added, special
+// tokens parsed), one JSON object per line; users count caption tokens with it. --decode goes the
+// other way.
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "models/tokenizer.h"
+#include "tools/cli.h"
+
+namespace {
+
+using json = nlohmann::json;
+using recap::models::Tokenizer;
+
+struct TokenizeOptions {
+  std::string tokenizer;
+  std::string text;
+  std::string jsonl;
+  bool decode = false;
+  bool skip_special = false;
+  bool plain = false;
+};
+
+std::vector<int32_t> parse_id_list(const std::string& s) {
+  std::vector<int32_t> ids;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t pos = 0;
+    long long v = std::stoll(item, &pos);
+    while (pos < item.size() && (item[pos] == ' ' || item[pos] == '\t')) ++pos;
+    if (pos != item.size()) throw std::invalid_argument("not an integer: \"" + item + "\"");
+    ids.push_back(static_cast<int32_t>(v));
+  }
+  return ids;
+}
+
+void emit(const json& j) {
+  std::string line = j.dump(-1, ' ', false, json::error_handler_t::replace);
+  line.push_back('\n');
+  std::fwrite(line.data(), 1, line.size(), stdout);
+}
+
+json process(const Tokenizer& tok, const TokenizeOptions& o, const json& in) {
+  json out = json::object();
+  if (o.decode) {
+    const json& ids = in.at("ids");
+    std::vector<int32_t> v = ids.get<std::vector<int32_t>>();
+    out["ids"] = v;
+    out["text"] = tok.decode(v, o.skip_special);
+  } else {
+    const json& text = in.at("text");
+    if (!text.is_string()) throw std::invalid_argument("\"text\" is not a string");
+    out["text"] = text;
+    out["ids"] = tok.encode(text.get_ref<const std::string&>(), !o.plain);
+  }
+  return out;
+}
+
+int run_tokenize(const TokenizeOptions& o) {
+  using namespace recap::cli;
+  Tokenizer tok = Tokenizer::from_file(o.tokenizer);
+  if (!o.jsonl.empty() && !o.text.empty()) {
+    std::fprintf(stderr, "recap-engine tokenize: give either --text or --jsonl\n");
+    return kExitUsage;
+  }
+  if (o.jsonl.empty()) {
+    json in = json::object();
+    if (o.decode) {
+      try {
+        in["ids"] = parse_id_list(o.text);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "recap-engine tokenize: --text with --decode takes comma-separated ids: %s\n",
+                     e.what());
+        return kExitUsage;
+      }
+    } else {
+      in["text"] = o.text;
+    }
+    emit(process(tok, o, in));
+    std::fflush(stdout);
+    return kExitOk;
+  }
+
+  std::unique_ptr<std::ifstream> file;
+  std::istream* input = &std::cin;
+  std::string name = o.jsonl == "-" ? "<stdin>" : o.jsonl;
+  if (o.jsonl != "-") {
+    file = std::make_unique<std::ifstream>(o.jsonl, std::ios::binary);
+    if (!*file) {
+      std::fprintf(stderr, "recap-engine tokenize: cannot open %s\n", o.jsonl.c_str());
+      return kExitFailure;
+    }
+    input = file.get();
+  }
+  std::string line;
+  size_t lineno = 0, bad = 0, done = 0;
+  while (std::getline(*input, line)) {
+    ++lineno;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+    try {
+      json in = json::parse(line);
+      if (!in.is_object()) throw std::invalid_argument("not a JSON object");
+      emit(process(tok, o, in));
+      ++done;
+    } catch (const std::exception& e) {
+      ++bad;
+      std::fprintf(stderr, "%s:%zu: skipped malformed line: %s\n", name.c_str(), lineno, e.what());
+    }
+  }
+  std::fflush(stdout);
+  if (input->bad()) {
+    std::fprintf(stderr, "recap-engine tokenize: read error on %s\n", name.c_str());
+    return kExitFailure;
+  }
+  if (bad > 0) {
+    std::fprintf(stderr, "recap-engine tokenize: %zu of %zu lines of %s were malformed\n", bad, bad + done,
+                 name.c_str());
+    return kExitFailure;
+  }
+  return kExitOk;
+}
+
+recap::cli::CommandRegistrar reg_tokenize(
+    "tokenize", "Token ids of texts (JSONL {\"text\": ...} -> {\"text\": ..., \"ids\": [...]}), no BOS added",
+    [](CLI::App* sub) -> std::function<int()> {
+      auto o = std::make_shared<TokenizeOptions>();
+      sub->add_option("--tokenizer", o->tokenizer, "tokenizer.json (Meta-Llama-3-8B-Instruct's)")
+          ->required()
+          ->check(CLI::ExistingFile);
+      auto* text = sub->add_option("--text", o->text, "one text (with --decode: comma-separated ids)");
+      auto* jsonl = sub->add_option("--jsonl", o->jsonl, "JSONL file of {\"text\": ...} lines ('-' = stdin)");
+      text->excludes(jsonl);
+      sub->add_flag("--decode", o->decode, "decode {\"ids\": [...]} lines to {\"ids\": ..., \"text\": ...}");
+      sub->add_flag("--skip-special", o->skip_special, "with --decode: drop special tokens");
+      sub->add_flag("--plain", o->plain, "tokenize special-token strings such as <|eot_id|> as plain text");
+      sub->callback([sub, text, jsonl]() {
+        if (text->count() == 0 && jsonl->count() == 0) throw CLI::RequiredError("--text or --jsonl");
+        (void)sub;
+      });
+      return [o]() { return run_tokenize(*o); };
+    });
+
+}  // namespace
