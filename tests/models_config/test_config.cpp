@@ -445,6 +445,43 @@ TEST(Config, HubIdWithEmbeddedTowerLikeTheRealCheckpoint) {
   EXPECT_EQ(ck2.config.names.vision_prefix, "model.vision_tower.vision_tower.vision_model.");
 }
 
+TEST(Config, RealShapedCheckpointUsesPresetAndShapes) {
+  // tennant/llava-llama-3-8b-hqedit as SPEC 1-2 describe it (sparse files: no data).
+  TempDir tmp;
+  for (int64_t vocab : {128256, 128257}) {
+    const std::string dir = make_real_shaped_checkpoint(tmp, "real" + std::to_string(vocab), vocab);
+    models::Checkpoint ck = open_ok(dir);
+    const models::ModelConfig& c = ck.config;
+    EXPECT_EQ(c.layout, Layout::LlavaOrig);
+    EXPECT_TRUE(c.warnings.empty()) << c.warnings.front();
+    EXPECT_NE(c.vision_config_source.find("preset openai/clip-vit-large-patch14-336"), std::string::npos);
+    EXPECT_EQ(c.names.vision_prefix, "model.vision_tower.vision_tower.vision_model.");
+    EXPECT_EQ(c.vision.hidden, 1024);
+    EXPECT_EQ(c.vision.intermediate, 4096);
+    EXPECT_EQ(c.vision.layers, 24);
+    EXPECT_EQ(c.vision.layers_to_run(), 23);
+    EXPECT_EQ(c.vision.heads, 16);
+    EXPECT_EQ(c.vision.image_size, 336);
+    EXPECT_EQ(c.vision.num_patches(), 576);
+    EXPECT_EQ(c.vision.resize_shortest_edge, 336);
+    EXPECT_EQ(c.vision.crop_size, 336);
+    EXPECT_EQ(c.text.hidden, 4096);
+    EXPECT_EQ(c.text.intermediate, 14336);
+    EXPECT_EQ(c.text.layers, 32);
+    EXPECT_EQ(c.text.heads, 32);
+    EXPECT_EQ(c.text.kv_heads, 8);
+    EXPECT_EQ(c.text.head_dim, 128);
+    EXPECT_EQ(c.text.vocab, vocab);  // from embed_tokens (config says the same here)
+    EXPECT_FLOAT_EQ(c.text.rope_theta, 500000.f);
+    EXPECT_EQ(c.projector.in, 1024);
+    EXPECT_EQ(c.projector.out, 4096);
+    EXPECT_EQ(c.generation.bos_token_id, 128000);
+    EXPECT_EQ(c.generation.eos_token_ids, (std::vector<int64_t>{128001, 128009}));
+    EXPECT_EQ(c.text_dtype, "bfloat16");
+    EXPECT_EQ(ck.text_store->files().size(), 4u);
+  }
+}
+
 TEST(Config, UnknownHubIdTowerWithoutConfigAsksForVisionConfig) {
   TempDir tmp;
   const std::string dir = copy_with_config(tmp, "llava_orig_with_vt_fp32",

@@ -153,6 +153,39 @@ TEST(Inspect, HubIdTowerWithVisionWeightsAndConfig) {
   EXPECT_NE(j["vision_tower"]["config_source"].get<std::string>().find("--vision-config"), std::string::npos);
 }
 
+TEST(Inspect, RealShapedCheckpoint) {
+  // The real checkpoint's names, shapes and dtypes (sparse files): SPEC 1.1's parameter and
+  // byte counts must come out.
+  TempDir tmp;
+  const std::string dir = make_real_shaped_checkpoint(tmp, "real");
+  RunResult r = run_inspect("--weights " + quote(dir) + " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  json j = json::parse(r.out);
+  EXPECT_EQ(j["components"]["text"]["params"], 8030261248LL);     // Llama-3-8B
+  EXPECT_EQ(j["components"]["projector"]["params"], 20979712LL);  // 1024->4096->4096
+  EXPECT_EQ(j["components"]["vision"]["params"], 303505408LL);    // CLIP-L/336 without post_layernorm
+  EXPECT_EQ(j["components"]["vision"]["dtypes"]["F32"], 389);
+  EXPECT_EQ(j["components"]["text"]["dtypes"]["BF16"], 291);
+  EXPECT_EQ(j["ignored_tensors"]["count"], 3);  // position_ids (I64) + post_layernorm w/b
+  EXPECT_EQ(j["files"].size(), 4u);
+  // 16-bit LLM + projector, f32 tower = 17.32 GB (SPEC 1.1), plus headers and position_ids.
+  const int64_t data = (8030261248LL + 20979712LL) * 2 + (303505408LL + 2048) * 4 + 577 * 8;
+  EXPECT_GE(j["bytes_on_disk"].get<int64_t>(), data);
+  EXPECT_LT(j["bytes_on_disk"].get<int64_t>(), data + 200000);
+  // Packed weights: bf16 ~ 2 bytes/param of the big matrices; int4 well under a third of it.
+  const int64_t bf16 = j["memory_bytes"]["bf16"], int4 = j["memory_bytes"]["int4"],
+                f32 = j["memory_bytes"]["f32"];
+  EXPECT_GT(bf16, 2 * 8'300'000'000LL);
+  EXPECT_LT(bf16, 2 * 8'400'000'000LL);
+  EXPECT_GT(f32, 4 * 8'300'000'000LL);
+  EXPECT_LT(int4, bf16 / 3);
+  RunResult text = run_inspect("--weights " + quote(dir));
+  EXPECT_EQ(text.code, 0);
+  EXPECT_NE(text.out.find("built-in preset openai/clip-vit-large-patch14-336"), std::string::npos)
+      << text.out;
+  EXPECT_NE(text.out.find("BF16 x 291 tensors"), std::string::npos) << text.out;
+}
+
 void expect_unusable(const RunResult& r, const std::string& must_contain) {
   EXPECT_EQ(r.code, 2) << r.out << r.err;
   ASSERT_FALSE(r.err.empty());
