@@ -363,6 +363,22 @@ TEST(DecodeErrors, TruncatedJpeg) {
   }
 }
 
+TEST(DecodeErrors, JpegMissingOnlyItsEoiIsTruncated) {
+  // libjpeg's bit reader asks for more bytes before the last MCU completes; Pillow's
+  // suspending source then has nothing more to give and load() raises "image file is
+  // truncated". The memory source reports the same condition as JWRN_JPEG_EOF.
+  JpegSpec s = recap::testing::jpeg_spec(64, 48, 3, 90);
+  s.pixels = smooth_picture(64, 48, 3);
+  auto bytes = encode_jpeg(s);
+  ASSERT_EQ(bytes[bytes.size() - 2], 0xFF);
+  ASSERT_EQ(bytes[bytes.size() - 1], 0xD9);
+  bytes.resize(bytes.size() - 2);
+  EXPECT_EQ(decode_error_kind(bytes), io::ImageErrorKind::Truncated);
+  // Bytes after EOI are ignored.
+  bytes.insert(bytes.end(), {0xFF, 0xD9, 'j', 'u', 'n', 'k'});
+  EXPECT_NO_THROW(io::decode_image(bytes));
+}
+
 TEST(DecodeErrors, CorruptPngData) {
   PngSpec s = recap::testing::png_spec(16, 16, 2, 8);
   s.samples = random_samples(16 * 16 * 3, 255, 51);

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -112,6 +113,7 @@ TEST_F(GoldenPreprocess, EveryGoldenImageMatchesExactly) {
     for (size_t i = 0; i < pv.size(); ++i)
       max_err = std::max(max_err, std::fabs(double(pv[i]) - expected[i]));
     EXPECT_LE(max_err, 1e-6) << prefix << "pixel_values";
+    std::printf("%s: uint8 stages exact, max |pixel_values - golden| = %.3g\n", gi.file.c_str(), max_err);
   }
 }
 
