@@ -7,7 +7,8 @@
 // tile are loaded once for the whole group (decode: one item per KV head, R = group rows).
 // Items are spread over OpenMP threads (dynamic schedule: causal items differ in length).
 // Per item, keys are visited in tiles of kKeyTile:
-//   scores  S[r][j] = scale * (q_r . k_j)            (lanes over head_dim, f32 FMAs, hsum)
+//   scores  S[r][j] = scale * (q_r . k_j)   (lanes over head_dim, W keys at a time, then one
+//                                            transpose-add reduction for the W sums)
 //   online softmax per row: m' = max(m, max_j S), l = l e^(m-m') + sum_j e^(S-m'),
 //                           o = o e^(m-m') + sum_j e^(S-m') v_j   (rank-1 updates, lanes over head_dim)
 // and out = o / l at the end. Scratch per thread: R x head_dim accumulators + R x kKeyTile
@@ -71,13 +72,15 @@ struct AttnScratch {
   float* p = nullptr;           // [rows][kKeyTile] scores, then probabilities
   float* m = nullptr;           // [rows] running max
   float* l = nullptr;           // [rows] running sum
-  const void** kptr = nullptr;  // [kKeyTile] key rows of the current tile
-  const void** vptr = nullptr;  // [kKeyTile] value rows of the current tile
+  float* kt = nullptr;          // [hd_pad/W][kKeyTile][W] f32 key tile, chunk-major
+  float* vt = nullptr;          // [hd_pad/W][kKeyTile][W] f32 value tile, chunk-major
+  const void** kptr = nullptr;  // [kKeyTile] key rows of the current tile (cache dtype)
+  const void** vptr = nullptr;  // [kKeyTile] value rows of the current tile (cache dtype)
   void* mem = nullptr;
   bool ok = false;
 
   AttnScratch(int64_t rows, int64_t hd_pad) {
-    const size_t floats = size_t(rows * hd_pad + rows * kKeyTile + 2 * rows);
+    const size_t floats = size_t(rows * hd_pad + rows * kKeyTile + 2 * rows + 2 * kKeyTile * hd_pad);
     const size_t bytes = (floats * sizeof(float) + 2 * kKeyTile * sizeof(void*) + 63) / 64 * 64;
     mem = std::aligned_alloc(64, bytes);
     if (!mem) return;
@@ -87,7 +90,9 @@ struct AttnScratch {
     p = o + rows * hd_pad;
     m = p + rows * kKeyTile;
     l = m + rows;
-    kptr = reinterpret_cast<const void**>(l + rows);  // float count before is even: 8-byte aligned
+    kt = l + rows;
+    vt = kt + kKeyTile * hd_pad;
+    kptr = reinterpret_cast<const void**>(vt + kKeyTile * hd_pad);  // 8-byte aligned: all counts even
     vptr = kptr + kKeyTile;
   }
   ~AttnScratch() { std::free(mem); }
@@ -95,53 +100,73 @@ struct AttnScratch {
   AttnScratch& operator=(const AttnScratch&) = delete;
 };
 
-// Scores of RB rows against the nt keys of a tile: p[r][j] = scale * (q_r . k_j), or -inf
-// where key j0 + j is not visible to row r.
-template <class S, KvDType DT, int RB>
-void tile_scores(const AttnRow* rows, const void* const* kptr, int64_t j0, int64_t nt, int64_t hd,
-                 float scale, float* p) {
-  using V = typename S::V;
+// Copies the K or V rows of a tile (cache dtype) into the f32 chunk-major scratch
+// dst[c][j][0..W) = row_j[c*W .. c*W+W) (zero past head_dim). Once per tile, shared by all
+// rows of the work item; it also takes the strided/paged rows out of L1-aliasing strides and
+// gives the inner loops constant offsets.
+template <class S, KvDType DT>
+void tile_to_chunk_major(const void* const* rows, int64_t nt, int64_t hd, float* dst) {
   using L = KvLoad<S, DT>;
   const int64_t n_full = hd / S::W * S::W;
   const auto m = S::mask(hd - n_full);
   for (int64_t j = 0; j < nt; ++j) {
-    V acc[RB];
-    for (int r = 0; r < RB; ++r) acc[r] = S::zero();
-    const void* kr = kptr[j];
-    for (int64_t c = 0; c < n_full; c += S::W) {
-      const V kc = L::load(kr, c);
-      for (int r = 0; r < RB; ++r) acc[r] = S::fmadd(S::load(rows[r].q + c), kc, acc[r]);
-    }
-    if (n_full < hd) {
-      const V kc = L::load(kr, n_full, m);
-      for (int r = 0; r < RB; ++r) acc[r] = S::fmadd(S::load(rows[r].q + n_full, m), kc, acc[r]);
-    }
-    for (int r = 0; r < RB; ++r)
-      p[r * kKeyTile + j] = j0 + j < rows[r].n_keys ? S::hsum(acc[r]) * scale : -INFINITY;
+    float* d = dst + j * S::W;
+    int64_t c = 0;
+    for (; c < n_full; c += S::W, d += kKeyTile * S::W) S::store(d, L::load(rows[j], c));
+    if (n_full < hd) S::store(d, L::load(rows[j], n_full, m));
   }
 }
 
-// o[r] += sum_j p[r][j] v_j for RB rows (o rows are hd_pad long, padded lanes stay 0).
-template <class S, KvDType DT, int RB>
-void tile_accumulate(const void* const* vptr, int64_t nt, int64_t hd, int64_t hd_pad, const float* p,
-                     float* o) {
+// Scores of every row against the nt keys of a tile: p[r][j] = scale * (q_r . k_j), or -inf
+// where key j0 + j is not visible to row r. W keys at a time per row: W accumulators (lanes
+// over head_dim), summed horizontally all together by reduce_lanes. Key slots past nt hold
+// stale (finite or not) scratch: their lanes are overwritten with -inf.
+template <class S>
+void tile_scores(const AttnRow* rows, int64_t n_rows, const float* kt, int64_t j0, int64_t nt, int64_t hd,
+                 float scale, float* p) {
   using V = typename S::V;
-  using L = KvLoad<S, DT>;
   const int64_t n_full = hd / S::W * S::W;
   const auto m = S::mask(hd - n_full);
+  const V vscale = S::set1(scale);
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const float* q = rows[r].q;
+    float* pr = p + r * kKeyTile;
+    const int64_t visible = rows[r].n_keys - j0 < nt ? rows[r].n_keys - j0 : nt;  // may be <= 0
+    for (int64_t jg = 0; jg < nt; jg += S::W) {
+      if (jg >= visible) {
+        for (int kk = 0; kk < S::W; ++kk) pr[jg + kk] = -INFINITY;
+        continue;
+      }
+      V acc[S::W];
+      for (int kk = 0; kk < S::W; ++kk) acc[kk] = S::zero();
+      const float* kc = kt + jg * S::W;
+      int64_t c = 0;
+      for (; c < n_full; c += S::W, kc += kKeyTile * S::W) {
+        const V qc = S::load(q + c);
+        for (int kk = 0; kk < S::W; ++kk) acc[kk] = S::fmadd(qc, S::load(kc + kk * S::W), acc[kk]);
+      }
+      if (n_full < hd) {
+        const V qc = S::load(q + n_full, m);
+        for (int kk = 0; kk < S::W; ++kk) acc[kk] = S::fmadd(qc, S::load(kc + kk * S::W), acc[kk]);
+      }
+      S::store(pr + jg, S::mul(S::reduce_lanes(acc), vscale));
+      for (int64_t kk = visible - jg; kk < S::W; ++kk) pr[jg + kk] = -INFINITY;
+    }
+  }
+}
+
+// o[r] += sum_j p[r][j] v_j for RB rows (o rows are hd_pad long, padded lanes stay 0);
+// vt is the chunk-major value tile.
+template <class S, int RB>
+void tile_accumulate(const float* vt, int64_t nt, int64_t hd_pad, const float* p, float* o) {
+  using V = typename S::V;
   for (int64_t c = 0; c < hd_pad; c += S::W) {
     V acc[RB];
     for (int r = 0; r < RB; ++r) acc[r] = S::load(o + r * hd_pad + c);
-    if (c < n_full) {
-      for (int64_t j = 0; j < nt; ++j) {
-        const V vc = L::load(vptr[j], c);
-        for (int r = 0; r < RB; ++r) acc[r] = S::fmadd(S::set1(p[r * kKeyTile + j]), vc, acc[r]);
-      }
-    } else {
-      for (int64_t j = 0; j < nt; ++j) {
-        const V vc = L::load(vptr[j], c, m);
-        for (int r = 0; r < RB; ++r) acc[r] = S::fmadd(S::set1(p[r * kKeyTile + j]), vc, acc[r]);
-      }
+    const float* vc = vt + c * kKeyTile;
+    for (int64_t j = 0; j < nt; ++j) {
+      const V v = S::load(vc + j * S::W);
+      for (int r = 0; r < RB; ++r) acc[r] = S::fmadd(S::set1(p[r * kKeyTile + j]), v, acc[r]);
     }
     for (int r = 0; r < RB; ++r) S::store(o + r * hd_pad + c, acc[r]);
   }
@@ -215,13 +240,13 @@ void attend_rows(const AttnRow* rows, int64_t n_rows, int64_t max_keys, int64_t 
   for (int64_t j0 = 0; j0 < max_keys; j0 += kKeyTile) {
     const int64_t nt = max_keys - j0 < kKeyTile ? max_keys - j0 : kKeyTile;
     key_rows(j0, nt, sc.kptr, sc.vptr);
-    for_row_blocks(n_rows, [&]<int RB>(int64_t r0) {
-      tile_scores<S, DT, RB>(rows + r0, sc.kptr, j0, nt, hd, scale, sc.p + r0 * kKeyTile);
-    });
+    tile_to_chunk_major<S, DT>(sc.kptr, nt, hd, sc.kt);
+    tile_to_chunk_major<S, DT>(sc.vptr, nt, hd, sc.vt);
+    tile_scores<S>(rows, n_rows, sc.kt, j0, nt, hd, scale, sc.p);
     for (int64_t r = 0; r < n_rows; ++r)
       tile_softmax_row<S>(sc.p + r * kKeyTile, nt, sc.m[r], sc.l[r], sc.o + r * hd_pad, hd_pad);
     for_row_blocks(n_rows, [&]<int RB>(int64_t r0) {
-      tile_accumulate<S, DT, RB>(sc.vptr, nt, hd, hd_pad, sc.p + r0 * kKeyTile, sc.o + r0 * hd_pad);
+      tile_accumulate<S, RB>(sc.vt, nt, hd_pad, sc.p + r0 * kKeyTile, sc.o + r0 * hd_pad);
     });
   }
   const int64_t n_full = hd / S::W * S::W;
