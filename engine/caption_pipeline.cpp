@@ -137,8 +137,8 @@ class Reporter {
   Reporter(bool quiet, double interval) : quiet_(quiet), interval_(interval), tty_(::isatty(2) == 1) {
     start_ = last_ = Clock::now();
   }
-  void line(const std::string& s) {
-    if (quiet_) return;
+  void line(const std::string& s, bool always = false) {
+    if (quiet_ && !always) return;
     clear();
     std::fprintf(stderr, "%s\n", s.c_str());
   }
@@ -498,7 +498,7 @@ bool CaptionRun::open_next_shard() {
     try {
       sh->stream = open_shard(spec, inputs_);
     } catch (const InputError& e) {
-      rep_.line("shard " + spec.name + ": error: " + e.what());
+      rep_.line("shard " + spec.name + ": error: " + e.what(), true);
       tot_.shards_failed++;
       had_failure_ = true;
       continue;
@@ -783,7 +783,7 @@ int CaptionRun::run() {
   try {
     setup();
   } catch (const UsageError& e) {
-    rep_.line(std::string("caption: error: ") + e.what());
+    rep_.line(std::string("caption: error: ") + e.what(), true);
     return 2;
   }
   int rc = 0;
@@ -810,7 +810,7 @@ int CaptionRun::run() {
       if (stop_requested() && sched_->idle()) break;
     }
   } catch (const UsageError& e) {
-    rep_.line(std::string("caption: error: ") + e.what());
+    rep_.line(std::string("caption: error: ") + e.what(), true);
     return 2;
   }
   rep_.tick(tot_, true);

@@ -1,0 +1,547 @@
+// recap-engine caption on the tiny model: every input kind, every bad-input case, batch
+// invariance, multi-caption prompt sharing, agreement with `trace`, fingerprints, resume after
+// kill -9 and after SIGTERM, shard assignment.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <set>
+
+#include "../io_lists/loopback_http.h"
+#include "cli_util.h"
+#include "io/lists.h"
+#include "io/safetensors.h"
+#include "models/tokenizer.h"
+
+using nlohmann::json;
+using namespace recap::testing;
+namespace io = recap::io;
+
+namespace {
+
+const std::string kData = RECAP_TEST_DATA;
+const std::string kWeights = kData + "/tiny/llava_orig_with_vt_fp32";
+const std::string kTokenizer = std::string(RECAP_SOURCE_DIR) + "/examples/demo/tokenizer.json";
+const std::string kImages = kData + "/tiny/images";
+const std::vector<std::string> kImageNames{"wide_gradient.png", "tall_alpha.png", "gray_square.jpg",
+                                           "small_wide.png"};
+
+std::vector<std::string> caption_args(const std::vector<std::string>& extra) {
+  std::vector<std::string> a{RECAP_BIN,     "caption",  "--weights",      kWeights,
+                             "--tokenizer", kTokenizer, "--log-interval", "1000"};
+  auto given = [&](const char* flag) { return std::find(extra.begin(), extra.end(), flag) != extra.end(); };
+  if (!given("--max-new-tokens")) a.insert(a.end(), {"--max-new-tokens", "12"});
+  if (!given("--threads")) a.insert(a.end(), {"--threads", "1"});
+  a.insert(a.end(), extra.begin(), extra.end());
+  return a;
+}
+
+RunResult caption(const std::vector<std::string>& extra) {
+  return run_cmd(caption_args(extra));
+}
+
+// A list of n samples cycling through the bundled images (absolute paths), "cap i" captions.
+std::string write_list(const std::string& dir, int n, const std::string& name = "l.jsonl") {
+  std::string text;
+  for (int i = 0; i < n; ++i)
+    text +=
+        json{{"url", kImages + "/" + kImageNames[i % 4]}, {"caption", "cap " + std::to_string(i)}}.dump() +
+        "\n";
+  io::atomic_write(dir + "/" + name, text);
+  return dir + "/" + name;
+}
+
+std::map<std::string, json> sidecar_by_key(const std::string& out, const std::vector<std::string>& shards) {
+  std::map<std::string, json> m;
+  for (auto& s : shards)
+    for (auto& j : read_jsonl(out + "/" + s + ".jsonl")) {
+      std::string k = j["key"];
+      EXPECT_EQ(m.count(k), 0u) << "key twice in sidecars: " << k;
+      m[k] = j;
+    }
+  return m;
+}
+
+json read_json(const std::string& path) {
+  return json::parse(io::read_file(path));
+}
+
+}  // namespace
+
+TEST(CaptionCli, JsonlEveryOutcomeAndReadableTars) {
+  auto dir = make_temp_dir("cap_jsonl");
+  io::make_dirs(dir + "/img");
+  for (auto& n : kImageNames) io::atomic_write(dir + "/img/" + n, io::read_file(kImages + "/" + n));
+  io::atomic_write(dir + "/img/not_an_image.jpg", "<html>this is not an image</html>");
+  std::string list =
+      R"({"url": "img/wide_gradient.png", "caption": "a gradient", "org_caption": "orig", "sha256": "abc"})"
+      "\n"
+      R"({"url": "img/tall_alpha.png", "caption": "tall"})"
+      "\n"
+      R"({"url": "img/missing.jpg", "caption": "gone"})"
+      "\n"
+      R"({"url": "img/gray_square.jpg", "caption": "gray"})"
+      "\n"
+      R"({"url": "img/not_an_image.jpg", "caption": "html"})"
+      "\n"
+      R"({"url": "ftp://example.com/x.jpg", "caption": "ftp"})"
+      "\n"
+      R"({"url": "img/small_wide.png", "caption": broken json})"
+      "\n"
+      R"({"url": "file://)" +
+      dir +
+      R"(/img/small_wide.png", "caption": "small"})"
+      "\n";
+  io::atomic_write(dir + "/l.jsonl", list);
+  auto r = caption({"--list", dir + "/l.jsonl", "--out", dir + "/out"});
+  ASSERT_EQ(r.rc, 0) << r.out;
+  const std::string out = dir + "/out";
+  for (auto f : {"00000.tar", "00000.jsonl", "00000_stats.json"})
+    EXPECT_TRUE(io::file_exists(out + "/" + f)) << f;
+  EXPECT_FALSE(io::file_exists(out + "/.00000.log.partial"));
+  EXPECT_FALSE(io::file_exists(out + "/.00000.tar.partial"));
+
+  auto side = read_jsonl(out + "/00000.jsonl");
+  ASSERT_EQ(side.size(), 8u);
+  std::vector<std::string> want_status{"success",         "success",          "failed_to_download",
+                                       "success",         "failed_to_decode", "failed_to_download",
+                                       "failed_to_parse", "success"};
+  for (size_t i = 0; i < side.size(); ++i) {
+    EXPECT_EQ(side[i]["status"], want_status[i]) << i << ": " << side[i].dump();
+    EXPECT_EQ(side[i]["key"], io::compute_key(static_cast<int64_t>(i), 0, 10000)) << i;
+  }
+  EXPECT_NE(side[2]["error_message"].get<std::string>().find("missing.jpg"), std::string::npos);
+  EXPECT_NE(side[4]["error_message"].get<std::string>().find("not_an_image.jpg"), std::string::npos)
+      << side[4].dump();
+  EXPECT_NE(side[5]["error_message"].get<std::string>().find("unsupported URL scheme: ftp"),
+            std::string::npos);
+  EXPECT_NE(side[6]["error_message"].get<std::string>().find("l.jsonl:7: invalid JSON"), std::string::npos)
+      << side[6].dump();
+  // Pass-through columns and img2dataset keys.
+  EXPECT_EQ(side[0]["org_caption"], "orig");
+  EXPECT_EQ(side[0]["sha256"], "abc");
+  EXPECT_EQ(side[0]["caption"], "a gradient");
+  EXPECT_EQ(side[0]["width"], 200);
+  EXPECT_EQ(side[0]["height"], 120);
+
+  auto stats = read_json(out + "/00000_stats.json");
+  EXPECT_EQ(stats["count"], 8);
+  EXPECT_EQ(stats["successes"], 4);
+  EXPECT_EQ(stats["failed_to_download"], 2);
+  EXPECT_EQ(stats["failed_to_decode"], 1);
+  EXPECT_EQ(stats["failed_to_parse"], 1);
+  EXPECT_EQ(stats["failed_to_resize"], 0);
+  EXPECT_EQ(stats["status_dict"]["success"], 4);
+  for (auto k : {"duration", "start_time", "end_time", "tokens_in", "tokens_out", "images_per_sec", "isa",
+                 "precision", "fingerprint"})
+    EXPECT_TRUE(stats.contains(k)) << k;
+
+  // Tar: successes only, original bytes with their own extension, txt == json re_caption.
+  auto tar = read_tar(out + "/00000.tar");
+  EXPECT_EQ(tar.size(), 12u);
+  const std::map<int, std::string> ok{
+      {0, "wide_gradient.png"}, {1, "tall_alpha.png"}, {3, "gray_square.jpg"}, {7, "small_wide.png"}};
+  for (auto& [i, file] : ok) {
+    std::string key = io::compute_key(i, 0, 10000);
+    std::string ext = file.substr(file.find('.') + 1);
+    ASSERT_TRUE(tar.count(key + "." + ext)) << key;
+    EXPECT_EQ(tar[key + "." + ext], io::read_file(kImages + "/" + file));
+    auto meta = json::parse(tar[key + ".json"]);
+    EXPECT_EQ(meta["re_caption"], tar[key + ".txt"]);
+    EXPECT_EQ(meta["fingerprint"], stats["fingerprint"]);
+    EXPECT_EQ(meta["status"], "success");
+    EXPECT_GT(meta["tokens_out"].get<int>(), 0);
+    EXPECT_EQ(meta, side[static_cast<size_t>(i)]);
+  }
+  // GNU tar and Python's tarfile read the same members.
+  auto gnu = run_cmd({"tar", "-tf", out + "/00000.tar"});
+  EXPECT_EQ(gnu.rc, 0) << gnu.out;
+  EXPECT_NE(gnu.out.find("000000003.jpg\n"), std::string::npos) << gnu.out;
+  auto py = run_cmd({"python3", "-c",
+                     "import tarfile,sys; t=tarfile.open(sys.argv[1]); m=t.getmembers(); "
+                     "print(len(m), sum(len(t.extractfile(x).read()) for x in m))",
+                     out + "/00000.tar"});
+  size_t total = 0;
+  for (auto& [n, d] : tar) total += d.size();
+  EXPECT_EQ(py.out, "12 " + std::to_string(total) + "\n");
+}
+
+TEST(CaptionCli, TsvGzAliasesAndNoImages) {
+  auto dir = make_temp_dir("cap_tsv");
+  std::string tsv = "URL\tTEXT\tid\textra\n";
+  for (int i = 0; i < 3; ++i)
+    tsv += kImages + "/" + kImageNames[i] + "\tcaption " + std::to_string(i) + "\tid-" + std::to_string(i) +
+           "\tx\n";
+  tsv += "only-one-field\n";
+  std::string tmp = dir + "/l.tsv";
+  io::atomic_write(tmp, tsv);
+  ASSERT_EQ(run_cmd({"gzip", tmp}).rc, 0);
+  auto r = caption({"--list", dir + "/l.tsv.gz", "--out", dir + "/out", "--no-images"});
+  ASSERT_EQ(r.rc, 0) << r.out;
+  auto side = read_jsonl(dir + "/out/00000.jsonl");
+  ASSERT_EQ(side.size(), 4u);
+  EXPECT_EQ(side[0]["key"], "id-0");
+  EXPECT_EQ(side[0]["caption"], "caption 0");
+  EXPECT_EQ(side[0]["extra"], "x");
+  EXPECT_EQ(side[3]["status"], "failed_to_parse");
+  EXPECT_NE(side[3]["error_message"].get<std::string>().find("l.tsv.gz:5: expected 4 fields, found 1"),
+            std::string::npos)
+      << side[3].dump();
+  auto tar = read_tar(dir + "/out/00000.tar");
+  EXPECT_EQ(tar.size(), 6u);  // txt + json per success, no images
+  EXPECT_TRUE(tar.count("id-2.txt"));
+  EXPECT_FALSE(tar.count("id-2.jpg"));
+}
+
+TEST(CaptionCli, WebdatasetTarInputKeepsKeysAndNames) {
+  auto dir = make_temp_dir("cap_tar");
+  std::string in = io::tar_member_bytes("abc001.jpg", io::read_file(kImages + "/gray_square.jpg"), 0) +
+                   io::tar_member_bytes("abc001.txt", "original one", 0) +
+                   io::tar_member_bytes("abc001.json",
+                                        R"({"url": "http://x/1.jpg", "key": "abc001", "original_width": 999,
+                                            "status": "success", "sha256": "s1"})",
+                                        0) +
+                   io::tar_member_bytes("abc002.png", io::read_file(kImages + "/small_wide.png"), 0) +
+                   io::tar_member_bytes("abc002.txt", "original two", 0) +
+                   io::tar_member_bytes("abc003.txt", "no image here", 0) + io::tar_end_bytes();
+  io::make_dirs(dir + "/in");
+  io::atomic_write(dir + "/in/part-7.tar", in);
+  auto r = caption({"--input", dir + "/in/part-{7..7}.tar", "--out", dir + "/out"});
+  ASSERT_EQ(r.rc, 0) << r.out;
+  auto side = read_jsonl(dir + "/out/part-7.jsonl");
+  ASSERT_EQ(side.size(), 3u);
+  EXPECT_EQ(side[0]["key"], "abc001");
+  EXPECT_EQ(side[0]["caption"], "original one");
+  EXPECT_EQ(side[0]["url"], "http://x/1.jpg");
+  EXPECT_EQ(side[0]["original_width"], 999);
+  EXPECT_EQ(side[0]["sha256"], "s1");
+  EXPECT_EQ(side[0]["width"], 100);
+  EXPECT_EQ(side[1]["key"], "abc002");
+  EXPECT_EQ(side[2]["status"], "failed_to_parse");
+  EXPECT_NE(side[2]["error_message"].get<std::string>().find("abc003 has no image member"),
+            std::string::npos);
+  auto tar = read_tar(dir + "/out/part-7.tar");
+  EXPECT_TRUE(tar.count("abc001.jpg"));
+  EXPECT_TRUE(tar.count("abc002.png"));
+  EXPECT_TRUE(io::file_exists(dir + "/out/part-7_stats.json"));
+
+  // A corrupt input tar: the shard fails (exit 1) and is not marked done.
+  io::atomic_write(dir + "/in/bad.tar", std::string(2048, 'x'));
+  auto b = caption({"--input", dir + "/in/bad.tar", "--out", dir + "/out"});
+  EXPECT_EQ(b.rc, 1) << b.out;
+  EXPECT_NE(b.out.find("bad.tar"), std::string::npos) << b.out;
+  EXPECT_FALSE(io::file_exists(dir + "/out/bad_stats.json"));
+}
+
+TEST(CaptionCli, HttpThroughLoopbackServer) {
+  LoopbackHttpServer srv;
+  ASSERT_TRUE(srv.ok());
+  srv.set("/a.png", {200, io::read_file(kImages + "/wide_gradient.png"), 0, 0});
+  srv.set("/b.jpg", {200, io::read_file(kImages + "/gray_square.jpg"), 0, 0});
+  srv.set("/flaky.png", {200, io::read_file(kImages + "/small_wide.png"), 1, 0});
+  srv.set("/html", {200, "<html></html>", 0, 0});
+  auto dir = make_temp_dir("cap_http");
+  std::string list;
+  for (auto p : {"/a.png", "/missing.jpg", "/b.jpg", "/flaky.png", "/html"})
+    list += json{{"url", srv.url(p)}, {"caption", p}}.dump() + "\n";
+  io::atomic_write(dir + "/l.jsonl", list);
+  auto r = caption({"--list", dir + "/l.jsonl", "--out", dir + "/out"});
+  ASSERT_EQ(r.rc, 0) << r.out;
+  auto side = read_jsonl(dir + "/out/00000.jsonl");
+  ASSERT_EQ(side.size(), 5u);
+  EXPECT_EQ(side[0]["status"], "success");
+  EXPECT_EQ(side[1]["status"], "failed_to_download");
+  EXPECT_EQ(side[1]["error_message"], "HTTP 404");
+  EXPECT_EQ(side[2]["status"], "success");
+  EXPECT_EQ(side[3]["status"], "success") << side[3].dump();  // 503 once, then retried
+  EXPECT_EQ(srv.hits("/flaky.png"), 2);
+  EXPECT_EQ(side[4]["status"], "failed_to_decode");
+  auto tar = read_tar(dir + "/out/00000.tar");
+  EXPECT_EQ(tar[io::compute_key(0, 0, 10000) + ".png"], io::read_file(kImages + "/wide_gradient.png"));
+  EXPECT_EQ(read_json(dir + "/out/00000_stats.json")["status_dict"]["HTTP 404"], 1);
+}
+
+TEST(CaptionCli, BatchInvariance) {
+  auto dir = make_temp_dir("cap_batch");
+  auto list = write_list(dir, 12);
+  auto a = caption({"--list", list, "--out", dir + "/b1", "--max-batch", "1", "--vision-batch", "1",
+                    "--max-new-tokens", "24"});
+  ASSERT_EQ(a.rc, 0) << a.out;
+  auto b = caption({"--list", list, "--out", dir + "/b16", "--max-batch", "16", "--vision-batch", "8",
+                    "--max-new-tokens", "24", "--threads", "2"});
+  ASSERT_EQ(b.rc, 0) << b.out;
+  auto x = sidecar_by_key(dir + "/b1", {"00000"}), y = sidecar_by_key(dir + "/b16", {"00000"});
+  ASSERT_EQ(x.size(), 12u);
+  ASSERT_EQ(y.size(), 12u);
+  for (auto& [k, j] : x) {
+    EXPECT_EQ(j["re_caption"], y[k]["re_caption"]) << k;
+    EXPECT_EQ(j["tokens_out"], y[k]["tokens_out"]) << k;
+  }
+  // Same fingerprint: batch size is not part of it.
+  EXPECT_EQ(read_json(dir + "/b1/00000_stats.json")["fingerprint"],
+            read_json(dir + "/b16/00000_stats.json")["fingerprint"]);
+}
+
+TEST(CaptionCli, SeveralCaptionsShareOnePrefill) {
+  auto dir = make_temp_dir("cap_multi");
+  auto list = write_list(dir, 4);
+  auto one = caption({"--list", list, "--out", dir + "/one", "--max-new-tokens", "20"});
+  ASSERT_EQ(one.rc, 0) << one.out;
+  // Greedy: every caption continues the shared prompt blocks exactly as a lone sequence does.
+  auto three =
+      caption({"--list", list, "--out", dir + "/three", "--max-new-tokens", "20", "--num-captions", "3"});
+  ASSERT_EQ(three.rc, 0) << three.out;
+  auto a = sidecar_by_key(dir + "/one", {"00000"}), b = sidecar_by_key(dir + "/three", {"00000"});
+  auto tar = read_tar(dir + "/three/00000.tar");
+  for (auto& [k, j] : a) {
+    ASSERT_EQ(b[k]["re_captions"].size(), 3u);
+    for (auto& c : b[k]["re_captions"]) EXPECT_EQ(c, j["re_caption"]) << k;
+    EXPECT_EQ(tar[k + ".1.txt"], j["re_caption"].get<std::string>());
+    EXPECT_EQ(tar[k + ".2.txt"], j["re_caption"].get<std::string>());
+  }
+  // Sampling: per-sample seeds, so the batch size does not change the captions, and the
+  // three captions of an image differ.
+  std::vector<std::string> s{"--list",        list,  "--max-new-tokens", "20", "--num-captions", "3",
+                             "--temperature", "1.5", "--top-k",          "50", "--top-p",        "0.95",
+                             "--seed",        "7"};
+  auto s1 = s, s2 = s;
+  s1.insert(s1.end(), {"--out", dir + "/s1", "--max-batch", "3"});
+  s2.insert(s2.end(), {"--out", dir + "/s2", "--max-batch", "12"});
+  ASSERT_EQ(caption(s1).rc, 0);
+  ASSERT_EQ(caption(s2).rc, 0);
+  auto c1 = sidecar_by_key(dir + "/s1", {"00000"}), c2 = sidecar_by_key(dir + "/s2", {"00000"});
+  int distinct = 0;
+  for (auto& [k, j] : c1) {
+    EXPECT_EQ(j["re_captions"], c2[k]["re_captions"]) << k;
+    std::set<std::string> u;
+    for (auto& c : j["re_captions"]) u.insert(c.get<std::string>());
+    distinct += u.size() > 1;
+  }
+  EXPECT_GT(distinct, 0);
+}
+
+TEST(CaptionCli, GreedyCaptionsEqualTraceGenIds) {
+  auto dir = make_temp_dir("cap_trace");
+  auto list = write_list(dir, 4);
+  const std::string prompt =
+      "Please generate a detailed caption of this image. Please be as descriptive as possible.";
+  auto r = caption({"--list", list, "--out", dir + "/out", "--max-new-tokens", "16", "--max-batch", "4"});
+  ASSERT_EQ(r.rc, 0) << r.out;
+  auto side = read_jsonl(dir + "/out/00000.jsonl");
+  auto tar = read_tar(dir + "/out/00000.tar");
+  auto tok = recap::models::Tokenizer::from_file(kTokenizer);
+  ASSERT_EQ(side.size(), 4u);
+  for (int i = 0; i < 4; ++i) {
+    std::string st = dir + "/trace" + std::to_string(i) + ".safetensors";
+    auto t = run_cmd({RECAP_BIN, "trace", "--weights", kWeights, "--tokenizer", kTokenizer, "--image",
+                      kImages + "/" + kImageNames[static_cast<size_t>(i)], "--prompt", prompt,
+                      "--max-new-tokens", "16", "--out", st});
+    ASSERT_EQ(t.rc, 0) << t.out;
+    auto f = io::SafetensorsFile::open(st);
+    auto it = f->tensors().find("gen.ids");
+    ASSERT_NE(it, f->tensors().end());
+    std::vector<int32_t> ids;
+    const int64_t* p = reinterpret_cast<const int64_t*>(it->second.data);
+    for (int64_t j = 0; j < it->second.numel(); ++j) ids.push_back(static_cast<int32_t>(p[j]));
+    // trace keeps the stop id as its last id; caption drops it.
+    bool stopped =
+        static_cast<int>(ids.size()) < 16 || (ids.size() == 16 && (ids.back() == 2 || ids.back() == 5));
+    if (stopped && !ids.empty() && (ids.back() == 2 || ids.back() == 5)) ids.pop_back();
+    std::string key = io::compute_key(i, 0, 10000);
+    EXPECT_EQ(side[static_cast<size_t>(i)]["tokens_out"], static_cast<int64_t>(ids.size())) << key;
+    EXPECT_EQ(tar[key + ".txt"], tok.decode_output(ids)) << key;
+  }
+}
+
+TEST(CaptionCli, FingerprintSkipRefuseOverwrite) {
+  auto dir = make_temp_dir("cap_fp");
+  auto list = write_list(dir, 3);
+  auto r = caption({"--list", list, "--out", dir + "/out"});
+  ASSERT_EQ(r.rc, 0) << r.out;
+  std::string tar_before = io::read_file(dir + "/out/00000.tar");
+  std::string stats_before = io::read_file(dir + "/out/00000_stats.json");
+  auto again = caption({"--list", list, "--out", dir + "/out"});
+  EXPECT_EQ(again.rc, 0) << again.out;
+  EXPECT_NE(again.out.find("already done"), std::string::npos) << again.out;
+  EXPECT_EQ(io::read_file(dir + "/out/00000.tar"), tar_before);
+  auto diff = caption({"--list", list, "--out", dir + "/out", "--max-new-tokens", "5"});
+  EXPECT_EQ(diff.rc, 2) << diff.out;
+  EXPECT_NE(diff.out.find("fingerprint"), std::string::npos) << diff.out;
+  EXPECT_NE(diff.out.find("--overwrite"), std::string::npos) << diff.out;
+  EXPECT_EQ(io::read_file(dir + "/out/00000_stats.json"), stats_before);
+  auto over = caption({"--list", list, "--out", dir + "/out", "--max-new-tokens", "5", "--overwrite"});
+  EXPECT_EQ(over.rc, 0) << over.out;
+  EXPECT_NE(read_json(dir + "/out/00000_stats.json")["fingerprint"],
+            json::parse(stats_before)["fingerprint"]);
+  for (auto& j : read_jsonl(dir + "/out/00000.jsonl")) EXPECT_LE(j["tokens_out"].get<int>(), 5);
+}
+
+namespace {
+// 6 local images, then 6 HTTP images that stall (so a run is reliably caught mid-shard).
+std::string interrupted_list(const std::string& dir, LoopbackHttpServer& srv, int stall_ms) {
+  std::string text;
+  for (int i = 0; i < 12; ++i) {
+    std::string url;
+    if (i < 6) {
+      url = kImages + "/" + kImageNames[static_cast<size_t>(i % 4)];
+    } else {
+      std::string path = "/slow" + std::to_string(i) + ".png";
+      srv.set(path,
+              {200, io::read_file(kImages + "/" + kImageNames[static_cast<size_t>(i % 4)]), 0, stall_ms});
+      url = srv.url(path);
+    }
+    text += json{{"url", url}, {"caption", "c" + std::to_string(i)}}.dump() + "\n";
+  }
+  io::atomic_write(dir + "/l.jsonl", text);
+  return dir + "/l.jsonl";
+}
+
+void expect_every_sample_once(const std::string& out, const std::string& ref_out) {
+  auto side = read_jsonl(out + "/00000.jsonl");
+  ASSERT_EQ(side.size(), 12u);
+  std::set<std::string> keys;
+  for (auto& j : side) {
+    EXPECT_TRUE(keys.insert(j["key"].get<std::string>()).second);
+    EXPECT_EQ(j["status"], "success") << j.dump();
+  }
+  std::vector<std::string> order;
+  auto tar = read_tar(out + "/00000.tar", &order);
+  std::set<std::string> names(order.begin(), order.end());
+  EXPECT_EQ(names.size(), order.size()) << "a tar member appears twice";
+  EXPECT_EQ(order.size(), 36u);
+  // Same captions as an uninterrupted run.
+  auto ref = sidecar_by_key(ref_out, {"00000"});
+  for (auto& j : side) EXPECT_EQ(j["re_caption"], ref[j["key"].get<std::string>()]["re_caption"]);
+  EXPECT_EQ(read_json(out + "/00000_stats.json")["count"], 12);
+}
+}  // namespace
+
+TEST(CaptionCli, ResumeAfterKill9) {
+  LoopbackHttpServer srv;
+  ASSERT_TRUE(srv.ok());
+  auto dir = make_temp_dir("cap_kill");
+  auto list = interrupted_list(dir, srv, 60000);
+  auto args = caption_args({"--list", list, "--out", dir + "/out", "--http-timeout", "120"});
+  pid_t pid = spawn_cmd(args, dir + "/run1.log");
+  ASSERT_GT(pid, 0);
+  const std::string log = dir + "/out/.00000.log.partial";
+  // Header + the 6 local samples finish while the HTTP ones stall.
+  bool reached = wait_until([&] { return count_lines(log) >= 7; });
+  ::kill(pid, SIGKILL);
+  wait_exit(pid);
+  ASSERT_TRUE(reached) << io::read_file(dir + "/run1.log");
+  EXPECT_FALSE(io::file_exists(dir + "/out/00000_stats.json"));
+
+  interrupted_list(dir, srv, 0);
+  auto r = caption({"--list", list, "--out", dir + "/out"});
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("resuming, 6 sample(s) already done"), std::string::npos) << r.out;
+  EXPECT_EQ(read_json(dir + "/out/00000_stats.json")["resumed_samples"], 6);
+  auto ref = caption({"--list", list, "--out", dir + "/ref"});
+  ASSERT_EQ(ref.rc, 0) << ref.out;
+  expect_every_sample_once(dir + "/out", dir + "/ref");
+}
+
+TEST(CaptionCli, SigtermExits75ThenResumes) {
+  LoopbackHttpServer srv;
+  ASSERT_TRUE(srv.ok());
+  auto dir = make_temp_dir("cap_term");
+  auto list = interrupted_list(dir, srv, 60000);
+  pid_t pid = spawn_cmd(caption_args({"--list", list, "--out", dir + "/out", "--http-timeout", "120"}),
+                        dir + "/run1.log");
+  ASSERT_GT(pid, 0);
+  bool reached = wait_until([&] { return count_lines(dir + "/out/.00000.log.partial") >= 7; });
+  ::kill(pid, SIGTERM);
+  int rc = wait_exit(pid);
+  ASSERT_TRUE(reached);
+  std::string log = io::read_file(dir + "/run1.log");
+  EXPECT_EQ(rc, 75) << log;
+  EXPECT_NE(log.find("rerun the same command to resume"), std::string::npos) << log;
+  EXPECT_FALSE(io::file_exists(dir + "/out/00000_stats.json"));
+
+  interrupted_list(dir, srv, 0);
+  auto r = caption({"--list", list, "--out", dir + "/out"});
+  ASSERT_EQ(r.rc, 0) << r.out;
+  auto ref = caption({"--list", list, "--out", dir + "/ref"});
+  ASSERT_EQ(ref.rc, 0) << ref.out;
+  expect_every_sample_once(dir + "/out", dir + "/ref");
+}
+
+TEST(CaptionCli, ShardAssignmentFlagsAndSlurmEnv) {
+  auto dir = make_temp_dir("cap_assign");
+  auto list = write_list(dir, 8);
+  auto r = caption({"--list", list, "--out", dir + "/a", "--samples-per-shard", "2", "--shard-index", "1",
+                    "--shard-count", "2"});
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("worker 1 of 2 (from flags) takes 2"), std::string::npos) << r.out;
+  for (auto [s, want] : std::vector<std::pair<std::string, bool>>{
+           {"00000", false}, {"00001", true}, {"00002", false}, {"00003", true}})
+    EXPECT_EQ(io::file_exists(dir + "/a/" + s + "_stats.json"), want) << s;
+  // Keys follow img2dataset: shard id * 10 (ceil(log10(2)) = 1 digit) + index.
+  auto side = read_jsonl(dir + "/a/00003.jsonl");
+  ASSERT_EQ(side.size(), 2u);
+  EXPECT_EQ(side[1]["key"], "000031");
+
+  std::vector<std::string> env{"env", "SLURM_ARRAY_TASK_ID=4", "SLURM_ARRAY_TASK_MIN=4",
+                               "SLURM_ARRAY_TASK_COUNT=2"};
+  auto args = caption_args({"--list", list, "--out", dir + "/b", "--samples-per-shard", "2"});
+  env.insert(env.end(), args.begin(), args.end());
+  auto s = run_cmd(env);
+  ASSERT_EQ(s.rc, 0) << s.out;
+  EXPECT_NE(s.out.find("worker 0 of 2 (from SLURM_ARRAY_TASK_ID)"), std::string::npos) << s.out;
+  EXPECT_TRUE(io::file_exists(dir + "/b/00002_stats.json"));
+  EXPECT_FALSE(io::file_exists(dir + "/b/00001_stats.json"));
+}
+
+TEST(CaptionCli, UsageErrorsExit2) {
+  auto dir = make_temp_dir("cap_usage");
+  auto missing = caption({"--list", dir + "/nope.jsonl", "--out", dir + "/out"});
+  EXPECT_EQ(missing.rc, 2);
+  EXPECT_NE(missing.out.find("nope.jsonl"), std::string::npos) << missing.out;
+  auto list = write_list(dir, 1);
+  auto shear = caption({"--list", list, "--out", dir + "/out", "--shear", "letters"});
+  EXPECT_EQ(shear.rc, 2);
+  EXPECT_NE(shear.out.find("--shear"), std::string::npos);
+  auto weights = run_cmd({RECAP_BIN, "caption", "--weights", dir + "/no_model", "--tokenizer", kTokenizer,
+                          "--list", list, "--out", dir + "/out"});
+  EXPECT_EQ(weights.rc, 2) << weights.out;
+  auto noinput = caption({"--out", dir + "/out"});
+  EXPECT_EQ(noinput.rc, 2);
+  auto index = caption({"--list", list, "--out", dir + "/out", "--shard-index", "3", "--shard-count", "2"});
+  EXPECT_EQ(index.rc, 2);
+  EXPECT_NE(index.out.find("outside [0, 2)"), std::string::npos) << index.out;
+  auto badkv = caption({"--list", list, "--out", dir + "/out", "--kv-cache-mb", "0"});
+  EXPECT_EQ(badkv.rc, 0) << badkv.out;  // 0 = automatic
+  auto tokenizer = run_cmd({RECAP_BIN, "caption", "--weights", kWeights, "--tokenizer", dir + "/none.json",
+                            "--list", list, "--out", dir + "/out2"});
+  EXPECT_EQ(tokenizer.rc, 2) << tokenizer.out;
+}
+
+TEST(CaptionCli, ShearAndFirstSentence) {
+  auto dir = make_temp_dir("cap_shear");
+  std::string text;
+  for (int i = 0; i < 4; ++i)
+    text +=
+        json{{"url", kImages + "/" + kImageNames[static_cast<size_t>(i)]}, {"caption", "two words"}}.dump() +
+        "\n";
+  io::atomic_write(dir + "/l.jsonl", text);
+  auto r = caption(
+      {"--list", dir + "/l.jsonl", "--out", dir + "/w", "--shear", "words", "--max-new-tokens", "30"});
+  ASSERT_EQ(r.rc, 0) << r.out;
+  for (auto& j : read_jsonl(dir + "/w/00000.jsonl")) {
+    std::string c = j["re_caption"];
+    int words = 0;
+    bool in = false;
+    for (char ch : c) {
+      if (std::isspace(static_cast<unsigned char>(ch)))
+        in = false;
+      else if (!in)
+        in = true, ++words;
+    }
+    EXPECT_LE(words, 2) << c;
+  }
+  auto t =
+      caption({"--list", dir + "/l.jsonl", "--out", dir + "/t", "--shear", "tokens", "--first-sentence"});
+  ASSERT_EQ(t.rc, 0) << t.out;
+  for (auto& j : read_jsonl(dir + "/t/00000.jsonl"))
+    EXPECT_EQ(j["re_caption"].get<std::string>().find('.'), std::string::npos);
+}

@@ -1,0 +1,238 @@
+// engine/ units: KV block pool, sampler, shard assignment, shard outputs (resume after a torn
+// write), caption post-processing.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+
+#include "cli_util.h"
+#include "engine/caption_pipeline.h"
+#include "engine/kv_cache.h"
+#include "engine/sampler.h"
+#include "engine/shard_assign.h"
+#include "engine/shard_output.h"
+
+using namespace recap::engine;
+using namespace recap::testing;
+namespace io = recap::io;
+
+namespace {
+KvCacheShape small_shape() {
+  KvCacheShape s;
+  s.layers = 2;
+  s.kv_heads = 2;
+  s.head_dim = 4;
+  s.block_size = 4;
+  return s;
+}
+}  // namespace
+
+TEST(KvCachePool, AllocateReleaseAndBudget) {
+  auto shape = small_shape();
+  EXPECT_EQ(shape.bytes_per_block(), 2u * 2 * 2 * 4 * 4 * 4);
+  EXPECT_EQ(KvCachePool::blocks_for_budget(shape, 10 * shape.bytes_per_block() + 5), 10);
+  KvCachePool pool(shape, 10);
+  EXPECT_EQ(pool.views().size(), 2u);
+  auto t = pool.allocate(9);  // 3 blocks
+  EXPECT_EQ(t.size(), 3u);
+  EXPECT_EQ(pool.free_blocks(), 7);
+  EXPECT_THROW(pool.allocate(40), KvCacheFull);
+  EXPECT_EQ(pool.free_blocks(), 7);  // a failed allocation takes nothing
+  pool.release(t);
+  EXPECT_TRUE(t.empty());
+  EXPECT_EQ(pool.free_blocks(), 10);
+}
+
+TEST(KvCachePool, ForkSharesWholeBlocksAndCopiesThePartialOne) {
+  KvCachePool pool(small_shape(), 16);
+  auto a = pool.allocate(14);  // 4 blocks; prefix of 6 positions = 1 whole block + 2 positions
+  const auto& v = pool.views()[1];
+  const size_t block_floats = static_cast<size_t>(v.block_stride);
+  auto* k = static_cast<float*>(v.k_base);
+  for (size_t i = 0; i < block_floats; ++i)
+    k[static_cast<size_t>(a[1]) * block_floats + i] = 1.5f + static_cast<float>(i);
+  EXPECT_EQ(pool.blocks_needed(6, 14, 3), 4 + 2 * 3);
+  auto b = pool.fork_table(a, 6, 14);
+  ASSERT_EQ(b.size(), 4u);
+  EXPECT_EQ(b[0], a[0]);  // shared
+  EXPECT_EQ(pool.refcount(a[0]), 2);
+  EXPECT_NE(b[1], a[1]);  // the partial block is a copy
+  for (size_t i = 0; i < block_floats; ++i)
+    EXPECT_EQ(k[static_cast<size_t>(b[1]) * block_floats + i], 1.5f + static_cast<float>(i));
+  EXPECT_EQ(pool.free_blocks(), 16 - 4 - 3);
+  pool.release(a);
+  EXPECT_EQ(pool.refcount(b[0]), 1);
+  pool.release(b);
+  EXPECT_EQ(pool.free_blocks(), 16);
+  std::vector<int32_t> bad{b.empty() ? 0 : b[0]};
+  EXPECT_THROW(pool.release(bad), std::logic_error);  // double release is caught
+}
+
+TEST(Sampler, GreedyTakesLowestIdOnTiesAndRespectsTheLimit) {
+  std::vector<float> l{0.f, 3.f, 1.f, 3.f, 9.f};
+  EXPECT_EQ(argmax_lowest(l.data(), 5), 4);
+  EXPECT_EQ(argmax_lowest(l.data(), 4), 1);  // tie 1 vs 3: lowest id
+  std::vector<float> n{NAN, 2.f, NAN};
+  EXPECT_EQ(argmax_lowest(n.data(), 3), 1);
+  Rng rng(1);
+  std::vector<std::pair<float, int32_t>> scratch;
+  SamplingParams greedy;
+  EXPECT_EQ(sample_token(l.data(), 4, greedy, rng, &scratch), 1);
+  SamplingParams hot;
+  hot.temperature = 5.f;
+  for (int i = 0; i < 200; ++i) EXPECT_LT(sample_token(l.data(), 3, hot, rng, &scratch), 3);
+}
+
+TEST(Sampler, TopKTopPAndSeededDeterminism) {
+  std::vector<float> l{5.f, 4.f, 3.f, 0.f, -1.f, -2.f};
+  std::vector<std::pair<float, int32_t>> scratch;
+  SamplingParams k2;
+  k2.temperature = 1.f;
+  k2.top_k = 2;
+  Rng rng(42);
+  std::map<int, int> seen;
+  for (int i = 0; i < 2000; ++i) seen[sample_token(l.data(), 6, k2, rng, &scratch)]++;
+  EXPECT_EQ(seen.size(), 2u);
+  EXPECT_GT(seen[0], seen[1]);
+  // p(0) = 0.66 of the whole softmax: top_p 0.5 keeps only id 0.
+  SamplingParams p;
+  p.temperature = 1.f;
+  p.top_p = 0.5f;
+  for (int i = 0; i < 200; ++i) EXPECT_EQ(sample_token(l.data(), 6, p, rng, &scratch), 0);
+  // Same seed material, same draws; different key, different stream.
+  Rng a(sample_seed(7, "key1", 0)), b(sample_seed(7, "key1", 0)), c(sample_seed(7, "key2", 0)),
+      d(sample_seed(7, "key1", 1));
+  EXPECT_EQ(a.next(), b.next());
+  EXPECT_NE(Rng(sample_seed(7, "key1", 0)).next(), c.next());
+  EXPECT_NE(Rng(sample_seed(7, "key1", 0)).next(), d.next());
+  for (int i = 0; i < 1000; ++i) {
+    double u = a.uniform();
+    EXPECT_GE(u, 0.0);
+    EXPECT_LT(u, 1.0);
+  }
+}
+
+TEST(ShardAssign, ResolutionOrder) {
+  auto env = [](std::map<std::string, std::string> m) -> EnvLookup {
+    return [m](const std::string& k) -> std::optional<std::string> {
+      auto it = m.find(k);
+      if (it == m.end()) return std::nullopt;
+      return it->second;
+    };
+  };
+  auto a = resolve_shard_assignment(2, 5, env({{"SLURM_ARRAY_TASK_ID", "9"}}));
+  EXPECT_EQ(a.index, 2);
+  EXPECT_EQ(a.source, "flags");
+  auto s = resolve_shard_assignment(std::nullopt, std::nullopt,
+                                    env({{"SLURM_ARRAY_TASK_ID", "12"},
+                                         {"SLURM_ARRAY_TASK_MIN", "10"},
+                                         {"SLURM_ARRAY_TASK_COUNT", "4"},
+                                         {"SLURM_PROCID", "0"}}));
+  EXPECT_EQ(s.index, 2);
+  EXPECT_EQ(s.count, 4);
+  auto p = resolve_shard_assignment(std::nullopt, std::nullopt,
+                                    env({{"SLURM_PROCID", "3"}, {"SLURM_NTASKS", "8"}}));
+  EXPECT_EQ(p.index, 3);
+  EXPECT_EQ(p.count, 8);
+  auto k = resolve_shard_assignment(std::nullopt, 6, env({{"JOB_COMPLETION_INDEX", "5"}}));
+  EXPECT_EQ(k.index, 5);
+  EXPECT_EQ(k.source, "JOB_COMPLETION_INDEX");
+  EXPECT_THROW(resolve_shard_assignment(std::nullopt, std::nullopt, env({{"JOB_COMPLETION_INDEX", "5"}})),
+               AssignmentError);
+  EXPECT_THROW(resolve_shard_assignment(4, 4, env({})), AssignmentError);
+  EXPECT_THROW(resolve_shard_assignment(1, std::nullopt, env({})), AssignmentError);
+  EXPECT_THROW(resolve_shard_assignment(std::nullopt, std::nullopt,
+                                        env({{"SLURM_ARRAY_TASK_ID", "x"}, {"SLURM_ARRAY_TASK_COUNT", "2"}})),
+               AssignmentError);
+  auto d = resolve_shard_assignment(std::nullopt, std::nullopt, env({}));
+  EXPECT_EQ(d.count, 1);
+  EXPECT_EQ(assigned_positions({1, 3, "t"}, 10), (std::vector<int64_t>{1, 4, 7}));
+}
+
+namespace {
+SampleOutcome outcome(int64_t i, bool ok) {
+  SampleOutcome s;
+  s.index = i;
+  s.key = "k" + std::to_string(i);
+  s.success = ok;
+  s.meta = {{"key", s.key},
+            {"status", ok ? "success" : "failed_to_download"},
+            {"error_message", ok ? "" : "HTTP 404"},
+            {"tokens_out", ok ? 3 : 0}};
+  if (ok) {
+    s.captions = {"caption " + std::to_string(i)};
+    s.image_bytes = std::string(700, 'i');
+    s.image_ext = "jpg";
+  }
+  return s;
+}
+}  // namespace
+
+TEST(ShardOutput, ResumeDropsTornRecordsAndPublishesEachSampleOnce) {
+  auto dir = make_temp_dir("shardout");
+  {
+    ShardProbe probe;
+    auto o = ShardOutput::open(dir, "00007", "fpA", false, 0, &probe);
+    ASSERT_TRUE(o);
+    o->append(outcome(0, true));
+    o->append(outcome(1, false));
+    o->append(outcome(2, true));
+    // A second worker cannot take the shard while we hold it.
+    ShardProbe p2;
+    EXPECT_EQ(ShardOutput::open(dir, "00007", "fpA", false, 0, &p2), nullptr);
+    EXPECT_EQ(p2.state, ShardState::Busy);
+  }  // "crash": never finished
+  // Simulate a kill in the middle of writing sample 3: tar bytes without a log line, and a
+  // torn log line.
+  {
+    io::OutFile t(dir + "/.00007.tar.partial", io::OutFile::Mode::Append);
+    t.write(std::string(1000, 'g'));
+    io::OutFile l(dir + "/.00007.log.partial", io::OutFile::Mode::Append);
+    l.write("{\"i\": 3, \"tar_end\": 99999, \"me");
+  }
+  EXPECT_EQ(probe_shard(dir, "00007", "fpB").state, ShardState::Conflict);
+  ShardProbe probe;
+  auto o = ShardOutput::open(dir, "00007", "fpA", false, 0, &probe);
+  ASSERT_TRUE(o);
+  EXPECT_EQ(o->resumed_count(), 3);
+  EXPECT_EQ(o->done_indices(), (std::set<int64_t>{0, 1, 2}));
+  o->append(outcome(2, true));  // already done: ignored
+  o->append(outcome(3, true));
+  auto st = o->finish({{"isa", "test"}}, 1.0, 3.0);
+  EXPECT_EQ(st["count"], 4);
+  EXPECT_EQ(st["successes"], 3);
+  EXPECT_EQ(st["failed_to_download"], 1);
+  EXPECT_EQ(st["status_dict"]["HTTP 404"], 1);
+  EXPECT_EQ(st["resumed_samples"], 3);
+  EXPECT_EQ(st["isa"], "test");
+  EXPECT_EQ(st["duration"], 2.0);
+  std::vector<std::string> order;
+  auto tar = read_tar(dir + "/00007.tar", &order);
+  EXPECT_EQ(order.size(), 9u);  // 3 successes x (jpg, txt, json)
+  EXPECT_EQ(tar["k3.txt"], "caption 3");
+  auto side = read_jsonl(dir + "/00007.jsonl");
+  ASSERT_EQ(side.size(), 4u);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(side[static_cast<size_t>(i)]["key"], "k" + std::to_string(i));
+  EXPECT_FALSE(io::file_exists(dir + "/.00007.log.partial"));
+  EXPECT_EQ(run_cmd({"tar", "-tf", dir + "/00007.tar"}).rc, 0);
+  o.reset();
+  EXPECT_EQ(probe_shard(dir, "00007", "fpA").state, ShardState::Done);
+  ShardProbe p3;
+  EXPECT_EQ(ShardOutput::open(dir, "00007", "fpA", false, 0, &p3), nullptr);
+  EXPECT_EQ(p3.state, ShardState::Done);
+  EXPECT_THROW(ShardOutput::open(dir, "00007", "fpB", false, 0, &p3), FingerprintMismatch);
+  auto re = ShardOutput::open(dir, "00007", "fpB", true, 0, &p3);  // --overwrite
+  ASSERT_TRUE(re);
+  EXPECT_EQ(re->resumed_count(), 0);
+  EXPECT_FALSE(io::file_exists(dir + "/00007_stats.json"));
+}
+
+TEST(PostProcess, FirstSentenceAndShear) {
+  EXPECT_EQ(first_sentence("  A dog. On grass."), "A dog");
+  EXPECT_EQ(first_sentence("no period here "), "no period here");
+  EXPECT_EQ(first_sentence(".starts with dot"), "");
+  EXPECT_EQ(count_words("  two  words\n"), 2);
+  EXPECT_EQ(shear_words("a photo of a red car", 3), "a photo of");
+  EXPECT_EQ(shear_words("short", 3), "short");
+  EXPECT_EQ(shear_words("keep  all", 0), "keep  all");
+}
