@@ -157,6 +157,7 @@ inline void store_row(float* y, int64_t valid, __m256 lo, __m256 hi) {
 template <int MR, bool BF16>
 void micro_float(const MicroArgs& g) {
   __m256 acc[MR][2];
+#pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
     if (g.first)
       acc[i][0] = acc[i][1] = _mm256_setzero_ps();
@@ -174,7 +175,7 @@ void micro_float(const MicroArgs& g) {
       const __m256 e1 = _mm256_castsi256_ps(_mm256_slli_epi32(v1, 16));
       const __m256 o0 = _mm256_castsi256_ps(_mm256_and_si256(v0, himask));
       const __m256 o1 = _mm256_castsi256_ps(_mm256_and_si256(v1, himask));
-#pragma GCC unroll 6
+#pragma GCC unroll 16
       for (int i = 0; i < MR; ++i) {
         const uint32_t au = a[i];
         float ae, ao;
@@ -194,7 +195,7 @@ void micro_float(const MicroArgs& g) {
     for (int64_t u = 0; u < g.kunits; ++u) {
       const __m256 w0 = _mm256_loadu_ps(reinterpret_cast<const float*>(b));
       const __m256 w1 = _mm256_loadu_ps(reinterpret_cast<const float*>(b + 32));
-#pragma GCC unroll 6
+#pragma GCC unroll 16
       for (int i = 0; i < MR; ++i) {
         float av;
         std::memcpy(&av, &a[i], 4);
@@ -209,6 +210,7 @@ void micro_float(const MicroArgs& g) {
   __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
   const bool add_bias = g.last && g.bias;
   if (add_bias) load_row(g.bias, g.valid_cols, b0, b1);
+#pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
     if (add_bias) {
       acc[i][0] = _mm256_add_ps(acc[i][0], b0);
@@ -224,6 +226,7 @@ void micro_quant(const MicroArgs& g) {
   constexpr int64_t kUnitsPerGroup = kGroup / 4;
   constexpr int64_t kGroupBytes = INT4 ? kGroup * 8 : kGroup * 16;
   __m256 facc[MR][2];
+#pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
     if (g.first)
       facc[i][0] = facc[i][1] = _mm256_setzero_ps();
@@ -238,6 +241,7 @@ void micro_quant(const MicroArgs& g) {
   const uint8_t* b = g.b;
   for (int64_t gi = 0; gi < groups; ++gi) {
     __m256i acc[MR][2];
+#pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
       if constexpr (INT4)
         acc[i][0] = acc[i][1] = _mm256_set1_epi32(g.corr[gi * MR + i]);
@@ -250,7 +254,7 @@ void micro_quant(const MicroArgs& g) {
         const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + o * 64 + 32));
         const __m256i lo0 = _mm256_and_si256(v0, nib), hi0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), nib);
         const __m256i lo1 = _mm256_and_si256(v1, nib), hi1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), nib);
-#pragma GCC unroll 6
+#pragma GCC unroll 16
         for (int i = 0; i < MR; ++i) {
           const __m256i a0 = _mm256_set1_epi32(static_cast<int>(a[(2 * o) * MR + i]));
           const __m256i a1 = _mm256_set1_epi32(static_cast<int>(a[(2 * o + 1) * MR + i]));
@@ -267,7 +271,7 @@ void micro_quant(const MicroArgs& g) {
             _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + u * 64)), flip);
         const __m256i w1 =
             _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + u * 64 + 32)), flip);
-#pragma GCC unroll 6
+#pragma GCC unroll 16
         for (int i = 0; i < MR; ++i) {
           const __m256i av = _mm256_set1_epi32(static_cast<int>(a[u * MR + i]));
           const __m256i aa = _mm256_abs_epi8(av);
@@ -280,6 +284,7 @@ void micro_quant(const MicroArgs& g) {
     }
     const __m256 s0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.s + gi * 16)));
     const __m256 s1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.s + gi * 16 + 8)));
+#pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
       facc[i][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][0]), s0, facc[i][0]);
       facc[i][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][1]), s1, facc[i][1]);
@@ -289,6 +294,7 @@ void micro_quant(const MicroArgs& g) {
   }
   __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
   if (g.last && g.bias) load_row(g.bias, g.valid_cols, b0, b1);
+#pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
     if (g.last) {
       const __m256 s = _mm256_set1_ps(g.sx[i]);

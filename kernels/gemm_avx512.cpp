@@ -7,8 +7,8 @@
 // K-block, with mr <= 8 rows and np <= 3 panels (24 zmm accumulators). Work is split over
 // OpenMP threads by chunks of 32 panels (and by M-chunks when N is too small to share).
 //   for each (N-chunk, M-chunk) item of this thread:
-//     for each K-block (sized so the chunk's weight block, ~512 KB, stays in L2):
-//       for each M-tile:  for each group of np panels:  micro-kernel
+//     for each K-block (np panels x K-block = 24 KB of weights, stays in L1):
+//       for each group of np panels:  for each M-tile:  micro-kernel
 // int8/int4: for every weight group, exact int32 dot products (vpdpbusd, weights are the u8
 // operand with zero point 128 / 8, corrected by corr = -zp * sum(q_x)), then
 // acc = fma(float(isum), scale, acc) in group order; y = fma(acc, sx, bias) (or acc * sx) at the end. This
@@ -33,7 +33,8 @@ namespace {
 
 using wf::kPanelRows;
 constexpr int kMR = 8;                // rows per M-tile
-constexpr int kNP = 3;                // panels per micro-kernel call
+constexpr int kNP = 3;                // panels per micro-kernel call (f32, bf16)
+constexpr int kNPQuant = 2;           // int8/int4: 16 int32 accumulators + scratch fit in 32 zmm
 constexpr int64_t kChunkPanels = 32;  // panels per N-chunk (512 output columns)
 
 // Bytes of the packed-activation tile area and its units.
@@ -43,6 +44,13 @@ struct ActPack {
   const float* sx = nullptr;        // [m] activation scales (int formats)
   int64_t kunits = 0, groups = 0;
 };
+
+// vpdpbusd through inline asm: with the intrinsic, GCC 12 copies and spills the 24
+// accumulators inside the hot loop (the tied destination confuses its register allocator).
+inline __m512i dpbusd(__m512i acc, __m512i u8, __m512i s8) {
+  __asm__("vpdpbusd %[s], %[u], %[acc]" : [acc] "+v"(acc) : [u] "v"(u8), [s] "v"(s8));
+  return acc;
+}
 
 inline __mmask16 tail_mask(int64_t valid) {
   return valid >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << valid) - 1u);
@@ -131,7 +139,9 @@ void pack_quantized(const float* x, int64_t m, int64_t ldx, int64_t k, int64_t k
 // Shared store step: rows i < MR, panels j < NP; the last panel may be partial (mask).
 template <int MR, int NP>
 inline void store_block(__m512 (&acc)[MR][NP], float* y, int64_t ldy, __mmask16 last_mask) {
+#pragma GCC unroll 16
   for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 16
     for (int j = 0; j < NP; ++j) {
       if (j == NP - 1)
         _mm512_mask_storeu_ps(y + i * ldy + 16 * j, last_mask, acc[i][j]);
@@ -141,13 +151,16 @@ inline void store_block(__m512 (&acc)[MR][NP], float* y, int64_t ldy, __mmask16 
 }
 template <int MR, int NP>
 inline void load_block(__m512 (&acc)[MR][NP], const float* y, int64_t ldy, __mmask16 last_mask) {
+#pragma GCC unroll 16
   for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 16
     for (int j = 0; j < NP; ++j)
       acc[i][j] = j == NP - 1 ? _mm512_maskz_loadu_ps(last_mask, y + i * ldy + 16 * j)
                               : _mm512_loadu_ps(y + i * ldy + 16 * j);
 }
 template <int NP>
 inline void add_bias(__m512 (&b)[NP], const float* bias, __mmask16 last_mask) {
+#pragma GCC unroll 16
   for (int j = 0; j < NP; ++j)
     b[j] = j == NP - 1 ? _mm512_maskz_loadu_ps(last_mask, bias + 16 * j) : _mm512_loadu_ps(bias + 16 * j);
 }
@@ -173,7 +186,9 @@ template <int MR, int NP, bool BF16>
 void micro_float(const MicroArgs& g) {
   __m512 acc[MR][NP];
   if (g.first) {
+#pragma GCC unroll 16
     for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 16
       for (int j = 0; j < NP; ++j) acc[i][j] = _mm512_setzero_ps();
   } else {
     load_block<MR, NP>(acc, g.y, g.ldy, g.last_mask);
@@ -182,17 +197,20 @@ void micro_float(const MicroArgs& g) {
   const uint8_t* b = g.b;
   for (int64_t u = 0; u < g.kunits; ++u) {
     __m512 w[NP];
+#pragma GCC unroll 16
     for (int j = 0; j < NP; ++j)
       w[j] = _mm512_loadu_ps(reinterpret_cast<const float*>(b + j * g.panel_stride));
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
       if constexpr (BF16) {
         const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[i]));
+#pragma GCC unroll 16
         for (int j = 0; j < NP; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], av, (__m512bh)w[j]);
       } else {
         float av_s;
         std::memcpy(&av_s, &a[i], 4);
         const __m512 av = _mm512_set1_ps(av_s);
+#pragma GCC unroll 16
         for (int j = 0; j < NP; ++j) acc[i][j] = _mm512_fmadd_ps(av, w[j], acc[i][j]);
       }
     }
@@ -202,84 +220,110 @@ void micro_float(const MicroArgs& g) {
   if (g.last && g.bias) {
     __m512 bv[NP];
     add_bias<NP>(bv, g.bias, g.last_mask);
+#pragma GCC unroll 16
     for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 16
       for (int j = 0; j < NP; ++j) acc[i][j] = _mm512_add_ps(acc[i][j], bv[j]);
   }
   store_block<MR, NP>(acc, g.y, g.ldy, g.last_mask);
 }
 
 // int8 (INT4 = false) / int4 (INT4 = true) micro-kernel over whole weight groups.
+// The MR x NP int32 accumulators (24 zmm) live in registers for one group; the float
+// accumulators live in the Y tile itself (L1): y = fma(float(isum), scale, y) per group.
+// Keeping both sets in registers would need 48 zmm, and GCC then spills inside the hot loop.
 template <int MR, int NP, bool INT4>
 void micro_quant(const MicroArgs& g) {
   constexpr int64_t kGroup = INT4 ? wf::kInt4Group : wf::kInt8Group;
   constexpr int64_t kUnitsPerGroup = kGroup / 4;
   constexpr int64_t kGroupBytes = INT4 ? kGroup * 8 : kGroup * 16;  // per panel
-  __m512 facc[MR][NP];
-  if (g.first) {
-    for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NP; ++j) facc[i][j] = _mm512_setzero_ps();
-  } else {
-    load_block<MR, NP>(facc, g.y, g.ldy, g.last_mask);
-  }
   const int64_t groups = g.kunits / kUnitsPerGroup;
   const __m512i nib = _mm512_set1_epi8(0x0f);
   const uint32_t* a = g.a;
   const uint8_t* b = g.b;
+  float* const y = g.y;
+  const int64_t ldy = g.ldy;
+  const __mmask16 lm = g.last_mask;
   for (int64_t gi = 0; gi < groups; ++gi) {
     __m512i acc[MR][NP];
+#pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
       const __m512i c = _mm512_set1_epi32(g.corr[gi * MR + i]);
+#pragma GCC unroll 16
       for (int j = 0; j < NP; ++j) acc[i][j] = c;
     }
     if constexpr (INT4) {
       for (int64_t o = 0; o < kUnitsPerGroup / 2; ++o) {
-        __m512i wlo[NP], whi[NP];
-        for (int j = 0; j < NP; ++j) {
-          const __m512i v = _mm512_loadu_si512(b + j * g.panel_stride + o * 64);
-          wlo[j] = _mm512_and_si512(v, nib);
-          whi[j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), nib);
-        }
-#pragma GCC unroll 8
-        for (int i = 0; i < MR; ++i) {
-          const __m512i a0 = _mm512_set1_epi32(static_cast<int>(a[(2 * o) * MR + i]));
-          const __m512i a1 = _mm512_set1_epi32(static_cast<int>(a[(2 * o + 1) * MR + i]));
+#pragma GCC unroll 16
+        for (int half = 0; half < 2; ++half) {
+          __m512i w[NP];
+#pragma GCC unroll 16
           for (int j = 0; j < NP; ++j) {
-            acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], wlo[j], a0);
-            acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], whi[j], a1);
+            const __m512i v = _mm512_loadu_si512(b + j * g.panel_stride + o * 64);
+            w[j] = _mm512_and_si512(half ? _mm512_srli_epi16(v, 4) : v, nib);
+          }
+          const uint32_t* au = a + (2 * o + half) * MR;
+#pragma GCC unroll 16
+          for (int i = 0; i < MR; ++i) {
+            const __m512i av = _mm512_set1_epi32(static_cast<int>(au[i]));
+#pragma GCC unroll 16
+            for (int j = 0; j < NP; ++j) acc[i][j] = dpbusd(acc[i][j], w[j], av);
           }
         }
       }
     } else {
       for (int64_t u = 0; u < kUnitsPerGroup; ++u) {
         __m512i w[NP];
+#pragma GCC unroll 16
         for (int j = 0; j < NP; ++j) w[j] = _mm512_loadu_si512(b + j * g.panel_stride + u * 64);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
         for (int i = 0; i < MR; ++i) {
           const __m512i av = _mm512_set1_epi32(static_cast<int>(a[u * MR + i]));
-          for (int j = 0; j < NP; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], w[j], av);
+#pragma GCC unroll 16
+          for (int j = 0; j < NP; ++j) acc[i][j] = dpbusd(acc[i][j], w[j], av);
         }
       }
     }
-    __m512 sw[NP];
-    for (int j = 0; j < NP; ++j)
-      sw[j] = _mm512_cvtph_ps(
+    const bool fresh = g.first && gi == 0;
+#pragma GCC unroll 16
+    for (int j = 0; j < NP; ++j) {
+      const __m512 sw = _mm512_cvtph_ps(
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.s + j * g.scale_stride + gi * 16)));
-    for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NP; ++j)
-        facc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][j]), sw[j], facc[i][j]);
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) {
+        float* yp = y + i * ldy + 16 * j;
+        // fma with +0 for the first group, exactly like the reference's acc = 0.f start.
+        const __m512 prev = fresh         ? _mm512_setzero_ps()
+                            : j == NP - 1 ? _mm512_maskz_loadu_ps(lm, yp)
+                                          : _mm512_loadu_ps(yp);
+        const __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][j]), sw, prev);
+        if (j == NP - 1)
+          _mm512_mask_storeu_ps(yp, lm, v);
+        else
+          _mm512_storeu_ps(yp, v);
+      }
+    }
     a += kUnitsPerGroup * MR;
     b += kGroupBytes;
   }
   if (g.last) {
     __m512 bv[NP] = {};
-    if (g.bias) add_bias<NP>(bv, g.bias, g.last_mask);
+    if (g.bias) add_bias<NP>(bv, g.bias, lm);
+#pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
       const __m512 s = _mm512_set1_ps(g.sx[i]);
-      for (int j = 0; j < NP; ++j)
-        facc[i][j] = g.bias ? _mm512_fmadd_ps(facc[i][j], s, bv[j]) : _mm512_mul_ps(facc[i][j], s);
+#pragma GCC unroll 16
+      for (int j = 0; j < NP; ++j) {
+        float* yp = y + i * ldy + 16 * j;
+        const __m512 acc = j == NP - 1 ? _mm512_maskz_loadu_ps(lm, yp) : _mm512_loadu_ps(yp);
+        const __m512 v = g.bias ? _mm512_fmadd_ps(acc, s, bv[j]) : _mm512_mul_ps(acc, s);
+        if (j == NP - 1)
+          _mm512_mask_storeu_ps(yp, lm, v);
+        else
+          _mm512_storeu_ps(yp, v);
+      }
     }
   }
-  store_block<MR, NP>(facc, g.y, g.ldy, g.last_mask);
 }
 
 using MicroFn = void (*)(const MicroArgs&);
@@ -323,19 +367,20 @@ MicroFn pick_micro(WeightFormat f, int mr, int np) {
   }
 }
 
-// K-block in units (4-byte activation units): the weight block of one N-chunk stays ~512 KB.
+// K-block in units (4-byte activation units): kNP panels of one K-block take 24 KB (half
+// of L1); the packed activations of a K-block (M x 512 B) stay in L2.
 int64_t kblock_units(WeightFormat f) {
   switch (f) {
     case WeightFormat::F32:
-      return 256;
+      return 128;  // 128 k
     case WeightFormat::BF16:
-      return 256;  // 512 k
+      return 128;  // 256 k
     case WeightFormat::Int8:
       return 256;  // 1024 k = 16 groups
     case WeightFormat::Int4:
       return 512;  // 2048 k = 64 groups
   }
-  return 256;
+  return 128;
 }
 
 void run(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const float* bias, float* y,
@@ -382,6 +427,7 @@ void run(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const fl
   const int64_t tiles_per_mchunk = (tiles + mchunks - 1) / mchunks;
   const int64_t items = nchunks * mchunks;
   const int64_t kb = kblock_units(f);
+  const int64_t np_max = quant ? kNPQuant : kNP;
 
 #pragma omp parallel for schedule(static) if (items > 1 && m * n * k >= (1 << 18))
   for (int64_t it = 0; it < items; ++it) {
@@ -390,11 +436,13 @@ void run(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const fl
     const int64_t t0 = mc * tiles_per_mchunk, t1 = std::min(tiles, t0 + tiles_per_mchunk);
     for (int64_t u0 = 0; u0 < kunits; u0 += kb) {
       const int64_t ku = std::min(kb, kunits - u0);
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t r0 = t * kMR;
-        const int mr = static_cast<int>(std::min<int64_t>(kMR, m - r0));
-        for (int64_t p = p0; p < p1; p += kNP) {
-          const int np = static_cast<int>(std::min<int64_t>(kNP, p1 - p));
+      // The np-panel weight block of one K-block (~24 KB) stays in L1 while every M-tile of
+      // this item streams its packed activations past it (BLIS order: jr outside ir).
+      for (int64_t p = p0; p < p1; p += np_max) {
+        const int np = static_cast<int>(std::min<int64_t>(np_max, p1 - p));
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t r0 = t * kMR;
+          const int mr = static_cast<int>(std::min<int64_t>(kMR, m - r0));
           const int64_t col0 = p * kPanelRows;
           const int64_t last_cols = std::min<int64_t>(n - (col0 + 16 * (np - 1)), 16);
           MicroArgs g;

@@ -1,0 +1,269 @@
+// GEMM benchmarks at the model's real shapes, measured against this machine's own limits.
+//
+//   limits/...                  memory read bandwidth (1 and 2 threads), f32 FMA, int8 vpdpbusd
+//                               and bf16 vdpbf16ps peaks, measured once per run
+//   gemm/<fmt>/<shape>/M:<m>    recap GEMM, fmt in f32|bf16|int8|int4
+//   blas_sgemm/<shape>/M:<m>    OpenBLAS cblas_sgemm on the same shape (f32 baseline)
+// Counters: GOPS (2*M*N*K / s), GBps (weight + activation bytes / s), frac_of_limit
+// (throughput over the limit that bounds the row: read bandwidth for M <= 16, else the peak
+// of the format's dot instruction: f32 FMA for f32/BLAS, vdpbf16ps for bf16, vpdpbusd for
+// int8/int4) and limit (that limit's value). Weights smaller than ~128 MB are replicated and
+// rotated so every call streams from memory, not cache.
+//
+// Threads: OMP_NUM_THREADS (default: all cores). Quick run:
+//   bench_gemm --benchmark_filter='limits|gate_up' --benchmark_min_time=0.1
+#include <benchmark/benchmark.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/gemm.h"
+#include "kernels/isa.h"
+#include "kernels/machine_limits.h"
+#include "kernels/weight_formats.h"
+
+#ifdef RECAP_HAVE_BLAS
+#include <cblas.h>
+#endif
+
+using namespace recap::kernels;
+
+namespace {
+
+struct Limits {
+  double bw1 = 0, bw2 = 0, bw_threads = 0;  // GB/s
+  double fma = 0, vnni = 0, bf16 = 0;       // GFLOP/s, GOP/s, GFLOP/s at omp_get_max_threads()
+  int threads = 1;
+};
+
+const Limits& limits() {
+  static const Limits l = [] {
+    Limits r;
+    r.threads = omp_get_max_threads();
+    r.bw1 = measure_read_bandwidth(1).value;
+    r.bw2 = measure_read_bandwidth(2).value;
+    r.bw_threads = r.threads == 1 ? r.bw1 : r.threads == 2 ? r.bw2 : measure_read_bandwidth(r.threads).value;
+    r.fma = measure_f32_fma_peak(r.threads).value;
+    r.vnni = measure_int8_dot_peak(r.threads).value;
+    r.bf16 = measure_bf16_dot_peak(r.threads).value;
+    return r;
+  }();
+  return l;
+}
+
+void BM_limit(benchmark::State& state, int which) {
+  const Limits& l = limits();
+  const double values[] = {l.bw1, l.bw2, l.fma, l.vnni, l.bf16};
+  for (auto _ : state) benchmark::DoNotOptimize(values[which]);
+  state.counters["value"] = values[which];
+  state.counters["threads"] = which == 0 ? 1 : which == 1 ? 2 : l.threads;
+  state.SetLabel(isa_name(active_isa()));
+}
+
+struct Shape {
+  const char* name;
+  int64_t n, k;
+  std::vector<int64_t> ms;
+  bool with_f32 = true;  // f32 copies of lm_head (2 GB each) are skipped
+};
+
+const std::vector<Shape>& shapes() {
+  static const std::vector<Shape> s = {
+      {"llama_q_o", 4096, 4096, {1, 16, 64, 616, 640}},
+      {"llama_k_v", 1024, 4096, {1, 16, 64, 640}},
+      {"llama_gate_up", 14336, 4096, {1, 16, 64, 640}},
+      {"llama_down", 4096, 14336, {1, 16, 64, 640}},
+      {"llama_lm_head", 128256, 4096, {1, 16}, false},
+      {"clip_qkv", 3072, 1024, {577}},
+      {"clip_fc1", 4096, 1024, {577}},
+      {"clip_fc2", 1024, 4096, {577}},
+      {"proj_fc1", 4096, 1024, {576}},
+      {"proj_fc2", 4096, 4096, {576}},
+  };
+  return s;
+}
+
+// Deterministic pseudo-Gaussian bf16 source weights (sum of 4 uniforms, sd ~0.02).
+std::vector<uint16_t> make_source(int64_t n, int64_t k) {
+  std::vector<uint16_t> w(static_cast<size_t>(n * k));
+#pragma omp parallel for
+  for (int64_t r = 0; r < n; ++r) {
+    uint64_t s = 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(r + 1);
+    for (int64_t c = 0; c < k; ++c) {
+      float acc = 0;
+      for (int i = 0; i < 4; ++i) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        acc += static_cast<float>(s >> 40) / static_cast<float>(1 << 24) - 0.5f;
+      }
+      w[r * k + c] = wf::f32_to_bf16(acc * 0.035f);
+    }
+  }
+  return w;
+}
+
+// The last shape's source and the last (shape, format)'s packed copies are kept.
+struct Cache {
+  std::string source_key;
+  std::vector<uint16_t> source;
+  std::string packed_key;
+  std::vector<PackedWeight> packed;
+  std::string f32_key;
+  std::vector<std::vector<float>> f32;  // unpacked copies for BLAS
+} g_cache;
+
+int copies_for(size_t bytes) {
+  const size_t target = size_t{128} << 20;
+  return static_cast<int>(std::clamp<size_t>((target + bytes - 1) / bytes, 1, 8));
+}
+
+const std::vector<uint16_t>& source_for(const Shape& s) {
+  if (g_cache.source_key != s.name) {
+    g_cache.source.clear();
+    g_cache.source.shrink_to_fit();
+    g_cache.source = make_source(s.n, s.k);
+    g_cache.source_key = s.name;
+  }
+  return g_cache.source;
+}
+
+const std::vector<PackedWeight>& packed_for(const Shape& s, WeightFormat f) {
+  const std::string key = std::string(s.name) + "/" + weight_format_name(f);
+  if (g_cache.packed_key != key) {
+    g_cache.packed.clear();
+    const std::vector<uint16_t>& src = source_for(s);
+    g_cache.packed.push_back(pack_weight(src.data(), SrcType::BF16, s.n, s.k, f));
+    const size_t bytes = g_cache.packed[0].data.size();
+    for (int c = 1; c < copies_for(bytes); ++c) {
+      PackedWeight p;
+      p.format = f;
+      p.n = s.n;
+      p.k = s.k;
+      p.data.allocate(bytes);
+      std::memcpy(p.data.data(), g_cache.packed[0].data.data(), bytes);
+      g_cache.packed.push_back(std::move(p));
+    }
+    g_cache.packed_key = key;
+  }
+  return g_cache.packed;
+}
+
+std::vector<float> activations(int64_t m, int64_t k) {
+  std::vector<float> x(static_cast<size_t>(m * k));
+  for (int64_t i = 0; i < m * k; ++i) x[i] = std::sin(0.001f * static_cast<float>(i)) + 0.1f;
+  return x;
+}
+
+void report(benchmark::State& state, double seconds, int64_t iters, int64_t m, const Shape& s,
+            size_t weight_bytes, double compute_limit) {
+  const double ops = 2.0 * m * s.n * s.k * iters / seconds / 1e9;
+  const double bytes = (static_cast<double>(weight_bytes) + 4.0 * m * (s.n + s.k)) * iters / seconds / 1e9;
+  const Limits& l = limits();
+  const bool bandwidth_bound = m <= 16;
+  const double limit = bandwidth_bound ? l.bw_threads : compute_limit;
+  state.counters["GOPS"] = ops;
+  state.counters["GBps"] = bytes;
+  state.counters["limit"] = limit;
+  state.counters["frac_of_limit"] = limit > 0 ? (bandwidth_bound ? bytes : ops) / limit : 0;
+  state.counters["tok_per_s"] = m * iters / seconds;
+}
+
+void BM_gemm(benchmark::State& state, const Shape* s, WeightFormat f, int64_t m) {
+  const std::vector<PackedWeight>& w = packed_for(*s, f);
+  const std::vector<float> x = activations(m, s->k);
+  std::vector<float> y(static_cast<size_t>(m * s->n));
+  gemm(x.data(), m, s->k, w[0], nullptr, y.data(), s->n);  // warm-up (page faults, scratch)
+  int64_t iters = 0;
+  size_t i = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    gemm(x.data(), m, s->k, w[i], nullptr, y.data(), s->n);
+    i = (i + 1) % w.size();
+    ++iters;
+  }
+  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const Limits& l = limits();
+  const double peak = f == WeightFormat::F32 ? l.fma : f == WeightFormat::BF16 ? l.bf16 : l.vnni;
+  report(state, sec, iters, m, *s, w[0].data.size(), peak);
+  state.SetLabel(std::string(isa_name(active_isa())) + " copies=" + std::to_string(w.size()));
+}
+
+#ifdef RECAP_HAVE_BLAS
+void BM_blas(benchmark::State& state, const Shape* s, int64_t m) {
+  if (g_cache.f32_key != s->name) {
+    g_cache.f32.clear();
+    const std::vector<uint16_t>& src = source_for(*s);
+    const size_t bytes = src.size() * 4;
+    for (int c = 0; c < copies_for(bytes); ++c) {
+      std::vector<float> w(src.size());
+      for (size_t j = 0; j < src.size(); ++j) w[j] = wf::bf16_to_f32(src[j]);
+      g_cache.f32.push_back(std::move(w));
+    }
+    g_cache.f32_key = s->name;
+  }
+  const auto& w = g_cache.f32;
+  const std::vector<float> x = activations(m, s->k);
+  std::vector<float> y(static_cast<size_t>(m * s->n));
+  auto call = [&](const std::vector<float>& wi) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(s->n),
+                static_cast<int>(s->k), 1.f, x.data(), static_cast<int>(s->k), wi.data(),
+                static_cast<int>(s->k), 0.f, y.data(), static_cast<int>(s->n));
+  };
+  call(w[0]);
+  int64_t iters = 0;
+  size_t i = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    call(w[i]);
+    i = (i + 1) % w.size();
+    ++iters;
+  }
+  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  report(state, sec, iters, m, *s, w[0].size() * 4, limits().fma);
+  state.SetLabel("openblas copies=" + std::to_string(w.size()));
+}
+#endif
+
+int register_all() {
+  const char* limit_names[] = {"limits/mem_read_gbps/threads:1", "limits/mem_read_gbps/threads:2",
+                               "limits/f32_fma_gflops", "limits/int8_vpdpbusd_gops",
+                               "limits/bf16_vdpbf16ps_gflops"};
+  for (int i = 0; i < 5; ++i)
+    benchmark::RegisterBenchmark(limit_names[i], BM_limit, i)->Iterations(1)->UseRealTime();
+  const WeightFormat formats[] = {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Int8,
+                                  WeightFormat::Int4};
+  for (const Shape& s : shapes()) {
+    for (WeightFormat f : formats) {
+      if (f == WeightFormat::F32 && !s.with_f32) continue;
+      for (int64_t m : s.ms) {
+        if (m == 616 && f != WeightFormat::F32) continue;  // the OpenBLAS comparison point
+        const std::string name =
+            std::string("gemm/") + weight_format_name(f) + "/" + s.name + "/M:" + std::to_string(m);
+        benchmark::RegisterBenchmark(name.c_str(), BM_gemm, &s, f, m)
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond);
+      }
+    }
+#ifdef RECAP_HAVE_BLAS
+    if (s.with_f32)
+      for (int64_t m : s.ms) {
+        const std::string name = std::string("blas_sgemm/") + s.name + "/M:" + std::to_string(m);
+        benchmark::RegisterBenchmark(name.c_str(), BM_blas, &s, m)
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond);
+      }
+#endif
+  }
+  return 0;
+}
+const int g_registered = register_all();
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,36 @@
+// Probes of this machine's throughput limits, measured at run time so benchmark rows can
+// report their fraction of the limit that bounds them (docs/PERFORMANCE.md):
+//   memory read bandwidth (streaming a buffer far larger than the caches),
+//   f32 FMA peak (vfmadd231ps), int8 dot peak (vpdpbusd) and bf16 dot peak (vdpbf16ps).
+// Each probe runs `threads` OpenMP threads and returns the best of a few repetitions.
+// Operation counts: one multiply-add = 2 operations (same convention as GEMM's 2*M*N*K).
+#pragma once
+
+namespace recap::kernels {
+
+struct LimitProbe {
+  double value = 0;         // GB/s, GFLOP/s or GOP/s; 0 when the instruction is unavailable
+  const char* instruction;  // what was measured, e.g. "vpdpbusd zmm"
+};
+
+// Read bandwidth in GB/s (1e9 bytes/s) over a `megabytes` buffer split among the threads.
+LimitProbe measure_read_bandwidth(int threads, int megabytes = 512);
+// Peak f32 multiply-add throughput in GFLOP/s (widest FMA the CPU runs: zmm, else ymm).
+LimitProbe measure_f32_fma_peak(int threads);
+// Peak int8 dot-product throughput in GOP/s (AVX-512 VNNI vpdpbusd zmm); 0 if absent.
+LimitProbe measure_int8_dot_peak(int threads);
+// Peak bf16 dot-product throughput in GFLOP/s (AVX-512 BF16 vdpbf16ps zmm); 0 if absent.
+LimitProbe measure_bf16_dot_peak(int threads);
+
+namespace avx512 {
+double read_pass(const void* data, long bytes);  // streams bytes, returns a checksum
+double f32_fma_loop(long iters);                 // 12 independent chains x iters vfmadd231ps zmm
+double int8_dot_loop(long iters);                // 12 x iters vpdpbusd zmm
+double bf16_dot_loop(long iters);                // 12 x iters vdpbf16ps zmm
+}  // namespace avx512
+namespace avx2 {
+double read_pass(const void* data, long bytes);
+double f32_fma_loop(long iters);  // 12 x iters vfmadd231ps ymm
+}  // namespace avx2
+
+}  // namespace recap::kernels

@@ -1,0 +1,41 @@
+// AVX2 loops of the machine-limit probes (kernels/machine_limits.h), for CPUs without AVX-512.
+#include <immintrin.h>
+
+#include "kernels/machine_limits.h"
+
+namespace recap::kernels::avx2 {
+
+double read_pass(const void* data, long bytes) {
+  const __m256i* p = static_cast<const __m256i*>(data);
+  const long vecs = bytes / 32;
+  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+  long i = 0;
+  for (; i + 4 <= vecs; i += 4) {
+    a0 = _mm256_add_epi64(a0, _mm256_load_si256(p + i));
+    a1 = _mm256_add_epi64(a1, _mm256_load_si256(p + i + 1));
+    a2 = _mm256_add_epi64(a2, _mm256_load_si256(p + i + 2));
+    a3 = _mm256_add_epi64(a3, _mm256_load_si256(p + i + 3));
+  }
+  for (; i < vecs; ++i) a0 = _mm256_add_epi64(a0, _mm256_load_si256(p + i));
+  const __m256i s = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
+  alignas(32) long long v[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(v), s);
+  return static_cast<double>(v[0] + v[1] + v[2] + v[3]);
+}
+
+double f32_fma_loop(long iters) {
+  __m256 acc[12];
+  for (int j = 0; j < 12; ++j) acc[j] = _mm256_set1_ps(0.001f * j);
+  const __m256 a = _mm256_set1_ps(0.9999f), b = _mm256_set1_ps(0.0001f);
+  for (long i = 0; i < iters; ++i) {
+#pragma GCC unroll 12
+    for (int j = 0; j < 12; ++j) acc[j] = _mm256_fmadd_ps(acc[j], a, b);
+  }
+  __m256 s = acc[0];
+  for (int j = 1; j < 12; ++j) s = _mm256_add_ps(s, acc[j]);
+  alignas(32) float v[8];
+  _mm256_store_ps(v, s);
+  return v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7];
+}
+
+}  // namespace recap::kernels::avx2

@@ -1,0 +1,67 @@
+// AVX-512 loops of the machine-limit probes (kernels/machine_limits.h).
+#include <immintrin.h>
+
+#include "kernels/machine_limits.h"
+
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+namespace recap::kernels::avx512 {
+
+double read_pass(const void* data, long bytes) {
+  const __m512i* p = static_cast<const __m512i*>(data);
+  const long lines = bytes / 64;
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+  long i = 0;
+  for (; i + 4 <= lines; i += 4) {
+    a0 = _mm512_add_epi64(a0, _mm512_load_si512(p + i));
+    a1 = _mm512_add_epi64(a1, _mm512_load_si512(p + i + 1));
+    a2 = _mm512_add_epi64(a2, _mm512_load_si512(p + i + 2));
+    a3 = _mm512_add_epi64(a3, _mm512_load_si512(p + i + 3));
+  }
+  for (; i < lines; ++i) a0 = _mm512_add_epi64(a0, _mm512_load_si512(p + i));
+  const __m512i s = _mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3));
+  return static_cast<double>(_mm512_reduce_add_epi64(s));
+}
+
+// 12 independent accumulator chains hide the instruction latency (4-5 cycles) on 2 pipes.
+double f32_fma_loop(long iters) {
+  __m512 acc[12];
+  for (int j = 0; j < 12; ++j) acc[j] = _mm512_set1_ps(0.001f * j);
+  const __m512 a = _mm512_set1_ps(0.9999f), b = _mm512_set1_ps(0.0001f);
+  for (long i = 0; i < iters; ++i) {
+#pragma GCC unroll 12
+    for (int j = 0; j < 12; ++j) acc[j] = _mm512_fmadd_ps(acc[j], a, b);
+  }
+  __m512 s = acc[0];
+  for (int j = 1; j < 12; ++j) s = _mm512_add_ps(s, acc[j]);
+  return _mm512_reduce_add_ps(s);
+}
+
+double int8_dot_loop(long iters) {
+  __m512i acc[12];
+  for (int j = 0; j < 12; ++j) acc[j] = _mm512_set1_epi32(j);
+  const __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-2);
+  for (long i = 0; i < iters; ++i) {
+#pragma GCC unroll 12
+    for (int j = 0; j < 12; ++j) acc[j] = _mm512_dpbusd_epi32(acc[j], a, b);
+  }
+  __m512i s = acc[0];
+  for (int j = 1; j < 12; ++j) s = _mm512_add_epi32(s, acc[j]);
+  return static_cast<double>(_mm512_reduce_add_epi32(s));
+}
+
+double bf16_dot_loop(long iters) {
+  __m512 acc[12];
+  for (int j = 0; j < 12; ++j) acc[j] = _mm512_set1_ps(0.001f * j);
+  const __m512bh a = (__m512bh)_mm512_set1_epi32(0x3f803f80), b = (__m512bh)_mm512_set1_epi32(0x38003800);
+  for (long i = 0; i < iters; ++i) {
+#pragma GCC unroll 12
+    for (int j = 0; j < 12; ++j) acc[j] = _mm512_dpbf16_ps(acc[j], a, b);
+  }
+  __m512 s = acc[0];
+  for (int j = 1; j < 12; ++j) s = _mm512_add_ps(s, acc[j]);
+  return _mm512_reduce_add_ps(s);
+}
+
+}  // namespace recap::kernels::avx512
