@@ -6,11 +6,10 @@
 
 #include "kernels/attention.h"
 #include "kernels/ops.h"
-#include "models/weight_pack.h"
 
 namespace recap::models {
 
-VisionTower::VisionTower(const VisionConfig& cfg, const io::WeightStore& store, const std::string& prefix,
+VisionTower::VisionTower(const VisionConfig& cfg, WeightSource& weights, const std::string& prefix,
                          kernels::WeightFormat format)
     : cfg_(cfg) {
   const int64_t D = cfg.hidden, I = cfg.intermediate, p = cfg.patch_size, C = cfg.channels;
@@ -28,31 +27,30 @@ VisionTower::VisionTower(const VisionConfig& cfg, const io::WeightStore& store, 
                              "' is not supported (quick_gelu)");
 
   const std::string e = prefix + "embeddings.";
-  patch_ = pack_tensor(store, e + "patch_embedding.weight", D, C * p * p, format, /*flatten_trailing=*/true);
-  expect_shape(store.get(e + "patch_embedding.weight"), {D, C, p, p});
-  class_emb_ = load_f32(store, e + "class_embedding", {D});
-  pos_emb_ = load_f32(store, e + "position_embedding.weight", {T, D});
-  pre_ln_w_ = load_f32(store, prefix + "pre_layrnorm.weight", {D});
-  pre_ln_b_ = load_f32(store, prefix + "pre_layrnorm.bias", {D});
+  patch_ = weights.matrix(e + "patch_embedding.weight", D, C * p * p, format, /*flatten_trailing=*/true);
+  class_emb_ = weights.vector(e + "class_embedding", {D});
+  pos_emb_ = weights.vector(e + "position_embedding.weight", {T, D});
+  pre_ln_w_ = weights.vector(prefix + "pre_layrnorm.weight", {D});
+  pre_ln_b_ = weights.vector(prefix + "pre_layrnorm.bias", {D});
 
   layers_.resize(static_cast<size_t>(n_run));
   for (int64_t l = 0; l < n_run; ++l) {
     const std::string L = prefix + "encoder.layers." + std::to_string(l) + ".";
     Layer& y = layers_[static_cast<size_t>(l)];
-    y.ln1_w = load_f32(store, L + "layer_norm1.weight", {D});
-    y.ln1_b = load_f32(store, L + "layer_norm1.bias", {D});
-    y.ln2_w = load_f32(store, L + "layer_norm2.weight", {D});
-    y.ln2_b = load_f32(store, L + "layer_norm2.bias", {D});
+    y.ln1_w = weights.vector(L + "layer_norm1.weight", {D});
+    y.ln1_b = weights.vector(L + "layer_norm1.bias", {D});
+    y.ln2_w = weights.vector(L + "layer_norm2.weight", {D});
+    y.ln2_b = weights.vector(L + "layer_norm2.bias", {D});
     const std::string a = L + "self_attn.";
-    y.qkv = pack_rows_concat(store, {a + "q_proj.weight", a + "k_proj.weight", a + "v_proj.weight"},
-                             {D, D, D}, D, format);
-    y.qkv_b = load_f32_concat(store, {a + "q_proj.bias", a + "k_proj.bias", a + "v_proj.bias"}, {D, D, D});
-    y.out = pack_tensor(store, a + "out_proj.weight", D, D, format);
-    y.out_b = load_f32(store, a + "out_proj.bias", {D});
-    y.fc1 = pack_tensor(store, L + "mlp.fc1.weight", I, D, format);
-    y.fc1_b = load_f32(store, L + "mlp.fc1.bias", {I});
-    y.fc2 = pack_tensor(store, L + "mlp.fc2.weight", D, I, format);
-    y.fc2_b = load_f32(store, L + "mlp.fc2.bias", {D});
+    y.qkv =
+        weights.matrix({a + "q_proj.weight", a + "k_proj.weight", a + "v_proj.weight"}, {D, D, D}, D, format);
+    y.qkv_b = weights.vectors_concat({a + "q_proj.bias", a + "k_proj.bias", a + "v_proj.bias"}, {D, D, D});
+    y.out = weights.matrix(a + "out_proj.weight", D, D, format);
+    y.out_b = weights.vector(a + "out_proj.bias", {D});
+    y.fc1 = weights.matrix(L + "mlp.fc1.weight", I, D, format);
+    y.fc1_b = weights.vector(L + "mlp.fc1.bias", {I});
+    y.fc2 = weights.matrix(L + "mlp.fc2.weight", D, I, format);
+    y.fc2_b = weights.vector(L + "mlp.fc2.bias", {D});
   }
 }
 

@@ -19,19 +19,19 @@
 #include <string>
 #include <vector>
 
-#include "io/safetensors.h"
 #include "kernels/gemm.h"
 #include "models/config.h"
 #include "models/llava.h"
 #include "models/scratch.h"
+#include "models/weight_source.h"
 
 namespace recap::models {
 
 class VisionTower {
  public:
   // Reads the tower's tensors `<prefix>embeddings.*`, `<prefix>pre_layrnorm.*` and the first
-  // layers_to_run() encoder layers from `store`, packing matrices into `format`.
-  VisionTower(const VisionConfig& cfg, const io::WeightStore& store, const std::string& prefix,
+  // layers_to_run() encoder layers from `weights`, packing matrices into `format`.
+  VisionTower(const VisionConfig& cfg, WeightSource& weights, const std::string& prefix,
               kernels::WeightFormat format);
 
   const VisionConfig& config() const { return cfg_; }

@@ -5,11 +5,10 @@
 #include <stdexcept>
 
 #include "kernels/ops.h"
-#include "models/weight_pack.h"
 
 namespace recap::models {
 
-LlamaModel::LlamaModel(const TextConfig& cfg, const io::WeightStore& store, const std::string& text_prefix,
+LlamaModel::LlamaModel(const TextConfig& cfg, WeightSource& weights, const std::string& text_prefix,
                        const std::string& lm_head, kernels::WeightFormat format)
     : cfg_(cfg) {
   const int64_t D = cfg.hidden, F = cfg.intermediate, H = cfg.heads, KVH = cfg.kv_heads, hd = cfg.head_dim;
@@ -20,22 +19,22 @@ LlamaModel::LlamaModel(const TextConfig& cfg, const io::WeightStore& store, cons
                              std::to_string(H) + ", kv_heads " + std::to_string(KVH) + ", head_dim " +
                              std::to_string(hd) + ", vocab " + std::to_string(V) + ")");
 
-  embed_ = pack_tensor(store, text_prefix + "embed_tokens.weight", V, D, format);
-  lm_head_ = pack_tensor(store, lm_head, V, D, format);
-  final_norm_ = load_f32(store, text_prefix + "norm.weight", {D});
+  embed_ = weights.matrix(text_prefix + "embed_tokens.weight", V, D, format);
+  lm_head_ = weights.matrix(lm_head, V, D, format);
+  final_norm_ = weights.vector(text_prefix + "norm.weight", {D});
   layers_.resize(static_cast<size_t>(cfg.layers));
   for (int64_t l = 0; l < cfg.layers; ++l) {
     const std::string L = text_prefix + "layers." + std::to_string(l) + ".";
     Layer& y = layers_[static_cast<size_t>(l)];
-    y.in_norm = load_f32(store, L + "input_layernorm.weight", {D});
-    y.post_norm = load_f32(store, L + "post_attention_layernorm.weight", {D});
+    y.in_norm = weights.vector(L + "input_layernorm.weight", {D});
+    y.post_norm = weights.vector(L + "post_attention_layernorm.weight", {D});
     const std::string a = L + "self_attn.";
-    y.qkv = pack_rows_concat(store, {a + "q_proj.weight", a + "k_proj.weight", a + "v_proj.weight"},
-                             {H * hd, KVH * hd, KVH * hd}, D, format);
-    y.o = pack_tensor(store, a + "o_proj.weight", D, H * hd, format);
+    y.qkv = weights.matrix({a + "q_proj.weight", a + "k_proj.weight", a + "v_proj.weight"},
+                           {H * hd, KVH * hd, KVH * hd}, D, format);
+    y.o = weights.matrix(a + "o_proj.weight", D, H * hd, format);
     const std::string m = L + "mlp.";
-    y.gate_up = pack_rows_concat(store, {m + "gate_proj.weight", m + "up_proj.weight"}, {F, F}, D, format);
-    y.down = pack_tensor(store, m + "down_proj.weight", D, F, format);
+    y.gate_up = weights.matrix({m + "gate_proj.weight", m + "up_proj.weight"}, {F, F}, D, format);
+    y.down = weights.matrix(m + "down_proj.weight", D, F, format);
   }
   rope_cos_.resize(static_cast<size_t>(cfg.max_position * hd / 2));
   rope_sin_.resize(rope_cos_.size());

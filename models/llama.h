@@ -20,12 +20,12 @@
 #include <string>
 #include <vector>
 
-#include "io/safetensors.h"
 #include "kernels/attention.h"
 #include "kernels/gemm.h"
 #include "models/config.h"
 #include "models/llava.h"
 #include "models/scratch.h"
+#include "models/weight_source.h"
 
 namespace recap::models {
 
@@ -33,7 +33,7 @@ class LlamaModel {
  public:
   // text_prefix: e.g. "model." or "language_model.model." (sub-names embed_tokens.weight,
   // layers.N..., norm.weight); lm_head: the lm_head tensor name (embed_tokens when tied).
-  LlamaModel(const TextConfig& cfg, const io::WeightStore& store, const std::string& text_prefix,
+  LlamaModel(const TextConfig& cfg, WeightSource& weights, const std::string& text_prefix,
              const std::string& lm_head, kernels::WeightFormat format);
 
   const TextConfig& config() const { return cfg_; }

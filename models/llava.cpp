@@ -7,6 +7,7 @@
 #include "models/clip.h"
 #include "models/llama.h"
 #include "models/projector.h"
+#include "models/weight_source.h"
 
 namespace recap::models {
 
@@ -25,30 +26,38 @@ LlavaModel::LlavaModel() : impl_(std::make_unique<Impl>()) {}
 LlavaModel::~LlavaModel() = default;
 
 std::unique_ptr<LlavaModel> LlavaModel::load(const Checkpoint& ckpt, const ModelOptions& opts) {
+  const ModelConfig& c = ckpt.config;
+  std::unique_ptr<StoreWeightSource> vision, text;
+  if (opts.load_vision && c.has_vision) {
+    if (!ckpt.vision_store) throw std::runtime_error(c.weights_dir + ": no weights for the vision tower");
+    vision = std::make_unique<StoreWeightSource>(*ckpt.vision_store);
+  }
+  if (c.has_text && ckpt.text_store) text = std::make_unique<StoreWeightSource>(*ckpt.text_store);
+  if (opts.load_text && c.has_text && !text)
+    throw std::runtime_error(c.weights_dir + ": no weights for the language model");
+  return load_from(c, vision.get(), text.get(), opts);
+}
+
+std::unique_ptr<LlavaModel> LlavaModel::load_from(const ModelConfig& config, WeightSource* vision,
+                                                  WeightSource* text, const ModelOptions& opts) {
   std::unique_ptr<LlavaModel> m(new LlavaModel());
   Impl& im = *m->impl_;
-  im.config = ckpt.config;
+  im.config = config;
   const ModelConfig& c = im.config;
-  const bool want_vision = opts.load_vision && c.has_vision;
-  const bool want_text = opts.load_text && c.has_text;
-  if (want_vision) {
-    if (!ckpt.vision_store) throw std::runtime_error(c.weights_dir + ": no weights for the vision tower");
-    im.vision =
-        std::make_unique<VisionTower>(c.vision, *ckpt.vision_store, c.names.vision_prefix, opts.precision);
+  if (opts.load_vision && c.has_vision && vision) {
+    im.vision = std::make_unique<VisionTower>(c.vision, *vision, c.names.vision_prefix, opts.precision);
     // The projector belongs to the LLaVA checkpoint (absent from a bare CLIP dir).
-    if (c.has_text && ckpt.text_store) {
+    if (c.has_text && text) {
       if (c.projector.in != c.vision.hidden)
         throw std::runtime_error(c.weights_dir + ": projector input " + std::to_string(c.projector.in) +
                                  " != vision hidden " + std::to_string(c.vision.hidden));
-      im.projector = std::make_unique<Projector>(c.projector, *ckpt.text_store, c.names.proj1_prefix,
+      im.projector = std::make_unique<Projector>(c.projector, *text, c.names.proj1_prefix,
                                                  c.names.proj2_prefix, opts.precision);
     }
   }
-  if (want_text) {
-    if (!ckpt.text_store) throw std::runtime_error(c.weights_dir + ": no weights for the language model");
-    im.llm = std::make_unique<LlamaModel>(c.text, *ckpt.text_store, c.names.text_prefix, c.names.lm_head,
-                                          opts.precision);
-  }
+  if (opts.load_text && c.has_text && text)
+    im.llm =
+        std::make_unique<LlamaModel>(c.text, *text, c.names.text_prefix, c.names.lm_head, opts.precision);
   return m;
 }
 

@@ -54,10 +54,17 @@ struct VisionTrace {
 class VisionTower;
 class Projector;
 class LlamaModel;
+class WeightSource;
 
 class LlavaModel {
  public:
   static std::unique_ptr<LlavaModel> load(const Checkpoint& ckpt, const ModelOptions& opts);
+  // The same from other weight sources (models/weight_source.h: synthetic weights for
+  // benchmarks, a packed cache, ...), tensors named as config.names says. vision: the tower
+  // (config.names.vision_prefix); text: projector and decoder. Either may be null to leave
+  // that part out. The sources are only used during the call.
+  static std::unique_ptr<LlavaModel> load_from(const ModelConfig& config, WeightSource* vision,
+                                               WeightSource* text, const ModelOptions& opts);
   ~LlavaModel();
   const ModelConfig& config() const;
 

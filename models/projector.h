@@ -6,17 +6,17 @@
 #include <string>
 #include <vector>
 
-#include "io/safetensors.h"
 #include "kernels/gemm.h"
 #include "models/config.h"
 #include "models/scratch.h"
+#include "models/weight_source.h"
 
 namespace recap::models {
 
 class Projector {
  public:
   // Reads `<proj1_prefix>{weight,bias}` [hidden, in] and `<proj2_prefix>{weight,bias}` [out, hidden].
-  Projector(const ProjectorConfig& cfg, const io::WeightStore& store, const std::string& proj1_prefix,
+  Projector(const ProjectorConfig& cfg, WeightSource& weights, const std::string& proj1_prefix,
             const std::string& proj2_prefix, kernels::WeightFormat format);
 
   const ProjectorConfig& config() const { return cfg_; }
