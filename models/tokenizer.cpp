@@ -225,8 +225,6 @@ struct Tokenizer::Impl {
   void load_json(const json& j);
   void load_config(const std::string& config_path);
 
-  // Length in bytes of the pre-tokenizer regex match starting at i (always >= 1).
-  size_t split_match(const unsigned char* s, size_t n, size_t i) const;
   void encode_text(std::string_view text, std::vector<int32_t>& out) const;
   void encode_piece(std::string_view piece, std::vector<int32_t>& out) const;
   void bpe(std::string_view piece, std::vector<int32_t>& out) const;
@@ -484,7 +482,8 @@ void Tokenizer::Impl::load_config(const std::string& config_path) {
 //  4  ?[^\s\p{L}\p{N}]+[\r\n]*      5 \s*[\r\n]+                 6 \s+(?!\S)     7 \s+
 // Every code point matches some alternative (L: 2, N: 3, whitespace: 7, anything else: 4), so
 // matches tile the text.
-size_t Tokenizer::Impl::split_match(const unsigned char* s, size_t n, size_t i) const {
+// Length in bytes of the pre-tokenizer regex match starting at i (always >= 1).
+static size_t split_match(const unsigned char* s, size_t n, size_t i) {
   size_t l0;
   uint32_t c0 = decode_utf8(s, n, i, &l0);
   uc::CodepointClass k0 = class_of(c0);
@@ -560,6 +559,17 @@ size_t Tokenizer::Impl::split_match(const unsigned char* s, size_t n, size_t i) 
   if (last_cp_start > i) return last_cp_start - i;
   // 7: \s+ (a single whitespace code point before a non-space).
   return end - i;
+}
+
+std::vector<std::string_view> llama3_pre_tokenize(std::string_view text) {
+  std::vector<std::string_view> pieces;
+  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
+  for (size_t i = 0; i < text.size();) {
+    size_t len = split_match(s, text.size(), i);
+    pieces.push_back(text.substr(i, len));
+    i += len;
+  }
+  return pieces;
 }
 
 void Tokenizer::Impl::bpe(std::string_view piece, std::vector<int32_t>& out) const {

@@ -80,6 +80,10 @@ class Tokenizer {
   std::unique_ptr<Impl> impl_;
 };
 
+// The pieces the Llama-3 split regex (SPEC 6.2) cuts `text` into (added tokens not considered);
+// they tile the text. Exposed for tests and debugging.
+std::vector<std::string_view> llama3_pre_tokenize(std::string_view text);
+
 // HF transformers' clean_up_tokenization: " ." -> ".", " ?" -> "?", " !" -> "!", " ," -> ",",
 // " ' " -> "'", " n't" -> "n't", " 'm" -> "'m", " 's" -> "'s", " 've" -> "'ve", " 're" -> "'re",
 // applied in that order, each over the whole string.

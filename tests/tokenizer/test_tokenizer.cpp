@@ -326,3 +326,29 @@ TEST(Tokenizer, FindTokenizer) {
   EXPECT_EQ(find_tokenizer(dir.string(), kTokenizerJson), kTokenizerJson);  // explicit wins
   fs::remove_all(dir);
 }
+
+TEST(Tokenizer, PreTokenizerRegexSemantics) {
+  using recap::models::llama3_pre_tokenize;
+  auto split = [](std::string_view s) {
+    std::vector<std::string> out;
+    for (auto p : llama3_pre_tokenize(s)) out.emplace_back(p);
+    return out;
+  };
+  using V = std::vector<std::string>;
+  EXPECT_EQ(split(""), V{});
+  EXPECT_EQ(split("Hello  world"), (V{"Hello", " ", " world"}));  // \s+(?!\S) leaves one space
+  EXPECT_EQ(split("abc   "), (V{"abc", "   "}));                  // at the end: the whole run
+  EXPECT_EQ(split("a\n\n b"), (V{"a", "\n\n", " b"}));            // \s*[\r\n]+ ends at the last LF
+  EXPECT_EQ(split(" \n  x"), (V{" \n", " ", " x"}));
+  EXPECT_EQ(split("1234567"), (V{"123", "456", "7"}));                  // \p{N}{1,3}
+  EXPECT_EQ(split("x'S'LL'd'Ve"), (V{"x", "'S", "'LL", "'d", "'Ve"}));  // (?i:...) contractions
+  EXPECT_EQ(split("x'ſ"), (V{"x", "'ſ"}));                              // U+017F folds to s (Oniguruma)
+  EXPECT_EQ(split("x'q"), (V{"x", "'q"}));                              // [^\r\n\p{L}\p{N}]?\p{L}+
+  EXPECT_EQ(split(" ...\n\nok"), (V{" ...\n\n", "ok"}));                // " ?[^\s\p{L}\p{N}]+[\r\n]*"
+  // \s is White_Space: U+3000 is a space, U+001C is not (unlike Python's isspace()).
+  EXPECT_EQ(split("\u3000!"), (V{"\u3000", "!"}));
+  EXPECT_EQ(split("\x1c!"), (V{"\x1c!"}));
+  EXPECT_EQ(split("\u3000x"), (V{"\u3000x"}));
+  // Invalid UTF-8 bytes are characters of class "other"; the pieces still tile the text.
+  EXPECT_EQ(split("a\xff\xfe b"), (V{"a", "\xff\xfe", " b"}));
+}
