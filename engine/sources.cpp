@@ -1,6 +1,7 @@
 #include "engine/sources.h"
 
 #include <map>
+#include <mutex>
 #include <set>
 
 #include "io/fileutil.h"
@@ -82,24 +83,36 @@ namespace {
 class ListStream : public SampleStream {
  public:
   ListStream(const ShardSpec& spec, const InputOptions& opts) : spec_(spec), opts_(opts) {
-    try {
-      lf_ = io::read_list_file(spec.path, opts.columns);
-    } catch (const io::ListError& e) {
-      throw InputError(e.what());
+    // Consecutive shards usually come from the same (possibly large) list: keep the last
+    // parsed file instead of reading it again for each shard.
+    static std::mutex cache_mu;
+    static std::shared_ptr<const io::ListFile> cache;
+    {
+      std::lock_guard<std::mutex> lk(cache_mu);
+      if (cache && cache->path == spec.path) lf_ = cache;
     }
-    if (static_cast<int64_t>(lf_.records.size()) < spec.first_record + spec.n_records)
+    if (!lf_) {
+      try {
+        lf_ = std::make_shared<const io::ListFile>(io::read_list_file(spec.path, opts.columns));
+      } catch (const io::ListError& e) {
+        throw InputError(e.what());
+      }
+      std::lock_guard<std::mutex> lk(cache_mu);
+      cache = lf_;
+    }
+    if (static_cast<int64_t>(lf_->records.size()) < spec.first_record + spec.n_records)
       throw InputError(spec.path + ": the list changed since it was read (fewer lines)");
   }
   bool next(SampleInput* out) override {
     if (pos_ >= spec_.n_records) return false;
-    const auto& r = lf_.records[static_cast<size_t>(spec_.first_record + pos_)];
+    const auto& r = lf_->records[static_cast<size_t>(spec_.first_record + pos_)];
     SampleInput s;
     s.index = pos_;
     s.key = !r.key.empty() ? r.key : io::compute_key(pos_, spec_.shard_id, opts_.samples_per_shard);
     s.url = r.url;
     s.caption = r.caption;
     s.extra = r.extra;
-    s.base_dir = lf_.dir;
+    s.base_dir = lf_->dir;
     s.parse_error = r.error;
     s.source = spec_.path + ":" + std::to_string(r.line);
     *out = std::move(s);
@@ -110,7 +123,7 @@ class ListStream : public SampleStream {
  private:
   ShardSpec spec_;
   InputOptions opts_;
-  io::ListFile lf_;
+  std::shared_ptr<const io::ListFile> lf_;
   int64_t pos_ = 0;
 };
 

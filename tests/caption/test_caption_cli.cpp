@@ -92,9 +92,17 @@ TEST(CaptionCli, JsonlEveryOutcomeAndReadableTars) {
       R"(/img/small_wide.png", "caption": "small"})"
       "\n";
   io::atomic_write(dir + "/l.jsonl", list);
-  auto r = caption({"--list", dir + "/l.jsonl", "--out", dir + "/out"});
+  auto r =
+      caption({"--list", dir + "/l.jsonl", "--out", dir + "/out", "--stats-json", dir + "/summary.json"});
   ASSERT_EQ(r.rc, 0) << r.out;
   const std::string out = dir + "/out";
+  auto summary = read_json(dir + "/summary.json");
+  EXPECT_EQ(summary["samples"], 8);
+  EXPECT_EQ(summary["successes"], 4);
+  EXPECT_EQ(summary["failed"], 4);
+  EXPECT_EQ(summary["shards_done"], 1);
+  EXPECT_EQ(summary["status"]["failed_to_download"], 2);
+  EXPECT_EQ(summary["interrupted"], false);
   for (auto f : {"00000.tar", "00000.jsonl", "00000_stats.json"})
     EXPECT_TRUE(io::file_exists(out + "/" + f)) << f;
   EXPECT_FALSE(io::file_exists(out + "/.00000.log.partial"));
