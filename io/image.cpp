@@ -705,8 +705,10 @@ Image decode_image_file(const std::string& path, const DecodeOptions& opts) {
   size_t n;
   while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) bytes.insert(bytes.end(), buf, buf + n);
   const bool read_error = std::ferror(f) != 0;
+  const int read_errno = errno;
   std::fclose(f);
-  if (read_error) throw ImageError(ImageErrorKind::ReadFailed, path + ": read error");
+  if (read_error)
+    throw ImageError(ImageErrorKind::ReadFailed, path + ": read error: " + std::strerror(read_errno));
   try {
     return decode_image(bytes.data(), bytes.size(), opts);
   } catch (const ImageError& e) {

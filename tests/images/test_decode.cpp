@@ -514,6 +514,17 @@ TEST(DecodeFile, MissingFileIsReadFailedAndNamesThePath) {
   }
 }
 
+TEST(DecodeFile, DirectoryIsReadFailed) {
+  const std::string dir = std::filesystem::temp_directory_path().string();
+  try {
+    io::decode_image_file(dir);
+    FAIL() << "expected ImageError";
+  } catch (const io::ImageError& e) {
+    EXPECT_EQ(e.kind(), io::ImageErrorKind::ReadFailed) << e.what();
+    EXPECT_EQ(std::string(e.what()).rfind(dir, 0), 0u) << e.what();
+  }
+}
+
 TEST(DecodeFile, ErrorsNameTheFile) {
   const std::string path = (std::filesystem::temp_directory_path() / "recap_images_truncated.png").string();
   PngSpec s = recap::testing::png_spec(30, 30, 2, 8);
