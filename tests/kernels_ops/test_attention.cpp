@@ -4,6 +4,7 @@
 // prefill, chunked prefill (n_q > 1 at start_pos > 0) and single-token decode, f32/bf16/f16
 // caches; dense bidirectional attention at T = 1, 17, 577. Error bound: docs/NUMERICS.md.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -277,6 +278,47 @@ TEST(KernelsAttention, PagedCausalOddHeadDims) {
     // Group larger than the 16-row work item target, and a 32/8 LLaMA-3-shaped decode.
     run_paged_case({32, 1, 16, 16, 40, 3, KvDType::F32}, seed++);
     run_paged_case({32, 8, 128, 16, 200, 1, KvDType::BF16}, seed++);
+  }
+}
+
+// A row's result does not depend on how the queries are chunked into calls, on the other rows
+// of its work item, or on the thread count: every row is computed by one thread over the same
+// 64-key tiles, and tiles a row cannot see add exact zeros. The engine relies on this for
+// batch invariance (prefill in one call == chunked prefill == prefill + decode steps).
+TEST(KernelsAttention, ChunkingAndThreadInvariance) {
+  IsaGuard guard;
+  const int saved_threads = omp_get_max_threads();
+  for (Isa isa : isas_to_test()) {
+    set_active_isa(isa);
+    for (KvDType dt : {KvDType::F32, KvDType::BF16}) {
+      const int64_t n_heads = 8, n_kv = 2, hd = 64, bs = 16, L = 150, row = n_heads * hd;
+      const int64_t n_blocks = (L + bs - 1) / bs, esize = dt == KvDType::F32 ? 4 : 2;
+      std::vector<int32_t> bt(static_cast<size_t>(n_blocks));
+      std::iota(bt.begin(), bt.end(), 0);
+      std::shuffle(bt.begin(), bt.end(), std::mt19937(5));
+      std::vector<uint8_t> kp(size_t(n_blocks * n_kv * bs * hd * esize)), vp(kp.size());
+      KvCacheView c{dt, n_kv, hd, bs, kp.data(), vp.data(), n_kv * bs * hd};
+      const auto k = random_rows(L, n_kv * hd, n_kv * hd, 11), v = random_rows(L, n_kv * hd, n_kv * hd, 12);
+      kv_cache_write(c, bt.data(), 0, L, k.data(), n_kv * hd, v.data(), n_kv * hd);
+      const auto q = random_rows(L, row, row, 13, -3.0f, 3.0f);
+      std::vector<float> whole(size_t(L * row)), chunked(whole.size()), one_thread(whole.size());
+      const float scale = 0.125f;
+      omp_set_num_threads(2);
+      attention_paged_causal(q.data(), row, L, 0, n_heads, c, bt.data(), scale, whole.data(), row);
+      // Chunks 37 + 1 + 1 + 61 + 50: a prefill, two decode steps, more prefill chunks.
+      int64_t pos = 0;
+      for (int64_t n : {37, 1, 1, 61, 50}) {
+        attention_paged_causal(q.data() + pos * row, row, n, pos, n_heads, c, bt.data(), scale,
+                               chunked.data() + pos * row, row);
+        pos += n;
+      }
+      omp_set_num_threads(1);
+      attention_paged_causal(q.data(), row, L, 0, n_heads, c, bt.data(), scale, one_thread.data(), row);
+      omp_set_num_threads(saved_threads);
+      ASSERT_EQ(0, std::memcmp(whole.data(), chunked.data(), whole.size() * 4))
+          << isa_name(isa) << " dtype " << int(dt);
+      ASSERT_EQ(0, std::memcmp(whole.data(), one_thread.data(), whole.size() * 4)) << isa_name(isa);
+    }
   }
 }
 
