@@ -22,7 +22,8 @@ namespace recap::kernels::avx2 {
 namespace {
 
 using wf::kPanelRows;
-constexpr int kMR = 6;
+constexpr int kMR = 6;       // f32 / bf16 tile rows: 12 ymm accumulators
+constexpr int kMRQuant = 4;  // int8 / int4: 8 int32 accumulators + sign-trick temporaries in 16 ymm
 constexpr int64_t kChunkPanels = 32;
 
 inline __m256i tail_mask8(int64_t valid) {
@@ -104,14 +105,14 @@ void quantize_row(const float* x, int64_t k, int64_t kp, int64_t group, int32_t 
 void pack_quantized(const float* x, int64_t m, int64_t ldx, int64_t k, int64_t kp, int64_t group, int32_t zp,
                     uint32_t* units, int32_t* corr, float* sx) {
   const int64_t kunits = kp / 4, groups = kp / group;
-  const int64_t tiles = (m + kMR - 1) / kMR;
+  const int64_t tiles = (m + kMRQuant - 1) / kMRQuant;
 #pragma omp parallel for schedule(static) if (m * k >= 65536)
   for (int64_t t = 0; t < tiles; ++t) {
-    const int64_t r0 = t * kMR, mr = std::min<int64_t>(kMR, m - r0);
+    const int64_t r0 = t * kMRQuant, mr = std::min<int64_t>(kMRQuant, m - r0);
     int8_t* qrow = static_cast<int8_t*>(detail::scratch(3, static_cast<size_t>(kp + groups * 4)));
     int32_t* crow = reinterpret_cast<int32_t*>(qrow + kp);
-    uint32_t* tile = units + t * kMR * kunits;
-    int32_t* ctile = corr + t * kMR * groups;
+    uint32_t* tile = units + t * kMRQuant * kunits;
+    int32_t* ctile = corr + t * kMRQuant * groups;
     for (int64_t i = 0; i < mr; ++i) {
       quantize_row(x + (r0 + i) * ldx, k, kp, group, zp, qrow, &sx[r0 + i], crow);
       for (int64_t u = 0; u < kunits; ++u) std::memcpy(&tile[u * mr + i], qrow + 4 * u, 4);
@@ -220,19 +221,13 @@ void micro_float(const MicroArgs& g) {
   }
 }
 
+// The float accumulators live in the Y tile (L1), not in registers: 16 ymm only hold the
+// int32 accumulators and the temporaries of the inner loop.
 template <int MR, bool INT4>
 void micro_quant(const MicroArgs& g) {
   constexpr int64_t kGroup = INT4 ? wf::kInt4Group : wf::kInt8Group;
   constexpr int64_t kUnitsPerGroup = kGroup / 4;
   constexpr int64_t kGroupBytes = INT4 ? kGroup * 8 : kGroup * 16;
-  __m256 facc[MR][2];
-#pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) {
-    if (g.first)
-      facc[i][0] = facc[i][1] = _mm256_setzero_ps();
-    else
-      load_row(g.y + i * g.ldy, g.valid_cols, facc[i][0], facc[i][1]);
-  }
   const int64_t groups = g.kunits / kUnitsPerGroup;
   const __m256i ones16 = _mm256_set1_epi16(1);
   const __m256i nib = _mm256_set1_epi8(0x0f);
@@ -250,19 +245,20 @@ void micro_quant(const MicroArgs& g) {
     }
     if constexpr (INT4) {
       for (int64_t o = 0; o < kUnitsPerGroup / 2; ++o) {
-        const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + o * 64));
-        const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + o * 64 + 32));
-        const __m256i lo0 = _mm256_and_si256(v0, nib), hi0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), nib);
-        const __m256i lo1 = _mm256_and_si256(v1, nib), hi1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), nib);
+#pragma GCC unroll 2
+        for (int half = 0; half < 2; ++half) {
+          const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + o * 64));
+          const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + o * 64 + 32));
+          const __m256i w0 = _mm256_and_si256(half ? _mm256_srli_epi16(v0, 4) : v0, nib);
+          const __m256i w1 = _mm256_and_si256(half ? _mm256_srli_epi16(v1, 4) : v1, nib);
+          const uint32_t* au = a + (2 * o + half) * MR;
 #pragma GCC unroll 16
-        for (int i = 0; i < MR; ++i) {
-          const __m256i a0 = _mm256_set1_epi32(static_cast<int>(a[(2 * o) * MR + i]));
-          const __m256i a1 = _mm256_set1_epi32(static_cast<int>(a[(2 * o + 1) * MR + i]));
-          const __m256i p0 = _mm256_add_epi16(_mm256_maddubs_epi16(lo0, a0), _mm256_maddubs_epi16(hi0, a1));
-          const __m256i p1 = _mm256_add_epi16(_mm256_maddubs_epi16(lo1, a0), _mm256_maddubs_epi16(hi1, a1));
-          // |p| <= 2 * 3810 < 32767: the 16-bit add is exact.
-          acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(p0, ones16));
-          acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(p1, ones16));
+          for (int i = 0; i < MR; ++i) {
+            const __m256i av = _mm256_set1_epi32(static_cast<int>(au[i]));
+            // nibble (<= 15) x s8 pairs: |sum| <= 3810, maddubs cannot saturate.
+            acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(_mm256_maddubs_epi16(w0, av), ones16));
+            acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(_mm256_maddubs_epi16(w1, av), ones16));
+          }
         }
       }
     } else {
@@ -284,29 +280,34 @@ void micro_quant(const MicroArgs& g) {
     }
     const __m256 s0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.s + gi * 16)));
     const __m256 s1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.s + gi * 16 + 8)));
+    const bool fresh = g.first && gi == 0;
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
-      facc[i][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][0]), s0, facc[i][0]);
-      facc[i][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][1]), s1, facc[i][1]);
+      __m256 f0 = _mm256_setzero_ps(), f1 = _mm256_setzero_ps();  // fma with +0 first, like ref
+      if (!fresh) load_row(g.y + i * g.ldy, g.valid_cols, f0, f1);
+      f0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][0]), s0, f0);
+      f1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][1]), s1, f1);
+      store_row(g.y + i * g.ldy, g.valid_cols, f0, f1);
     }
     a += kUnitsPerGroup * MR;
     b += kGroupBytes;
   }
-  __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
-  if (g.last && g.bias) load_row(g.bias, g.valid_cols, b0, b1);
-#pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) {
-    if (g.last) {
+  if (g.last) {
+    __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
+    if (g.bias) load_row(g.bias, g.valid_cols, b0, b1);
+    for (int i = 0; i < MR; ++i) {
+      __m256 f0, f1;
+      load_row(g.y + i * g.ldy, g.valid_cols, f0, f1);
       const __m256 s = _mm256_set1_ps(g.sx[i]);
       if (g.bias) {
-        facc[i][0] = _mm256_fmadd_ps(facc[i][0], s, b0);
-        facc[i][1] = _mm256_fmadd_ps(facc[i][1], s, b1);
+        f0 = _mm256_fmadd_ps(f0, s, b0);
+        f1 = _mm256_fmadd_ps(f1, s, b1);
       } else {
-        facc[i][0] = _mm256_mul_ps(facc[i][0], s);
-        facc[i][1] = _mm256_mul_ps(facc[i][1], s);
+        f0 = _mm256_mul_ps(f0, s);
+        f1 = _mm256_mul_ps(f1, s);
       }
+      store_row(g.y + i * g.ldy, g.valid_cols, f0, f1);
     }
-    store_row(g.y + i * g.ldy, g.valid_cols, facc[i][0], facc[i][1]);
   }
 }
 
@@ -349,10 +350,11 @@ void gemm(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const f
   const int64_t kunits = f == WeightFormat::F32 ? k : f == WeightFormat::BF16 ? kp / 2 : kp / 4;
   const int64_t group = quant ? wf::group_size(f) : 4;
   const int64_t groups = quant ? kp / group : 0;
-  const int64_t tiles = (m + kMR - 1) / kMR;
+  const int64_t tile_rows = quant ? kMRQuant : kMR;
+  const int64_t tiles = (m + tile_rows - 1) / tile_rows;
 
-  const size_t units_bytes = static_cast<size_t>(tiles * kMR * kunits * 4);
-  const size_t corr_bytes = static_cast<size_t>(tiles * kMR * groups * 4);
+  const size_t units_bytes = static_cast<size_t>(tiles * tile_rows * kunits * 4);
+  const size_t corr_bytes = static_cast<size_t>(tiles * tile_rows * groups * 4);
   uint8_t* pack =
       static_cast<uint8_t*>(detail::scratch(0, units_bytes + corr_bytes + static_cast<size_t>(m * 4) + 64));
   uint32_t* units = reinterpret_cast<uint32_t*>(pack);
@@ -387,17 +389,18 @@ void gemm(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const f
     const int64_t t0 = mc * tiles_per_mchunk, t1 = std::min(tiles, t0 + tiles_per_mchunk);
     for (int64_t u0 = 0; u0 < kunits; u0 += kb) {
       const int64_t ku = std::min(kb, kunits - u0);
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t r0 = t * kMR;
-        const int mr = static_cast<int>(std::min<int64_t>(kMR, m - r0));
-        const MicroFn fn = pick_micro(f, mr);
-        for (int64_t p = p0; p < p1; ++p) {
-          const int64_t col0 = p * kPanelRows;
+      // One panel's K-block (16 KB) stays in L1 while every M-tile streams past it.
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t col0 = p * kPanelRows;
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t r0 = t * tile_rows;
+          const int mr = static_cast<int>(std::min<int64_t>(tile_rows, m - r0));
+          const MicroFn fn = pick_micro(f, mr);
           MicroArgs g;
-          g.a = units + t * kMR * kunits + u0 * mr;
+          g.a = units + t * tile_rows * kunits + u0 * mr;
           g.b = wdata + p * panel_bytes + u0 * wbytes_per_unit;
           g.s = quant ? wscales + p * scale_stride + (u0 * 4 / group) * kPanelRows : nullptr;
-          g.corr = quant ? corr + t * kMR * groups + (u0 * 4 / group) * mr : nullptr;
+          g.corr = quant ? corr + t * tile_rows * groups + (u0 * 4 / group) * mr : nullptr;
           g.kunits = ku;
           g.y = y + r0 * ldy + col0;
           g.ldy = ldy;
