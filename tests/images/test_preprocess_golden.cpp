@@ -117,6 +117,28 @@ TEST_F(GoldenPreprocess, EveryGoldenImageMatchesExactly) {
   }
 }
 
+// The config loader's VisionConfig (preprocessor_config.json + LLaVA background) gives the same
+// preprocessing for every tiny layout, and therefore the golden pixel values.
+TEST_F(GoldenPreprocess, ConfigFromEveryLayoutGivesTheGoldenPixels) {
+  const models::PreprocessConfig expected = tiny_preprocess_config();
+  const io::Image img = io::decode_image_file(kTiny + "/images/wide_gradient.png");
+  const io::TensorInfo& t = golden(*golden_, "image.0.pixel_values");
+  for (const char* dir : {"llava_hf_fp32", "llava_orig_fp32", "llava_orig_with_vt_fp32", "clip_vision_fp32",
+                          "clip_full_fp32"}) {
+    SCOPED_TRACE(dir);
+    const models::ModelConfig mc = models::load_model_config(kTiny + "/" + dir);
+    const models::PreprocessConfig cfg = models::from_vision_config(mc.vision);
+    EXPECT_EQ(cfg.resize_shortest_edge, expected.resize_shortest_edge);
+    EXPECT_EQ(cfg.crop_size, expected.crop_size);
+    EXPECT_EQ(cfg.image_mean, expected.image_mean);
+    EXPECT_EQ(cfg.image_std, expected.image_std);
+    EXPECT_EQ(cfg.pad_background, expected.pad_background);
+    const std::vector<float> pv = models::preprocess_llava(img, cfg);
+    ASSERT_EQ(pv.size() * sizeof(float), t.nbytes);
+    EXPECT_EQ(std::memcmp(pv.data(), t.data, t.nbytes), 0);
+  }
+}
+
 // The individual steps, chained by hand, give the same stages as the pipeline.
 TEST_F(GoldenPreprocess, StepFunctionsReproduceTheStages) {
   const models::PreprocessConfig cfg = tiny_preprocess_config();
