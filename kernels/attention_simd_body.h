@@ -11,8 +11,9 @@
 //                                            transpose-add reduction for the W sums)
 //   online softmax per row: m' = max(m, max_j S), l = l e^(m-m') + sum_j e^(S-m'),
 //                           o = o e^(m-m') + sum_j e^(S-m') v_j   (rank-1 updates, lanes over head_dim)
-// and out = o / l at the end. Scratch per thread: R x head_dim accumulators + R x kKeyTile
-// scores (O(tile), never O(T^2)). Causal masking: row r sees keys [0, n_keys_r).
+// and out = o / l at the end. Scratch per thread: R x head_dim accumulators, R x kKeyTile
+// scores and the f32 K and V tiles (kKeyTile x head_dim each): O(tile), never O(T^2).
+// Causal masking: row r sees keys [0, n_keys_r).
 #pragma once
 #include <omp.h>
 
@@ -286,7 +287,13 @@ void paged_causal_impl(const float* q, int64_t ldq, int64_t n_q, int64_t start_p
     if (!sc.ok || !rows) {
 #pragma omp atomic write
       alloc_failed = true;
-    } else {
+    }
+    // Every thread must reach the worksharing loop or none may: decide together.
+#pragma omp barrier
+    bool failed;
+#pragma omp atomic read
+    failed = alloc_failed;
+    if (!failed) {
 #pragma omp for schedule(dynamic)
       for (int64_t item = 0; item < n_items; ++item) {
         // Longest (last) query tiles first: better balance under the dynamic schedule.
@@ -336,7 +343,13 @@ void dense_impl(const float* q, int64_t ldq, const float* k, int64_t ldk, const 
     if (!sc.ok) {
 #pragma omp atomic write
       alloc_failed = true;
-    } else {
+    }
+    // Every thread must reach the worksharing loop or none may: decide together.
+#pragma omp barrier
+    bool failed;
+#pragma omp atomic read
+    failed = alloc_failed;
+    if (!failed) {
 #pragma omp for schedule(static)
       for (int64_t item = 0; item < n_items; ++item) {
         const int64_t h = item / n_qtiles;
