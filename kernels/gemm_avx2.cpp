@@ -373,7 +373,8 @@ void gemm(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const f
   const uint16_t* wscales =
       quant ? reinterpret_cast<const uint16_t*>(wdata + wf::scales_offset(f, n, k)) : nullptr;
   const int64_t wbytes_per_unit = f == WeightFormat::Int4 ? 32 : 64;
-  const int64_t kb = f == WeightFormat::Int4 ? 512 : 256;  // units per K-block (whole groups)
+  // Units per K-block (whole groups); a single M-tile reuses no weights: no K-blocking.
+  const int64_t kb = tiles == 1 ? kunits : f == WeightFormat::Int4 ? 512 : 256;
 
   const int threads = omp_get_max_threads();
   const int64_t nchunks = (panels + kChunkPanels - 1) / kChunkPanels;

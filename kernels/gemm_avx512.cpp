@@ -426,7 +426,9 @@ void run(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const fl
   if (nchunks < 2 * threads && tiles >= 2 * threads) mchunks = std::min<int64_t>(tiles, threads);
   const int64_t tiles_per_mchunk = (tiles + mchunks - 1) / mchunks;
   const int64_t items = nchunks * mchunks;
-  const int64_t kb = kblock_units(f);
+  // A single M-tile (decode, M <= 8) reuses no weights across tiles: no K-blocking, so each
+  // panel is one long sequential stream for the prefetchers.
+  const int64_t kb = tiles == 1 ? kunits : kblock_units(f);
   const int64_t np_max = quant ? kNPQuant : kNP;
 
 #pragma omp parallel for schedule(static) if (items > 1 && m * n * k >= (1 << 18))
