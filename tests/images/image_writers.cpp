@@ -161,14 +161,19 @@ uint32_t png_chunk_crc(const std::string& type, const std::vector<uint8_t>& data
 }
 
 std::vector<uint8_t> png_chunk(const std::string& type, const std::vector<uint8_t>& data) {
-  std::vector<uint8_t> out;
-  auto put32 = [&](uint32_t v) {
-    for (int s = 24; s >= 0; s -= 8) out.push_back(static_cast<uint8_t>(v >> s));
+  // Sized up front and written by index (push_back here trips a GCC 12 -Wstringop-overflow
+  // false positive).
+  std::vector<uint8_t> out(12 + data.size());
+  auto put32 = [&](size_t at, uint32_t v) {
+    out[at] = static_cast<uint8_t>(v >> 24);
+    out[at + 1] = static_cast<uint8_t>(v >> 16);
+    out[at + 2] = static_cast<uint8_t>(v >> 8);
+    out[at + 3] = static_cast<uint8_t>(v);
   };
-  put32(static_cast<uint32_t>(data.size()));
-  out.insert(out.end(), type.begin(), type.end());
-  out.insert(out.end(), data.begin(), data.end());
-  put32(png_chunk_crc(type, data));
+  put32(0, static_cast<uint32_t>(data.size()));
+  std::memcpy(out.data() + 4, type.data(), 4);
+  if (!data.empty()) std::memcpy(out.data() + 8, data.data(), data.size());
+  put32(8 + data.size(), png_chunk_crc(type, data));
   return out;
 }
 
