@@ -44,9 +44,8 @@ void Scheduler::admit(CaptionRequest in) {
                      " positions) or the batch; raise --kv-cache-mb / --max-batch";
   }
   if (r->out.error.empty()) {
-    const int64_t full = pool_.blocks_for_tokens(max_request_tokens(r->in.n_prompt));
-    const int64_t shared = std::min(r->in.n_prompt / pool_.block_size(), full);
-    pending_blocks_ += static_cast<int64_t>(n - 1) * (full - shared);
+    // Every block the request can need is reserved now; they are taken at its prefill.
+    pending_blocks_ += pool_.blocks_needed(r->in.n_prompt, max_request_tokens(r->in.n_prompt), n);
     pending_sequences_ += n;
   }
   pending_.push_back(std::move(r));
@@ -83,6 +82,10 @@ std::vector<CaptionResult> Scheduler::step() {
   std::vector<std::vector<int32_t>> tables;  // seq0 tables of the prefilled requests
   tables.reserve(prefill.size());
   for (auto& r : prefill) {
+    // The reservation made at admit() becomes real blocks (seq0 now, the other captions'
+    // blocks when they fork below, still in this step).
+    pending_blocks_ -=
+        pool_.blocks_needed(r->in.n_prompt, max_request_tokens(r->in.n_prompt), r->in.n_captions);
     tables.push_back(pool_.allocate(max_request_tokens(r->in.n_prompt)));
     models::SeqChunk c;
     c.embeds = r->in.prompt_embeds.data();
@@ -134,9 +137,6 @@ std::vector<CaptionResult> Scheduler::step() {
   for (size_t i = 0; i < n_pre; ++i) {
     auto& r = prefill[i];
     const int n = r->in.n_captions;
-    const int64_t full = pool_.blocks_for_tokens(max_request_tokens(r->in.n_prompt));
-    const int64_t shared = std::min(r->in.n_prompt / pool_.block_size(), full);
-    pending_blocks_ -= static_cast<int64_t>(n - 1) * (full - shared);
     pending_sequences_ -= n;
     r->out.prefill_ms = ms_per_token * static_cast<double>(r->in.n_prompt);
     r->out.tokens.assign(static_cast<size_t>(n), {});

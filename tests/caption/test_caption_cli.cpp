@@ -553,3 +553,24 @@ TEST(CaptionCli, ShearAndFirstSentence) {
   for (auto& j : read_jsonl(dir + "/t/00000.jsonl"))
     EXPECT_EQ(j["re_caption"].get<std::string>().find('.'), std::string::npos);
 }
+
+TEST(CaptionCli, KvCacheBudgetBoundsTheBatch) {
+  // Tiny model: 8 KiB per 16-position block, so 1 MiB = 128 blocks; a sequence of 119 prompt
+  // positions + 700 new tokens needs 52 blocks: only two fit at once, whatever --max-batch says.
+  auto dir = make_temp_dir("cap_kv");
+  auto list = write_list(dir, 4);
+  auto a = caption({"--list", list, "--out", dir + "/tight", "--max-new-tokens", "700", "--max-batch", "8",
+                    "--kv-cache-mb", "1"});
+  ASSERT_EQ(a.rc, 0) << a.out;
+  EXPECT_NE(a.out.find("kv cache: 128 blocks"), std::string::npos) << a.out;
+  auto b = caption({"--list", list, "--out", dir + "/one", "--max-new-tokens", "700", "--max-batch", "1"});
+  ASSERT_EQ(b.rc, 0) << b.out;
+  auto x = sidecar_by_key(dir + "/tight", {"00000"}), y = sidecar_by_key(dir + "/one", {"00000"});
+  ASSERT_EQ(x.size(), 4u);
+  for (auto& [k, j] : x) EXPECT_EQ(j["re_caption"], y[k]["re_caption"]) << k;
+  // Three captions of one image need 52 + 2 * 45 blocks: more than the budget, refused up front.
+  auto c = caption({"--list", list, "--out", dir + "/multi", "--max-new-tokens", "700", "--max-batch", "8",
+                    "--kv-cache-mb", "1", "--num-captions", "3"});
+  EXPECT_EQ(c.rc, 2) << c.out;
+  EXPECT_NE(c.out.find("--kv-cache-mb 1 holds 128 blocks; one image needs 142"), std::string::npos) << c.out;
+}
