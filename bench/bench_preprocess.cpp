@@ -100,6 +100,18 @@ void BM_Preprocess_640x480_to_336(benchmark::State& state) {
 }
 BENCHMARK(BM_Preprocess_640x480_to_336)->Unit(benchmark::kMillisecond);
 
+// A 16:9 HD frame: more than 40% of the padded canvas is background.
+void BM_Preprocess_1280x720_to_336(benchmark::State& state) {
+  const io::Image img = io::decode_image(make_jpeg(1280, 720, 90));
+  const models::PreprocessConfig cfg = clip336();
+  std::vector<float> pixel_values(3 * 336 * 336);
+  for (auto _ : state) {
+    models::preprocess_llava_into(img, cfg, pixel_values.data());
+    benchmark::DoNotOptimize(pixel_values.data());
+  }
+}
+BENCHMARK(BM_Preprocess_1280x720_to_336)->Unit(benchmark::kMillisecond);
+
 void BM_Expand2Square_640x480(benchmark::State& state) {
   const io::Image img = io::decode_image(jpeg_640x480());
   for (auto _ : state) {

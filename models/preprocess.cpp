@@ -216,6 +216,46 @@ io::Image resize_bicubic_pillow(const io::Image& image, int new_w, int new_h) {
   return out;
 }
 
+io::Image resize_padded_square_bicubic_pillow(const io::Image& image, std::array<uint8_t, 3> background,
+                                              int new_side) {
+  require_image(image, "resize_padded_square_bicubic_pillow");
+  if (new_side <= 0)
+    throw std::invalid_argument("resize_padded_square_bicubic_pillow: size must be positive");
+  const int w = image.width, h = image.height, side = std::max(w, h);
+  if (w == h || side == new_side)
+    return resize_bicubic_pillow(expand2square(image, background), new_side, new_side);
+  const int x0 = w > h ? 0 : (h - w) / 2;  // expand2square placement
+  const int y0 = w > h ? (w - h) / 2 : 0;
+  const auto axis = bicubic_axis(side, new_side);  // both passes: the canvas is square
+  const int ybox_first = axis->bounds[0];
+  const int ybox_last = axis->bounds[2 * (new_side - 1)] + axis->bounds[2 * (new_side - 1) + 1];
+  const size_t out_row = static_cast<size_t>(new_side) * 3;
+
+  // One canvas row of pure background, and its horizontal-pass result (shared by every
+  // background row: same input, same output).
+  std::vector<uint8_t> canvas_row(static_cast<size_t>(side) * 3);
+  for (int x = 0; x < side; ++x) std::memcpy(&canvas_row[static_cast<size_t>(x) * 3], background.data(), 3);
+  std::vector<uint8_t> background_result(out_row);
+  horizontal_pass<3>(canvas_row.data(), side, 0, 1, *axis, background_result.data());
+
+  std::vector<uint8_t> temp(static_cast<size_t>(ybox_last - ybox_first) * out_row);
+  for (int r = ybox_first; r < ybox_last; ++r) {
+    uint8_t* out = temp.data() + static_cast<size_t>(r - ybox_first) * out_row;
+    if (r < y0 || r >= y0 + h) {
+      std::memcpy(out, background_result.data(), out_row);
+    } else if (w == side) {
+      horizontal_pass<3>(image.row(r - y0), side, 0, 1, *axis, out);
+    } else {
+      // Tall image: the canvas row is background | image row | background.
+      std::memcpy(&canvas_row[static_cast<size_t>(x0) * 3], image.row(r - y0), static_cast<size_t>(w) * 3);
+      horizontal_pass<3>(canvas_row.data(), side, 0, 1, *axis, out);
+    }
+  }
+  io::Image result = blank_like(image, new_side, new_side);
+  vertical_pass(temp.data(), static_cast<int>(out_row), *axis, result.rgb.data(), ybox_first);
+  return result;
+}
+
 io::Image expand2square(const io::Image& image, std::array<uint8_t, 3> background) {
   require_image(image, "expand2square");
   const int w = image.width, h = image.height;
@@ -302,20 +342,27 @@ void preprocess_llava_into(const io::Image& image, const PreprocessConfig& cfg, 
   require_image(image, "preprocess_llava");
   if (cfg.resize_shortest_edge <= 0 || cfg.crop_size <= 0)
     throw std::invalid_argument("preprocess_llava: resize_shortest_edge and crop_size must be positive");
-  // Each stage is materialised only when it changes the image.
-  io::Image square_storage;
-  const io::Image* square = &image;
-  if (cfg.pad_to_square && image.width != image.height) {
+  // Each stage is materialised only when it changes the image. Padding followed by a resize
+  // goes through the fused path, which never builds the padded canvas.
+  const bool pad = cfg.pad_to_square && image.width != image.height;
+  const int side = std::max(image.width, image.height);
+  const int square_w = pad ? side : image.width, square_h = pad ? side : image.height;
+  const auto [rw, rh] = shortest_edge_output_size(square_w, square_h, cfg.resize_shortest_edge);
+  const bool resize = rw != square_w || rh != square_h;
+  io::Image square_storage, resized_storage;
+  const io::Image* resized = &image;
+  if (pad && resize) {
+    resized_storage = resize_padded_square_bicubic_pillow(image, cfg.pad_background, rw);  // rw == rh
+    resized = &resized_storage;
+    if (stages) square_storage = expand2square(image, cfg.pad_background);
+  } else if (pad) {
     square_storage = expand2square(image, cfg.pad_background);
-    square = &square_storage;
-  }
-  const auto [rw, rh] = shortest_edge_output_size(square->width, square->height, cfg.resize_shortest_edge);
-  io::Image resized_storage;
-  const io::Image* resized = square;
-  if (rw != square->width || rh != square->height) {
-    resized_storage = resize_bicubic_pillow(*square, rw, rh);
+    resized = &square_storage;
+  } else if (resize) {
+    resized_storage = resize_bicubic_pillow(image, rw, rh);
     resized = &resized_storage;
   }
+  const io::Image* square = pad ? &square_storage : &image;
   io::Image cropped_storage;
   const io::Image* cropped = resized;
   if (resized->width != cfg.crop_size || resized->height != cfg.crop_size) {

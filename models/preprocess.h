@@ -63,6 +63,12 @@ void resize_bicubic_pillow(const uint8_t* src, int w, int h, int channels, uint8
                            int new_h);
 io::Image resize_bicubic_pillow(const io::Image& image, int new_w, int new_h);
 
+// resize_bicubic_pillow(expand2square(image, background), new_side, new_side), bit-identical,
+// without building the padded canvas: rows that are pure background share one computed
+// horizontal-pass row. This is what preprocess_llava uses.
+io::Image resize_padded_square_bicubic_pillow(const io::Image& image, std::array<uint8_t, 3> background,
+                                              int new_side);
+
 // transformers center_crop: top = (H - crop_h) // 2, left = (W - crop_w) // 2; an image
 // smaller than the crop is first zero-padded (centered, ceil split) as transformers does.
 io::Image center_crop(const io::Image& image, int crop_w, int crop_h);

@@ -139,6 +139,29 @@ TEST(ResizeBicubic, MatchesPlainReferenceOnPipelineShapes) {
   }
 }
 
+TEST(ResizeBicubic, FusedPadResizeEqualsExpandThenResize) {
+  std::mt19937 rng(99);
+  std::uniform_int_distribution<int> size(1, 120);
+  const std::array<uint8_t, 3> bg{122, 116, 104};
+  for (int trial = 0; trial < 120; ++trial) {
+    const int w = size(rng), h = size(rng), side = 1 + size(rng) % 80;
+    SCOPED_TRACE(testing::Message() << w << "x" << h << " -> " << side);
+    const io::Image img = random_image(w, h, 500 + trial);
+    const io::Image fused = models::resize_padded_square_bicubic_pillow(img, bg, side);
+    const io::Image plain = models::resize_bicubic_pillow(models::expand2square(img, bg), side, side);
+    ASSERT_EQ(fused.width, side);
+    ASSERT_EQ(fused.rgb, plain.rgb);
+  }
+  // Photo-like shapes: 4:3, 16:9, portrait, panorama.
+  for (const auto& [w, h] :
+       {std::pair{640, 480}, std::pair{1280, 720}, std::pair{480, 640}, std::pair{1000, 90}}) {
+    const io::Image img = random_image(w, h, w + h);
+    EXPECT_EQ(models::resize_padded_square_bicubic_pillow(img, bg, 336).rgb,
+              models::resize_bicubic_pillow(models::expand2square(img, bg), 336, 336).rgb)
+        << w << "x" << h;
+  }
+}
+
 TEST(ResizeBicubic, ConstantImageStaysConstant) {
   for (int v : {0, 1, 122, 254, 255}) {
     io::Image img = io::Image::filled(97, 61, static_cast<uint8_t>(v), static_cast<uint8_t>(255 - v), 7);
