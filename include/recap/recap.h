@@ -2,23 +2,30 @@
  * recap.h: the stable C API of recap-engine (compiles as C99 and C++).
  *
  * Load a LLaVA-1.5-LLaMA3 checkpoint once, then caption images given as encoded bytes
- * (JPEG/PNG/WebP) or decoded RGB8 pixels. Everything is reached through opaque handles;
- * parameter structs are initialised by *_default_params() so new fields can be added
- * without breaking callers that set only what they need.
+ * (JPEG/PNG/WebP) or decoded RGB8 pixels. The batch runs on the engine's continuous-batching
+ * scheduler (the same code path as `recap-engine caption`): images are decoded and encoded by
+ * the vision tower in groups, prompts are prefilled, and up to max_batch captions are decoded
+ * together, a finished one making room for the next image at once. Greedy captions are the
+ * ones `recap-engine caption` writes for the same image, settings and checkpoint.
+ *
+ * Everything is reached through opaque handles; parameter structs are initialised by
+ * *_default_params() so new fields can be added without breaking callers that set only what
+ * they need.
  *
  * Return codes: every function returning recap_status returns RECAP_OK (0) on success and a
- * negative code otherwise; functions with an `char** error` out-parameter then store a
- * malloc'ed message there (free it with recap_free_string) when error is not NULL.
+ * negative code otherwise (see recap_status). Functions with a `char** error` out-parameter
+ * then store a malloc'ed, NUL-terminated message there when error is not NULL (free it with
+ * recap_free_string); on success *error is set to NULL.
  *
- * Thread-safety:
- *   - recap_version, recap_status_string, recap_*_default_params: any thread, any time.
- *   - recap_set_log_callback: process-wide; call before loading models.
- *   - recap_model_load / recap_model_free: any thread; a model is freed exactly once, after
- *     every call using it has returned.
- *   - recap_caption_*: a recap_model may be used by ONE captioning call at a time (calls on
- *     the same model are serialised internally with a mutex, so concurrent calls are safe
- *     but do not run in parallel); different models run in parallel.
- *   - Callbacks run on the thread that called recap_caption_batch.
+ * Thread-safety is stated per function below. Summary: loading, freeing and captioning with
+ * different models may happen concurrently from any threads; captioning calls on one model
+ * are serialised by a per-model mutex (safe, but they do not overlap). Callbacks run on the
+ * thread that called the captioning function, before it returns.
+ *
+ * Linking: librecap.a is a C++20 static library; link with a C++ linker (CMake:
+ * find_package(recap CONFIG) and target_link_libraries(... recap::recap) does this), or with
+ * pkg-config: `pkg-config --static --libs recap`, or against shared system libraries
+ * `pkg-config --libs recap $(pkg-config --print-requires-private recap)`.
  */
 #ifndef RECAP_RECAP_H
 #define RECAP_RECAP_H
@@ -30,26 +37,40 @@
 extern "C" {
 #endif
 
+/* Version of the library these declarations belong to (recap_version() returns the same as a
+ * string). RECAP_API_VERSION changes when a declaration changes incompatibly. */
+#define RECAP_VERSION_MAJOR 0
+#define RECAP_VERSION_MINOR 1
+#define RECAP_VERSION_PATCH 0
 #define RECAP_API_VERSION 1
 
 typedef enum recap_status {
   RECAP_OK = 0,
-  RECAP_ERR_INVALID_ARGUMENT = -1, /* NULL handle, bad enum, empty batch, ... */
-  RECAP_ERR_IO = -2,               /* a file or directory could not be read */
-  RECAP_ERR_FORMAT = -3,           /* malformed checkpoint / config / tokenizer */
-  RECAP_ERR_UNSUPPORTED = -4,      /* valid input the engine does not support */
+  RECAP_ERR_INVALID_ARGUMENT = -1, /* NULL handle/pointer, bad enum or value, empty batch */
+  RECAP_ERR_IO = -2,               /* a file or directory could not be found or read */
+  RECAP_ERR_FORMAT = -3,           /* malformed checkpoint / config / tokenizer / template file */
+  RECAP_ERR_UNSUPPORTED = -4,      /* valid input the engine does not support (e.g. a CLIP-only
+                                      checkpoint, a prompt longer than the model's positions) */
   RECAP_ERR_IMAGE = -5,            /* an image could not be decoded (per-sample status) */
-  RECAP_ERR_OUT_OF_MEMORY = -6,
-  RECAP_ERR_CANCELLED = -7,        /* a callback asked to stop */
-  RECAP_ERR_INTERNAL = -8
+  RECAP_ERR_OUT_OF_MEMORY = -6,    /* an allocation failed */
+  RECAP_ERR_CANCELLED = -7,        /* the result callback asked to stop */
+  RECAP_ERR_INTERNAL = -8          /* a bug: please report the message */
 } recap_status;
 
+/* Format of the big weight matrices after loading (the checkpoint's own dtype is converted). */
 typedef enum recap_precision {
-  RECAP_PRECISION_F32 = 0,
+  RECAP_PRECISION_F32 = 0, /* default, as `recap-engine caption --precision f32` */
   RECAP_PRECISION_BF16 = 1,
-  RECAP_PRECISION_INT8 = 2,
-  RECAP_PRECISION_INT4 = 3
+  RECAP_PRECISION_INT8 = 2, /* per-row symmetric int8 */
+  RECAP_PRECISION_INT4 = 3  /* group-wise int4 */
 } recap_precision;
+
+/* Element type of the KV cache. */
+typedef enum recap_kv_dtype {
+  RECAP_KV_F32 = 0, /* default */
+  RECAP_KV_BF16 = 1,
+  RECAP_KV_F16 = 2
+} recap_kv_dtype;
 
 typedef enum recap_log_level {
   RECAP_LOG_DEBUG = 0,
@@ -61,80 +82,122 @@ typedef enum recap_log_level {
 typedef struct recap_model recap_model; /* opaque */
 
 typedef struct recap_model_params {
-  const char* weights_dir;        /* required: checkpoint directory */
-  const char* vision_weights_dir; /* optional: CLIP tower directory (NULL: embedded / from config) */
+  const char* weights_dir;        /* required: LLaVA checkpoint directory (config.json, *.safetensors) */
+  const char* vision_weights_dir; /* optional: CLIP tower directory when the checkpoint has none
+                                     embedded (NULL: embedded / from config.json) */
   const char* tokenizer_path;     /* optional: tokenizer.json (NULL: <weights_dir>/tokenizer.json) */
-  recap_precision precision;      /* weights of the big matrices; default RECAP_PRECISION_INT8 */
-  int threads;                    /* 0: from OMP_NUM_THREADS / affinity */
+  recap_precision precision;      /* default RECAP_PRECISION_F32 */
+  recap_kv_dtype kv_dtype;        /* default RECAP_KV_F32 */
+  int threads;                    /* compute threads; 0 (default): OMP_NUM_THREADS, else the CPUs
+                                     this process may use (affinity, cgroup quota) */
 } recap_model_params;
 
 typedef struct recap_caption_params {
-  const char* template_name;   /* "llava-llama3" (default), "llama3-plain", "llava-next-llama3", or a file */
-  const char* prompt;          /* NULL: the default detailed-caption prompt */
-  int max_new_tokens;          /* default 128 */
-  float temperature;           /* 0 = greedy (default) */
-  int top_k;                   /* 0 = off */
-  float top_p;                 /* 1 = off */
-  uint64_t seed;               /* per-batch base seed; sample i uses seed + i */
-  int max_batch;               /* sequences decoded together; default 16 */
+  const char* template_name; /* NULL: "llava-llama3"; or "llama3-plain", "llava-next-llama3", or a
+                                template file (see docs/CAPTION.md) */
+  const char* prompt;        /* NULL: the template's prompt (the Recap-DataComp detailed-caption one) */
+  int max_new_tokens;        /* default 128 (>= 1) */
+  float temperature;         /* 0 = greedy (default); > 0 samples */
+  int top_k;                 /* 0 = off (default) */
+  float top_p;               /* 1 = off (default); in (0, 1] */
+  uint64_t seed;             /* sampling seed; each sample's stream is derived from (seed, key) so a
+                                caption does not depend on its batch neighbours. Default 0 */
+  int max_batch;             /* captions decoded together; default 8 (>= 1) */
+  int vision_batch;          /* images per vision-tower call; 0 (default): min(max_batch, 8) */
 } recap_caption_params;
 
-/* An image: either encoded bytes (JPEG/PNG/WebP) or decoded RGB8 (HWC) pixels. */
+/* An image: either encoded bytes (JPEG/PNG/WebP) or decoded RGB8 (HWC) pixels. Only read during
+ * the call. */
 typedef struct recap_image {
-  const uint8_t* encoded;   /* encoded file bytes, or NULL */
+  const uint8_t* encoded;       /* encoded file bytes, or NULL */
   size_t encoded_size;
-  const uint8_t* rgb;       /* or RGB8 pixels, row-major HWC, when encoded is NULL */
-  int width, height;
-  const char* key;          /* caller's identifier, echoed in the result (may be NULL) */
+  const uint8_t* rgb;           /* or RGB8 pixels, rows top to bottom, no padding, when encoded is NULL */
+  int width, height;            /* of rgb */
+  const char* key;              /* caller's identifier, echoed in the result and used to derive the
+                                   sampling stream (NULL: the batch index in decimal) */
   const char* original_caption; /* fills {original_caption} in templates (may be NULL) */
 } recap_image;
 
-/* A finished sample. Strings are owned by the library and valid only during the callback
- * (or until recap_results_free for recap_caption_batch's array). */
+/* A finished sample. Strings are owned by the library: valid during the callback, or until
+ * recap_results_free for recap_caption_batch's array. */
 typedef struct recap_result {
-  size_t index;             /* position of the image in the batch */
-  const char* key;          /* the image's key, or "" */
-  recap_status status;      /* RECAP_OK or RECAP_ERR_IMAGE / ... for this sample */
-  const char* caption;      /* "" on failure */
-  const char* error_message;/* "" on success */
-  int prompt_tokens;
-  int new_tokens;
+  size_t index;              /* position of the image in the batch */
+  const char* key;           /* the image's key (or its index in decimal) */
+  recap_status status;       /* RECAP_OK, or why this sample has no caption: RECAP_ERR_IMAGE
+                                (undecodable), RECAP_ERR_INVALID_ARGUMENT (no pixels given),
+                                RECAP_ERR_UNSUPPORTED (prompt too long), RECAP_ERR_CANCELLED */
+  const char* caption;       /* "" on failure */
+  const char* error_message; /* "" on success */
+  int prompt_tokens;         /* positions of the prompt, image features included */
+  int new_tokens;            /* generated tokens (stop token excluded) */
 } recap_result;
 
-/* Called once per finished sample, in completion order (not batch order). Return nonzero to
- * cancel the rest of the batch (RECAP_ERR_CANCELLED). */
+/* Called once per finished sample (success or failure), in completion order (not batch order).
+ * Return nonzero to cancel the rest of the batch: the call then returns RECAP_ERR_CANCELLED and
+ * the samples not finished yet get status RECAP_ERR_CANCELLED. */
 typedef int (*recap_result_callback)(const recap_result* result, void* user_data);
-/* Progress: samples done out of total. */
+/* Progress: samples finished out of total, after each finished sample. */
 typedef void (*recap_progress_callback)(size_t done, size_t total, void* user_data);
+/* One log line (no trailing newline). */
 typedef void (*recap_log_callback)(recap_log_level level, const char* message, void* user_data);
 
-/* Library version string, e.g. "0.1.0"; never NULL. */
+/* "MAJOR.MINOR.PATCH" of the linked library; never NULL; static storage.
+ * Thread-safety: any thread, any time. */
 const char* recap_version(void);
-/* A static description of a status code; never NULL. */
+
+/* A static description of a status code ("invalid argument", ...); never NULL (unknown codes
+ * give "unknown status"). Thread-safety: any thread, any time. */
 const char* recap_status_string(recap_status status);
 
+/* Default parameters (see the field comments). Thread-safety: any thread, any time. */
 recap_model_params recap_model_default_params(void);
 recap_caption_params recap_caption_default_params(void);
 
-/* Routes the library's log lines (NULL restores the default: stderr, level >= WARN). */
+/* Routes the library's log lines to `callback` (NULL restores the default: lines of level
+ * >= RECAP_LOG_WARN to stderr). The callback may be called from any thread that calls into the
+ * library. Thread-safety: any thread; the switch is atomic with respect to log lines, but set it
+ * before loading models if the callback's user_data must not be used afterwards. */
 void recap_set_log_callback(recap_log_callback callback, void* user_data);
 
-/* Loads a model. On failure *model is NULL and *error (if error != NULL) holds a message. */
+/* Loads a model (config, weights packed into params->precision, tokenizer).
+ * Returns RECAP_OK and *model, or: RECAP_ERR_INVALID_ARGUMENT (params/model NULL, no weights_dir,
+ * bad precision/kv_dtype enum, threads < 0), RECAP_ERR_IO (a directory or file is missing or
+ * unreadable), RECAP_ERR_FORMAT (malformed config.json, safetensors or tokenizer.json),
+ * RECAP_ERR_UNSUPPORTED (not a LLaVA checkpoint, unsupported architecture), RECAP_ERR_OUT_OF_MEMORY.
+ * On failure *model is NULL.
+ * Thread-safety: any thread; concurrent loads are independent. */
 recap_status recap_model_load(const recap_model_params* params, recap_model** model, char** error);
+
+/* Frees a model (NULL is a no-op). Thread-safety: call exactly once, after every call using the
+ * model has returned. */
 void recap_model_free(recap_model* model);
 
-/* Captions n images. `results` (if not NULL) receives a malloc'ed array of n results in
- * batch order (free with recap_results_free). on_result / on_progress may be NULL. The
- * return value is RECAP_OK when the batch ran (individual samples may still have failed:
- * see each result's status). */
-recap_status recap_caption_batch(recap_model* model, const recap_caption_params* params, const recap_image* images,
-                                 size_t n, recap_result** results, recap_result_callback on_result,
-                                 recap_progress_callback on_progress, void* user_data, char** error);
-/* Convenience: one image; *caption is malloc'ed (free with recap_free_string). */
-recap_status recap_caption_image(recap_model* model, const recap_caption_params* params, const recap_image* image,
-                                 char** caption, char** error);
+/* Captions n images (n >= 1). params NULL: defaults. `results` (if not NULL) receives a
+ * malloc'ed array of n results in batch order (free with recap_results_free), also when the
+ * call was cancelled. on_result / on_progress may be NULL; user_data is passed to both.
+ * Returns RECAP_OK when the batch ran (individual samples may still have failed: see each
+ * result's status), RECAP_ERR_CANCELLED when on_result asked to stop, or
+ * RECAP_ERR_INVALID_ARGUMENT (model/images NULL, n == 0, max_new_tokens < 1, max_batch < 1,
+ * temperature < 0, top_k < 0, top_p outside (0, 1], unknown template name),
+ * RECAP_ERR_IO / RECAP_ERR_FORMAT (a template file missing / malformed),
+ * RECAP_ERR_OUT_OF_MEMORY, RECAP_ERR_INTERNAL. On those errors *results is NULL.
+ * Thread-safety: calls on the same model are serialised (a second caller waits); calls on
+ * different models run in parallel. Callbacks must not call recap_caption_* on the same model. */
+recap_status recap_caption_batch(recap_model* model, const recap_caption_params* params,
+                                 const recap_image* images, size_t n, recap_result** results,
+                                 recap_result_callback on_result, recap_progress_callback on_progress,
+                                 void* user_data, char** error);
 
+/* Convenience: one image. *caption receives a malloc'ed caption (free with recap_free_string).
+ * Returns what recap_caption_batch returns, except that the sample's own failure status
+ * (e.g. RECAP_ERR_IMAGE) is returned as the call's status, with its message in *error.
+ * Thread-safety: as recap_caption_batch. */
+recap_status recap_caption_image(recap_model* model, const recap_caption_params* params,
+                                 const recap_image* image, char** caption, char** error);
+
+/* Frees an array from recap_caption_batch (NULL is a no-op). Thread-safety: any thread. */
 void recap_results_free(recap_result* results, size_t n);
+/* Frees a string returned by the library (NULL is a no-op). Thread-safety: any thread. */
 void recap_free_string(char* s);
 
 #ifdef __cplusplus
