@@ -3,8 +3,11 @@
 // stage alone. One iteration = one image: read the CPU column (the Time column is wall time,
 // which includes waiting for the core on a shared machine).
 #include <benchmark/benchmark.h>
+// jpeglib.h uses size_t and FILE without including their headers: keep this block before it.
 #include <jpeglib.h>
 
+#include <cstddef>
+#include <cstdio>
 #include <cstdlib>
 #include <vector>
 

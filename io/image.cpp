@@ -6,7 +6,11 @@
 // library call, and reports failure by return value; the C++ exception is thrown afterwards.
 #include "io/image.h"
 
+// jpeglib.h uses size_t and FILE without including their headers: keep this block before it.
 #include <jpeglib.h>
+
+#include <cstddef>
+#include <cstdio>
 // jpeglib.h must come first: jerror.h uses its types.
 #include <jerror.h>
 #include <png.h>

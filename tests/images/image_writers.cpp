@@ -1,10 +1,13 @@
 #include "image_writers.h"
 
+// jpeglib.h uses size_t and FILE without including their headers: keep this block before it.
 #include <jpeglib.h>
 #include <png.h>
 #include <zlib.h>
 
 #include <csetjmp>
+#include <cstddef>
+#include <cstdio>
 #include <cstring>
 #include <stdexcept>
 
