@@ -72,7 +72,8 @@ struct Shape {
   const char* name;
   int64_t n, k;
   std::vector<int64_t> ms;
-  bool with_f32 = true;  // f32 copies of lm_head (2 GB each) are skipped
+  bool with_f32 = true;   // f32 copies of lm_head (2 GB each) are skipped
+  bool in_cache = false;  // kernel-efficiency rows: one weight copy that stays in L2/L3
 };
 
 const std::vector<Shape>& shapes() {
@@ -87,6 +88,9 @@ const std::vector<Shape>& shapes() {
       {"clip_fc2", 1024, 4096, {577}},
       {"proj_fc1", 4096, 1024, {576}},
       {"proj_fc2", 4096, 4096, {576}},
+      // Compute efficiency of the micro-kernels with weights resident in cache (one N-chunk
+      // per thread): separates kernel quality from memory effects. Not a model shape.
+      {"incache_512x4096", 512, 4096, {16, 256}, true, true},
   };
   return s;
 }
@@ -141,7 +145,7 @@ const std::vector<PackedWeight>& packed_for(const Shape& s, WeightFormat f) {
     const std::vector<uint16_t>& src = source_for(s);
     g_cache.packed.push_back(pack_weight(src.data(), SrcType::BF16, s.n, s.k, f));
     const size_t bytes = g_cache.packed[0].data.size();
-    for (int c = 1; c < copies_for(bytes); ++c) {
+    for (int c = 1; c < (s.in_cache ? 1 : copies_for(bytes)); ++c) {
       PackedWeight p;
       p.format = f;
       p.n = s.n;
@@ -201,7 +205,7 @@ void BM_blas(benchmark::State& state, const Shape* s, int64_t m) {
     g_cache.f32.clear();
     const std::vector<uint16_t>& src = source_for(*s);
     const size_t bytes = src.size() * 4;
-    for (int c = 0; c < copies_for(bytes); ++c) {
+    for (int c = 0; c < (s->in_cache ? 1 : copies_for(bytes)); ++c) {
       std::vector<float> w(src.size());
       for (size_t j = 0; j < src.size(); ++j) w[j] = wf::bf16_to_f32(src[j]);
       g_cache.f32.push_back(std::move(w));
