@@ -23,6 +23,8 @@ namespace recap::models {
 
 struct ModelOptions {
   kernels::WeightFormat precision = kernels::WeightFormat::F32;  // of the big matrices
+  // KV cache element type for whoever allocates the cache (engine pool, SimpleKvPool); the
+  // forward pass reads the dtype of each KvCacheView it is given.
   kernels::KvDType kv_dtype = kernels::KvDType::F32;
   bool load_vision = true;
   bool load_text = true;
