@@ -172,15 +172,6 @@ inline uint64_t pair_key(int32_t a, int32_t b) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
 }
 
-// Hash for string_view keys (FNV-1a over the bytes; tokens are short).
-struct BytesHash {
-  size_t operator()(std::string_view s) const noexcept {
-    uint64_t h = 1469598103934665603ull;
-    for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-    return static_cast<size_t>(h ^ (h >> 29));
-  }
-};
-
 struct PairHash {
   size_t operator()(uint64_t k) const noexcept {
     k ^= k >> 33;
@@ -188,6 +179,38 @@ struct PairHash {
     k ^= k >> 33;
     return static_cast<size_t>(k);
   }
+};
+
+// Merges: open addressing over (left id, right id) keys, load factor <= 1/2. Faster to build and
+// probe than std::unordered_map for the 280k Llama-3 merges.
+class PairMap {
+ public:
+  static constexpr uint64_t kEmpty = ~0ull;  // (-1, -1): ids are never negative
+  void reserve(size_t n) {
+    size_t cap = 16;
+    while (cap < 2 * n) cap <<= 1;
+    keys_.assign(cap, kEmpty);
+    vals_.assign(cap, MergeValue{0, 0});
+    mask_ = cap - 1;
+  }
+  void insert_or_assign(uint64_t key, MergeValue v) {
+    size_t i = PairHash{}(key)&mask_;
+    while (keys_[i] != kEmpty && keys_[i] != key) i = (i + 1) & mask_;
+    keys_[i] = key;
+    vals_[i] = v;
+  }
+  const MergeValue* find(uint64_t key) const {
+    if (keys_.empty()) return nullptr;
+    for (size_t i = PairHash{}(key)&mask_;; i = (i + 1) & mask_) {
+      if (keys_[i] == key) return &vals_[i];
+      if (keys_[i] == kEmpty) return nullptr;
+    }
+  }
+
+ private:
+  std::vector<uint64_t> keys_;
+  std::vector<MergeValue> vals_;
+  size_t mask_ = 0;
 };
 
 bool is_word_char(uint32_t cp) {
@@ -201,10 +224,11 @@ bool is_word_char(uint32_t cp) {
 struct Tokenizer::Impl {
   std::string path;
   // Vocab by byte-level string (as written in tokenizer.json) and by the raw bytes it stands for.
-  std::unordered_map<std::string, int32_t> vocab_byte_level;
+  std::vector<std::string> byte_level_storage;  // owns the keys of vocab_byte_level; never resized after load
+  std::unordered_map<std::string_view, int32_t> vocab_byte_level;
   std::vector<std::string> raw_storage;  // owns the keys of vocab_raw; never resized after load
-  std::unordered_map<std::string_view, int32_t, BytesHash> vocab_raw;
-  std::unordered_map<uint64_t, MergeValue, PairHash> merges;
+  std::unordered_map<std::string_view, int32_t> vocab_raw;
+  PairMap merges;
   int32_t byte_token[256];
   bool ignore_merges = false;
 
@@ -301,16 +325,19 @@ void Tokenizer::Impl::load_json(const json& j) {
   // Vocab.
   const json& vocab = *vit;
   vocab_byte_level.reserve(vocab.size() * 2);
-  std::vector<std::pair<std::string, int32_t>> entries;
-  entries.reserve(vocab.size());
+  byte_level_storage.resize(vocab.size());
+  std::vector<int32_t> entry_ids;
+  entry_ids.reserve(vocab.size());
   int32_t max_id = -1;
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
     if (!it.value().is_number_integer()) fail("model.vocab[\"" + it.key() + "\"] is not an integer id");
     int64_t id = it.value().get<int64_t>();
     if (id < 0 || id > (1 << 30))
       fail("model.vocab[\"" + it.key() + "\"] has invalid id " + std::to_string(id));
-    vocab_byte_level.emplace(it.key(), static_cast<int32_t>(id));
-    entries.emplace_back(it.key(), static_cast<int32_t>(id));
+    std::string& key = byte_level_storage[entry_ids.size()];
+    key = it.key();
+    vocab_byte_level.emplace(std::string_view(key), static_cast<int32_t>(id));
+    entry_ids.push_back(static_cast<int32_t>(id));
     max_id = std::max(max_id, static_cast<int32_t>(id));
   }
 
@@ -340,12 +367,12 @@ void Tokenizer::Impl::load_json(const json& j) {
   id_known.assign(n_vocab, 0);
   id_special.assign(n_vocab, 0);
 
-  raw_storage.resize(entries.size());
-  vocab_raw.reserve(entries.size() * 2);
-  for (size_t k = 0; k < entries.size(); ++k) {
+  raw_storage.resize(entry_ids.size());
+  vocab_raw.reserve(entry_ids.size() * 2);
+  for (size_t k = 0; k < entry_ids.size(); ++k) {
     bool mapped = false;
-    std::string raw = byte_level_to_bytes(entries[k].first, &mapped);
-    int32_t id = entries[k].second;
+    std::string raw = byte_level_to_bytes(byte_level_storage[k], &mapped);
+    int32_t id = entry_ids[k];
     id_bytes[id] = raw;
     id_known[id] = 1;
     if (mapped) {
@@ -376,17 +403,19 @@ void Tokenizer::Impl::load_json(const json& j) {
   // Merges: "a b" strings or ["a", "b"] pairs; rank = position. A later duplicate overrides an
   // earlier one, as in HF (HashMap collect).
   const json& mlist = *mgit;
-  merges.reserve(mlist.size() * 2);
-  std::string left, right, joined;
+  merges.reserve(mlist.size());
+  std::string_view left, right;
+  std::string joined;
   int32_t rank = 0;
   for (const auto& m : mlist) {
     if (m.is_string()) {
-      const std::string& s = m.get_ref<const std::string&>();
-      size_t sp = s.find(' ');
-      if (sp == std::string::npos || s.find(' ', sp + 1) != std::string::npos)
-        fail("model.merges[" + std::to_string(rank) + "] \"" + s + "\" is not of the form \"a b\"");
-      left.assign(s, 0, sp);
-      right.assign(s, sp + 1, std::string::npos);
+      std::string_view sv = m.get_ref<const std::string&>();
+      size_t sp = sv.find(' ');
+      if (sp == std::string_view::npos || sv.find(' ', sp + 1) != std::string_view::npos)
+        fail("model.merges[" + std::to_string(rank) + "] \"" + std::string(sv) +
+             "\" is not of the form \"a b\"");
+      left = sv.substr(0, sp);
+      right = sv.substr(sp + 1);
     } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
       left = m[0].get_ref<const std::string&>();
       right = m[1].get_ref<const std::string&>();
@@ -397,12 +426,12 @@ void Tokenizer::Impl::load_json(const json& j) {
     auto ib = vocab_byte_level.find(right);
     if (ia == vocab_byte_level.end() || ib == vocab_byte_level.end())
       fail("model.merges[" + std::to_string(rank) + "] uses a token missing from the vocab: \"" +
-           (ia == vocab_byte_level.end() ? left : right) + "\"");
+           std::string(ia == vocab_byte_level.end() ? left : right) + "\"");
     joined.assign(left).append(right);
     auto iab = vocab_byte_level.find(joined);
     if (iab == vocab_byte_level.end())
       fail("model.merges[" + std::to_string(rank) + "] result \"" + joined + "\" is missing from the vocab");
-    merges[pair_key(ia->second, ib->second)] = MergeValue{rank, iab->second};
+    merges.insert_or_assign(pair_key(ia->second, ib->second), MergeValue{rank, iab->second});
     ++rank;
   }
 
@@ -593,9 +622,9 @@ void Tokenizer::Impl::bpe(std::string_view piece, std::vector<int32_t>& out) con
   auto push = [&](int32_t pos) {
     int32_t nx = next[pos];
     if (pos < 0 || nx < 0) return;
-    auto it = merges.find(pair_key(sym[pos], sym[nx]));
-    if (it == merges.end()) return;
-    heap.push_back(Cand{it->second.rank, pos, sym[pos], sym[nx]});
+    const MergeValue* mv = merges.find(pair_key(sym[pos], sym[nx]));
+    if (!mv) return;
+    heap.push_back(Cand{mv->rank, pos, sym[pos], sym[nx]});
     std::push_heap(heap.begin(), heap.end(), std::greater<Cand>());
   };
   for (size_t k = 0; k + 1 < n; ++k) push(static_cast<int32_t>(k));
@@ -606,7 +635,7 @@ void Tokenizer::Impl::bpe(std::string_view piece, std::vector<int32_t>& out) con
     heap.pop_back();
     int32_t nx = next[c.pos];
     if (sym[c.pos] != c.left || nx < 0 || sym[nx] != c.right) continue;  // stale
-    sym[c.pos] = merges.find(pair_key(c.left, c.right))->second.id;
+    sym[c.pos] = merges.find(pair_key(c.left, c.right))->id;
     sym[nx] = -1;
     int32_t nn = next[nx];
     next[c.pos] = nn;
@@ -803,8 +832,7 @@ int32_t Tokenizer::token_id(std::string_view token) const {
   const Impl& m = *impl_;
   if (auto it = m.added_by_content.find(std::string(token)); it != m.added_by_content.end())
     return m.added[it->second].id;
-  if (auto it = m.vocab_byte_level.find(std::string(token)); it != m.vocab_byte_level.end())
-    return it->second;
+  if (auto it = m.vocab_byte_level.find(token); it != m.vocab_byte_level.end()) return it->second;
   return -1;
 }
 
