@@ -574,3 +574,28 @@ TEST(CaptionCli, KvCacheBudgetBoundsTheBatch) {
   EXPECT_EQ(c.rc, 2) << c.out;
   EXPECT_NE(c.out.find("--kv-cache-mb 1 holds 128 blocks; one image needs 142"), std::string::npos) << c.out;
 }
+
+TEST(CaptionCli, TwoWorkersOnTheSameShardsNeverDuplicate) {
+  // Two processes given the same work: each shard is locked by one of them; the other skips
+  // it (busy) or finds it done. Every sample ends up exactly once.
+  auto dir = make_temp_dir("cap_two");
+  auto list = write_list(dir, 16);
+  auto args = caption_args(
+      {"--list", list, "--out", dir + "/out", "--samples-per-shard", "2", "--max-new-tokens", "40"});
+  pid_t a = spawn_cmd(args, dir + "/a.log");
+  pid_t b = spawn_cmd(args, dir + "/b.log");
+  ASSERT_GT(a, 0);
+  ASSERT_GT(b, 0);
+  EXPECT_EQ(wait_exit(a), 0) << io::read_file(dir + "/a.log");
+  EXPECT_EQ(wait_exit(b), 0) << io::read_file(dir + "/b.log");
+  std::vector<std::string> shards;
+  for (int s = 0; s < 8; ++s) {
+    std::string name = "0000" + std::to_string(s);
+    shards.push_back(name);
+    EXPECT_TRUE(io::file_exists(dir + "/out/" + name + "_stats.json")) << name;
+    std::vector<std::string> order;
+    read_tar(dir + "/out/" + name + ".tar", &order);
+    EXPECT_EQ(order.size(), 6u) << name;
+  }
+  EXPECT_EQ(sidecar_by_key(dir + "/out", shards).size(), 16u);
+}
