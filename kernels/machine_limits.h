@@ -14,7 +14,7 @@ struct LimitProbe {
 };
 
 // Read bandwidth in GB/s (1e9 bytes/s) over a `megabytes` buffer split among the threads.
-LimitProbe measure_read_bandwidth(int threads, int megabytes = 512);
+LimitProbe measure_read_bandwidth(int threads, int megabytes = 256);
 // Peak f32 multiply-add throughput in GFLOP/s (widest FMA the CPU runs: zmm, else ymm).
 LimitProbe measure_f32_fma_peak(int threads);
 // Peak int8 dot-product throughput in GOP/s (AVX-512 VNNI vpdpbusd zmm); 0 if absent.
