@@ -4,8 +4,10 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "models/tokenizer.h"
@@ -351,4 +353,64 @@ TEST(Tokenizer, PreTokenizerRegexSemantics) {
   EXPECT_EQ(split("\u3000x"), (V{"\u3000x"}));
   // Invalid UTF-8 bytes are characters of class "other"; the pieces still tile the text.
   EXPECT_EQ(split("a\xff\xfe b"), (V{"a", "\xff\xfe", " b"}));
+}
+
+TEST(Tokenizer, ConcurrentEncodeMatchesSerial) {
+  const Tokenizer& t = llama3();
+  auto cases = load_cases(kData + "/tokenizer/llama3_tok_cases.jsonl");
+  std::vector<std::vector<std::vector<int32_t>>> results(4);
+  std::vector<std::thread> threads;
+  for (size_t k = 0; k < results.size(); ++k)
+    threads.emplace_back([&, k] {
+      for (const auto& c : cases) results[k].push_back(t.encode(c.text));
+    });
+  for (auto& th : threads) th.join();
+  for (const auto& r : results) {
+    ASSERT_EQ(r.size(), cases.size());
+    for (size_t i = 0; i < cases.size(); ++i) EXPECT_EQ(r[i], cases[i].ids) << cases[i].label;
+  }
+}
+
+TEST(Tokenizer, RandomTextRoundTripsAndRandomIdsDecode) {
+  const Tokenizer& t = llama3();
+  std::mt19937 rng(1234);
+  // Code points from ASCII, Latin, CJK, emoji, spaces of every kind, and controls.
+  const uint32_t pool[] = {'a',    'Z',    '0',     '9',    ' ',    '\n',   '\r',   '\t',    '\'',
+                           '.',    '<',    '|',     '>',    0x1C,   0x85,   0xA0,   0xE9,    0x17F,
+                           0x3000, 0x4E2D, 0x1F999, 0x200D, 0xFE0F, 0x0663, 0x2028, 0x10FFFF};
+  for (int iter = 0; iter < 300; ++iter) {
+    std::string s;
+    int len = static_cast<int>(rng() % 40);
+    for (int k = 0; k < len; ++k) {
+      uint32_t cp = pool[rng() % (sizeof(pool) / sizeof(pool[0]))];
+      if (cp < 0x80) {
+        s.push_back(static_cast<char>(cp));
+      } else if (cp < 0x800) {
+        s.push_back(static_cast<char>(0xC0 | (cp >> 6)));
+        s.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+      } else if (cp < 0x10000) {
+        s.push_back(static_cast<char>(0xE0 | (cp >> 12)));
+        s.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+        s.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+      } else {
+        s.push_back(static_cast<char>(0xF0 | (cp >> 18)));
+        s.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
+        s.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+        s.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+      }
+    }
+    auto ids = t.encode(s);
+    for (int32_t id : ids) ASSERT_TRUE(id >= 0 && id < t.vocab_size());
+    EXPECT_EQ(t.decode(ids), s) << nlohmann::json(s).dump();
+    // Pre-tokenizer pieces tile the text.
+    size_t total = 0;
+    for (auto p : recap::models::llama3_pre_tokenize(s)) total += p.size();
+    EXPECT_EQ(total, s.size());
+  }
+  for (int iter = 0; iter < 300; ++iter) {
+    std::vector<int32_t> ids;
+    for (int k = 0; k < 20; ++k) ids.push_back(static_cast<int32_t>(rng() % 130000) - 100);
+    std::string text = t.decode(ids);
+    EXPECT_EQ(recap::models::utf8_lossy(text), text);  // always valid UTF-8
+  }
 }
