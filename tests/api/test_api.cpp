@@ -742,6 +742,7 @@ TEST_F(Api, CppWrapper) {
 
   // Moves keep the model alive; the log callback wrapper routes lines.
   recap::Model moved = std::move(model);
+  cp.max_new_tokens = kMaxNew;
   std::vector<std::string> lines;
   recap::set_log_callback([&](recap_log_level, const std::string& m) { lines.push_back(m); });
   moved.caption({bad}, cp);
