@@ -155,8 +155,9 @@ recap_caption_params recap_caption_default_params(void);
 
 /* Routes the library's log lines to `callback` (NULL restores the default: lines of level
  * >= RECAP_LOG_WARN to stderr). The callback may be called from any thread that calls into the
- * library. Thread-safety: any thread; the switch is atomic with respect to log lines, but set it
- * before loading models if the callback's user_data must not be used afterwards. */
+ * library; lines are delivered one at a time (under a process-wide lock, so the callback must
+ * not call recap_set_log_callback itself). Thread-safety: any thread; once this returns, the
+ * previous callback is not called any more. */
 void recap_set_log_callback(recap_log_callback callback, void* user_data);
 
 /* Loads a model (config, weights packed into params->precision, tokenizer).
