@@ -39,6 +39,13 @@ PackedWeight pack_weight(const void* src, SrcType src_type, int64_t n, int64_t k
 
 // Y[M,N] = X[M,K] * W^T (+ bias). bias may be null. Dispatches on active_isa().
 // Multi-threaded with OpenMP (uses the current omp_get_max_threads()).
+// Numerics by format (docs/NUMERICS.md, "GEMM and weight formats"):
+//   f32   f32 accumulation; ISAs differ only in summation order.
+//   bf16  X is rounded to bf16 (RNE) too, products exact, f32 accumulation.
+//   int8/int4  each row of X is quantized to int8 on the fly (scale max|x|/127); exact int32
+//         dot products per weight group; results are bit-identical on every ISA and thread
+//         count. A row of X holding NaN/Inf yields NaN outputs for that row.
+// Only the first K values of each X row and the first N of each Y row are touched.
 void gemm(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const float* bias, float* y,
           int64_t ldy);
 
