@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <ctime>
 
 #include "io/tar.h"
 
@@ -207,7 +208,8 @@ void ShardOutput::append(const SampleOutcome& s) {
       std::string name = c == 0 ? s.key + ".txt" : s.key + "." + std::to_string(c) + ".txt";
       members += io::tar_member_bytes(name, s.captions[c], mtime_);
     }
-    members += io::tar_member_bytes(s.key + ".json", s.meta.dump(4), mtime_);
+    members += io::tar_member_bytes(
+        s.key + ".json", s.meta.dump(4, ' ', false, nlohmann::json::error_handler_t::replace), mtime_);
     tar_.write(members);
   }
   ordered_json rec;
@@ -216,6 +218,14 @@ void ShardOutput::append(const SampleOutcome& s) {
   rec["meta"] = s.meta;
   std::string line = rec.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   log_.write(line);
+  // A process kill loses nothing already written; against a machine crash, sync every few
+  // seconds, tar before log, so a durable log record always has durable tar bytes.
+  const int64_t now = static_cast<int64_t>(::time(nullptr));
+  if (now - last_sync_ >= 10) {
+    tar_.sync();
+    log_.sync();
+    last_sync_ = now;
+  }
   records_[s.index] = s.meta.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
@@ -273,7 +283,8 @@ nlohmann::ordered_json ShardOutput::finish(const ordered_json& extra, double sta
   // 3. stats, last: the done marker.
   log_.sync();
   log_.close();
-  if (!io::exclusive_write(shard_stats_path(out_dir_, shard_), st.dump(4) + "\n"))
+  if (!io::exclusive_write(shard_stats_path(out_dir_, shard_),
+                           st.dump(4, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"))
     throw io::IoError(shard_stats_path(out_dir_, shard_) +
                       " appeared while this process held the shard lock");
   ::unlink(log_partial_.c_str());

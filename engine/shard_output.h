@@ -99,6 +99,7 @@ class ShardOutput {
   int64_t resumed_ = 0;
   bool finished_ = false;
   double first_start_time_ = 0;
+  int64_t last_sync_ = 0;
 };
 
 }  // namespace recap::engine

@@ -178,7 +178,7 @@ TEST(CaptionCli, TsvGzAliasesAndNoImages) {
   std::string tsv = "URL\tTEXT\tid\textra\n";
   for (int i = 0; i < 3; ++i)
     tsv += kImages + "/" + kImageNames[i] + "\tcaption " + std::to_string(i) + "\tid-" + std::to_string(i) +
-           "\tx\n";
+           (i == 1 ? "\tbad \xff utf8\n" : "\tx\n");
   tsv += "only-one-field\n";
   std::string tmp = dir + "/l.tsv";
   io::atomic_write(tmp, tsv);
@@ -197,6 +197,8 @@ TEST(CaptionCli, TsvGzAliasesAndNoImages) {
   auto tar = read_tar(dir + "/out/00000.tar");
   EXPECT_EQ(tar.size(), 6u);  // txt + json per success, no images
   EXPECT_TRUE(tar.count("id-2.txt"));
+  // Invalid UTF-8 in a pass-through column is written with U+FFFD, never a crash.
+  EXPECT_EQ(json::parse(tar["id-1.json"])["extra"], "bad \xef\xbf\xbd utf8");
   EXPECT_FALSE(tar.count("id-2.jpg"));
 }
 
