@@ -11,7 +11,7 @@ source scripts/ctest_lib.sh
 BUILD_DIR=build-asan BUILD_TYPE=RelWithDebInfo JOBS=$JOBS scripts/build.sh \
   -DRECAP_SANITIZE=ON -DRECAP_BUILD_BENCH=OFF
 
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:strict_string_checks=1:detect_stack_use_after_return=1}
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:detect_stack_use_after_return=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 echo "sanitize: unit and golden tests under ASan+UBSan"
 run_ctest "asan/unit|golden" --test-dir build-asan --output-on-failure --parallel "$JOBS" \
