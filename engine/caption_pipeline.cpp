@@ -305,11 +305,23 @@ void CaptionRun::setup() {
     throw UsageError(e.what());
   }
   for (auto& w : warnings) rep_.line("warning: " + w);
-  for (int64_t p : assigned_positions(assign, static_cast<int64_t>(all.size())))
-    shards_.push_back(all[static_cast<size_t>(p)]);
-  rep_.line("caption: " + std::to_string(all.size()) + " input shard(s); " + assign.describe() + " takes " +
-            std::to_string(shards_.size()) + "; threads " + std::to_string(tb.threads) + " (" + tb.source +
-            ")");
+  ShardSelection selection;
+  std::vector<int64_t> positions;
+  try {
+    if (!o_.shards.empty()) selection = parse_shard_selection(o_.shards);
+    if (!o_.shards_file.empty())
+      selection = merge_selections(selection, read_shard_selection_file(o_.shards_file));
+    std::vector<std::string> names;
+    for (auto& s : all) names.push_back(s.name);
+    positions = worker_positions(assign, selection, names);
+  } catch (const AssignmentError& e) {
+    throw UsageError(e.what());
+  }
+  for (int64_t p : positions) shards_.push_back(all[static_cast<size_t>(p)]);
+  rep_.line("caption: " + std::to_string(all.size()) + " input shard(s)" +
+            (selection.empty() ? "" : ", " + selection.describe() + " selected") + "; " + assign.describe() +
+            " takes " + std::to_string(shards_.size()) + "; threads " + std::to_string(tb.threads) + " (" +
+            tb.source + ")");
 
   // Model, tokenizer, template.
   models::LoadOptions lo;

@@ -40,6 +40,7 @@ struct CaptionOptions {
   bool no_images = false;
   bool overwrite = false;
   std::optional<int64_t> shard_index, shard_count;
+  std::string shards, shards_file;  // --shards / --shards-file: rerun a subset (engine/shard_assign.h)
   // Generation
   std::string template_name;  // name or file; "" = the default (llama3)
   std::string prompt;         // "" = the Recap-DataComp prompt

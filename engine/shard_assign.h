@@ -38,4 +38,44 @@ ShardAssignment resolve_shard_assignment(std::optional<int64_t> flag_index, std:
 // Positions (0-based, in input order) this worker takes out of n_shards.
 std::vector<int64_t> assigned_positions(const ShardAssignment& a, int64_t n_shards);
 
+// A hand-picked subset of the input shards (--shards / --shards-file), to rerun a few.
+//
+// Spec syntax: comma- or whitespace-separated items, each a shard id (`17`, `00017`), an
+// inclusive id range (`120-159`), or a shard name (tar inputs: the input's basename without
+// `.tar`). `@FILE` reads the items from FILE (one or more per line; `#` starts a comment), as
+// does --shards-file FILE; a file may name the shards by their output file names too
+// (`00017.tar`, `00017_stats.json`), so a list printed by `ls` or `merge-stats` works.
+// An id matches the shard whose name is that number (any zero padding).
+struct ShardSelection {
+  std::vector<std::pair<int64_t, int64_t>> id_ranges;  // inclusive
+  std::vector<std::string> names;
+  std::string origin;  // "--shards 120-159" / "--shards-file f.txt", for messages
+  bool empty() const { return id_ranges.empty() && names.empty(); }
+  std::string describe() const;  // "shards 120-159" / "3 shard ids from f.txt"
+};
+
+// Parses a --shards spec (`@FILE` allowed). Throws AssignmentError naming the bad item (and
+// the file and line when read from a file).
+ShardSelection parse_shard_selection(const std::string& spec);
+ShardSelection read_shard_selection_file(const std::string& path);
+// Both flags may be given; their items add up.
+ShardSelection merge_selections(ShardSelection a, const ShardSelection& b);
+
+// The shard's id when its name is all digits, else -1.
+int64_t shard_name_id(const std::string& name);
+
+// Positions (in input order) of the shards `sel` picks out of `shard_names`; an empty
+// selection picks all. Throws AssignmentError when an item matches no shard (a typo or a
+// different --samples-per-shard would otherwise silently do nothing).
+std::vector<int64_t> selected_positions(const ShardSelection& sel,
+                                        const std::vector<std::string>& shard_names);
+
+// The shards this worker takes: the selected ones, strided by the assignment (so a
+// hand-picked rerun can itself be spread over an array). Positions in input order.
+std::vector<int64_t> worker_positions(const ShardAssignment& a, const ShardSelection& sel,
+                                      const std::vector<std::string>& shard_names);
+
+// "0-3,7,9-12": the compact form of a set of ids, as --shards accepts it.
+std::string format_id_ranges(std::vector<int64_t> ids);
+
 }  // namespace recap::engine

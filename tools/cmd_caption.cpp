@@ -85,6 +85,10 @@ CommandRegistrar reg_caption(
       sub->add_option("--shard-index", f->shard_index,
                       "this worker's index (default: Slurm/K8s env, else 0)");
       sub->add_option("--shard-count", f->shard_count, "number of workers (default: Slurm env, else 1)");
+      sub->add_option("--shards", o.shards,
+                      "only these input shards: ids/ranges/names like '120-159,200' or @FILE (then strided "
+                      "over the workers)");
+      sub->add_option("--shards-file", o.shards_file, "only the shards named in FILE (ids, ranges or names)");
       return [f]() -> int {
         auto& o = f->o;
         o.sampling.temperature = f->temperature;
