@@ -163,8 +163,9 @@ void recap_set_log_callback(recap_log_callback callback, void* user_data);
 /* Loads a model (config, weights packed into params->precision, tokenizer).
  * Returns RECAP_OK and *model, or: RECAP_ERR_INVALID_ARGUMENT (params/model NULL, no weights_dir,
  * bad precision/kv_dtype enum, threads < 0), RECAP_ERR_IO (a directory or file is missing or
- * unreadable), RECAP_ERR_FORMAT (malformed config.json, safetensors or tokenizer.json),
- * RECAP_ERR_UNSUPPORTED (not a LLaVA checkpoint, unsupported architecture), RECAP_ERR_OUT_OF_MEMORY.
+ * unreadable), RECAP_ERR_FORMAT (malformed or unsupported config.json, missing/mis-shaped
+ * tensors, malformed safetensors or tokenizer.json), RECAP_ERR_UNSUPPORTED (a valid checkpoint
+ * that is not a LLaVA one, e.g. a CLIP vision tower alone), RECAP_ERR_OUT_OF_MEMORY.
  * On failure *model is NULL.
  * Thread-safety: any thread; concurrent loads are independent. */
 recap_status recap_model_load(const recap_model_params* params, recap_model** model, char** error);
