@@ -284,6 +284,10 @@ void CaptionRun::setup() {
     throw UsageError(e.what());
   }
 
+  if (o_.num_captions > 1 && o_.sampling.greedy())
+    rep_.line(
+        "warning: --num-captions " + std::to_string(o_.num_captions) +
+        " with greedy decoding gives identical captions; set --temperature (and --top-k/--top-p) to sample");
   ThreadBudget tb = resolve_threads(o_.threads);
   apply_threads(tb.threads);
   ShardAssignment assign;

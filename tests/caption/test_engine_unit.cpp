@@ -11,6 +11,7 @@
 #include "engine/sampler.h"
 #include "engine/shard_assign.h"
 #include "engine/shard_output.h"
+#include "engine/threads.h"
 
 using namespace recap::engine;
 using namespace recap::testing;
@@ -235,4 +236,19 @@ TEST(PostProcess, FirstSentenceAndShear) {
   EXPECT_EQ(shear_words("a photo of a red car", 3), "a photo of");
   EXPECT_EQ(shear_words("short", 3), "short");
   EXPECT_EQ(shear_words("keep  all", 0), "keep  all");
+}
+
+TEST(Threads, ExplicitThenOmpThenDetected) {
+  EXPECT_EQ(resolve_threads(3).threads, 3);
+  EXPECT_EQ(resolve_threads(3).source, "--threads");
+  ::setenv("OMP_NUM_THREADS", "5", 1);
+  EXPECT_EQ(resolve_threads(0).threads, 5);
+  EXPECT_EQ(resolve_threads(0).source, "OMP_NUM_THREADS");
+  ::unsetenv("OMP_NUM_THREADS");
+  ::setenv("SLURM_CPUS_PER_TASK", "1", 1);
+  EXPECT_EQ(resolve_threads(0).threads, 1);
+  ::unsetenv("SLURM_CPUS_PER_TASK");
+  auto d = resolve_threads(0);
+  EXPECT_GE(d.threads, 1);
+  EXPECT_LE(d.threads, affinity_cpu_count());
 }
