@@ -265,6 +265,18 @@ TEST(ApiLoad, MalformedFilesAreFormatErrors) {
   p.weights_dir = dir.c_str();
   EXPECT_NE(load_fails(p, RECAP_ERR_FORMAT).find("config.json"), std::string::npos);
 
+  // A valid config.json with a weights file that is not safetensors.
+  const std::string bad_st = make_temp_dir("badst");
+  write_text(
+      bad_st + "/config.json",
+      std::string(std::istreambuf_iterator<char>(std::ifstream(kWeights + "/config.json").rdbuf()), {}));
+  write_text(bad_st + "/model.safetensors", "garbage, not a safetensors header");
+  const std::string clip = kData + "/tiny/clip_vision_fp32";
+  p = tiny_params();
+  p.weights_dir = bad_st.c_str();
+  p.vision_weights_dir = clip.c_str();
+  EXPECT_NE(load_fails(p, RECAP_ERR_FORMAT).find("model.safetensors"), std::string::npos);
+
   const std::string bad_tok = dir + "/tokenizer.json";
   write_text(bad_tok, "this is not a tokenizer");
   p = tiny_params();
