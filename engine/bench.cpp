@@ -1,0 +1,455 @@
+#include "engine/bench.h"
+
+#include <omp.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <stdexcept>
+#include <vector>
+
+#include "engine/kv_cache.h"
+#include "engine/threads.h"
+#include "io/image.h"
+#include "kernels/gemm.h"
+#include "kernels/isa.h"
+#include "kernels/machine_limits.h"
+#include "models/kv_pool.h"
+#include "models/llava.h"
+#include "models/preprocess.h"
+#include "models/weight_source.h"
+
+namespace recap::engine {
+
+namespace {
+
+using json = nlohmann::ordered_json;
+using Clock = std::chrono::steady_clock;
+using kernels::WeightFormat;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+double peak_rss_bytes() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) * 1024.0;  // Linux: KiB
+}
+
+void progress(const char* fmt, double a = 0, double b = 0) {
+  std::fprintf(stderr, "[bench] ");
+  std::fprintf(stderr, fmt, a, b);
+  std::fprintf(stderr, "\n");
+}
+
+// Bytes of the decoder's packed matrices read by one decode step (every layer's q/k/v/o,
+// gate/up, down and lm_head; the embedding gather reads one row and is left out).
+double decoder_step_weight_bytes(const models::TextConfig& t, WeightFormat f) {
+  const int64_t kv_dim = t.kv_heads * t.head_dim, q_dim = t.heads * t.head_dim;
+  double per_layer =
+      static_cast<double>(kernels::PackedWeight::packed_bytes(f, q_dim + 2 * kv_dim, t.hidden)) +
+      static_cast<double>(kernels::PackedWeight::packed_bytes(f, t.hidden, q_dim)) +
+      static_cast<double>(kernels::PackedWeight::packed_bytes(f, 2 * t.intermediate, t.hidden)) +
+      static_cast<double>(kernels::PackedWeight::packed_bytes(f, t.hidden, t.intermediate));
+  return per_layer * static_cast<double>(t.layers) +
+         static_cast<double>(kernels::PackedWeight::packed_bytes(f, t.vocab, t.hidden));
+}
+
+// Multiply-adds x2 of the decoder per prompt token (lm_head excluded: prefill computes logits
+// for the last position only), plus causal attention (QK^T and PV) averaged over a prompt of
+// n tokens.
+double decoder_prefill_flops_per_token(const models::TextConfig& t, int64_t n) {
+  const double kv_dim = static_cast<double>(t.kv_heads * t.head_dim),
+               q_dim = static_cast<double>(t.heads * t.head_dim);
+  const double D = static_cast<double>(t.hidden), I = static_cast<double>(t.intermediate);
+  const double gemm = 2 * (D * (q_dim + 2 * kv_dim) + q_dim * D + D * 2 * I + I * D);
+  const double attn = 4 * q_dim * (static_cast<double>(n) + 1) / 2;
+  return (gemm + attn) * static_cast<double>(t.layers);
+}
+
+double vision_flops_per_image(const models::ModelConfig& c) {
+  const double D = static_cast<double>(c.vision.hidden), I = static_cast<double>(c.vision.intermediate);
+  const double P = static_cast<double>(c.vision.num_patches()), T = P + 1;
+  const double K = static_cast<double>(c.vision.channels * c.vision.patch_size * c.vision.patch_size);
+  const double layers = static_cast<double>(c.vision.layers_to_run());
+  const double per_layer = 2 * T * (4 * D * D + 2 * D * I) + 2 * 2 * T * T * D;
+  const double projector = 2 * P *
+                           (static_cast<double>(c.projector.in * c.projector.hidden) +
+                            static_cast<double>(c.projector.hidden * c.projector.out));
+  return 2 * P * K * D + layers * per_layer + projector;
+}
+
+double kv_bytes_per_position(const models::TextConfig& t, kernels::KvDType d) {
+  return 2.0 * static_cast<double>(t.layers * t.kv_heads * t.head_dim) *
+         static_cast<double>(models::kv_dtype_size(d));
+}
+
+int32_t argmax_row(const float* row, int64_t n) {
+  return static_cast<int32_t>(std::max_element(row, row + n) - row);
+}
+
+// The compute peak that bounds a GEMM of this weight format (int8/int4 multiply int8
+// activations with vpdpbusd; bf16 uses vdpbf16ps; f32 FMA). Falls back to the f32 peak
+// when the CPU lacks the instruction.
+struct ComputeBound {
+  double gops = 0;
+  std::string name;
+};
+
+}  // namespace
+
+bool is_synthetic_preset(const std::string& name) {
+  return name == "llava-llama3-8b";
+}
+
+models::ModelConfig synthetic_preset_config(const std::string& name) {
+  if (!is_synthetic_preset(name))
+    throw std::invalid_argument("unknown synthetic preset '" + name + "' (known: llava-llama3-8b)");
+  const models::VisionConfig* v = models::vision_preset("openai/clip-vit-large-patch14-336");
+  if (!v) throw std::runtime_error("no built-in vision preset for openai/clip-vit-large-patch14-336");
+  models::ModelConfig c;
+  c.layout = models::Layout::LlavaOrig;
+  c.architecture = "LlavaLlamaForCausalLM (synthetic " + name + ")";
+  c.weights_dir = "synthetic:" + name;
+  c.vision_weights_dir = c.weights_dir;
+  c.has_vision = true;
+  c.has_text = true;
+  c.vision = *v;  // CLIP-ViT-L/14-336: 24 layers, 1024/4096, 16 heads, select layer -2
+  c.projector.type = "mlp2x_gelu";
+  c.projector.in = c.vision.hidden;
+  c.projector.hidden = 4096;
+  c.projector.out = 4096;
+  c.text.hidden = 4096;  // LLaMA-3-8B
+  c.text.intermediate = 14336;
+  c.text.layers = 32;
+  c.text.heads = 32;
+  c.text.kv_heads = 8;
+  c.text.head_dim = 128;
+  c.text.vocab = 128256;
+  c.text.rms_eps = 1e-5f;
+  c.text.rope_theta = 500000.f;
+  c.text.max_position = 8192;
+  c.generation.bos_token_id = 128000;
+  c.generation.eos_token_ids = {128001, 128009};
+  c.names.vision_prefix = "model.vision_tower.vision_tower.vision_model.";
+  c.names.text_prefix = "model.";
+  c.names.lm_head = "lm_head.weight";
+  c.names.proj1_prefix = "model.mm_projector.0.";
+  c.names.proj2_prefix = "model.mm_projector.2.";
+  c.text_dtype = "synthetic";
+  c.vision_tower_source = "synthetic";
+  c.vision_config_source = "built-in preset openai/clip-vit-large-patch14-336";
+  c.preprocessor_source = "defaults (CLIP)";
+  return c;
+}
+
+json run_bench(const BenchOptions& o) {
+  if (o.max_batch < 1) throw std::invalid_argument("--max-batch must be >= 1");
+  if (o.new_tokens < 1) throw std::invalid_argument("--new-tokens must be >= 1");
+  if (o.prompt_tokens < 0) throw std::invalid_argument("--prompt-tokens must be >= 0");
+  if (o.images < 1) throw std::invalid_argument("--images must be >= 1");
+  const WeightFormat format = kernels::parse_weight_format(o.precision);
+  const kernels::KvDType kv_dtype = models::parse_kv_dtype(o.kv_dtype);
+
+  const ThreadBudget tb = resolve_threads(o.threads);
+  apply_threads(tb.threads);
+  json r;
+  r["isa"] = kernels::isa_name(kernels::active_isa());
+  r["threads"] = tb.threads;
+  r["threads_source"] = tb.source;
+  r["precision"] = kernels::weight_format_name(format);
+  r["kv_dtype"] = models::kv_dtype_name(kv_dtype);
+
+  // Machine limits first, on an idle process (the model's pages are not yet touched).
+  progress("measuring machine limits (%.0f threads)", tb.threads);
+  const kernels::LimitProbe bw = kernels::measure_read_bandwidth(tb.threads);
+  const kernels::LimitProbe f32p = kernels::measure_f32_fma_peak(tb.threads);
+  const kernels::LimitProbe i8p = kernels::measure_int8_dot_peak(tb.threads);
+  const kernels::LimitProbe bf16p = kernels::measure_bf16_dot_peak(tb.threads);
+  r["limits"] = {{"read_bandwidth_gbs", bw.value}, {"read_bandwidth_probe", bw.instruction},
+                 {"f32_fma_gflops", f32p.value},   {"f32_fma_probe", f32p.instruction},
+                 {"int8_dot_gops", i8p.value},     {"int8_dot_probe", i8p.instruction},
+                 {"bf16_dot_gflops", bf16p.value}, {"bf16_dot_probe", bf16p.instruction}};
+  ComputeBound cb;
+  if ((format == WeightFormat::Int8 || format == WeightFormat::Int4) && i8p.value > 0)
+    cb = {i8p.value, std::string("int8 dot peak (") + i8p.instruction + ")"};
+  else if (format == WeightFormat::BF16 && bf16p.value > 0)
+    cb = {bf16p.value, std::string("bf16 dot peak (") + bf16p.instruction + ")"};
+  else
+    cb = {f32p.value, std::string("f32 FMA peak (") + f32p.instruction + ")"};
+
+  // Load.
+  models::ModelOptions mo;
+  mo.precision = format;
+  mo.kv_dtype = kv_dtype;
+  std::unique_ptr<models::LlavaModel> model;
+  const auto t_load = Clock::now();
+  if (!o.synthetic.empty()) {
+    const models::ModelConfig cfg = synthetic_preset_config(o.synthetic);
+    progress("building synthetic weights (real shapes), packing each matrix directly");
+    models::SyntheticWeightSource src(o.seed, 0.02f);
+    model = models::LlavaModel::load_from(cfg, &src, &src, mo);
+    r["model"] = "synthetic:" + o.synthetic;
+  } else {
+    models::LoadOptions lo;
+    lo.vision_weights_dir = o.vision_weights_dir;
+    models::Checkpoint ck = models::open_checkpoint(o.weights_dir, lo);
+    model = models::LlavaModel::load(ck, mo);
+    r["model"] = o.weights_dir;
+  }
+  const double load_s = seconds_since(t_load);
+  const models::ModelConfig& c = model->config();
+  if (!model->has_vision() || !model->has_text())
+    throw std::runtime_error(r["model"].get<std::string>() +
+                             ": bench needs the vision tower, projector and language model");
+  r["load_s"] = load_s;
+  r["weight_bytes"] = static_cast<double>(model->weight_bytes());
+  r["rss_after_load_bytes"] = peak_rss_bytes();
+  progress("loaded in %.1f s, %.2f GiB of packed weights", load_s,
+           static_cast<double>(model->weight_bytes()) / (1 << 30));
+
+  const int64_t P = c.vision.num_patches(), S = c.vision.image_size, Dt = c.text.hidden, V = c.text.vocab;
+  const int64_t prompt_len = P + o.prompt_tokens;
+  r["shapes"] = {{"vision_layers_run", c.vision.layers_to_run()},
+                 {"vision_hidden", c.vision.hidden},
+                 {"image_size", S},
+                 {"image_tokens", P},
+                 {"text_layers", c.text.layers},
+                 {"text_hidden", Dt},
+                 {"text_intermediate", c.text.intermediate},
+                 {"heads", c.text.heads},
+                 {"kv_heads", c.text.kv_heads},
+                 {"vocab", V},
+                 {"prompt_tokens_text", o.prompt_tokens},
+                 {"prompt_tokens_total", prompt_len}};
+
+  std::mt19937_64 rng(o.seed);
+
+  // Preprocessing of a random 640x480 image (pixels from a uniform generator: decode cost
+  // depends on the codec, not measured here).
+  io::Image img;
+  img.width = 640;
+  img.height = 480;
+  img.rgb.resize(static_cast<size_t>(img.width * img.height * 3));
+  for (auto& b : img.rgb) b = static_cast<uint8_t>(rng() & 0xff);
+  const models::PreprocessConfig pc = models::from_vision_config(c.vision);
+  std::vector<float> pixels(static_cast<size_t>(3 * S * S));
+  const int pre_reps = o.quick ? 2 : 10;
+  models::preprocess_llava_into(img, pc, pixels.data());  // warm-up
+  const auto t_pre = Clock::now();
+  for (int i = 0; i < pre_reps; ++i) models::preprocess_llava_into(img, pc, pixels.data());
+  const double preprocess_ms = seconds_since(t_pre) * 1000 / pre_reps;
+  progress("preprocess %.2f ms/image", preprocess_ms);
+
+  // Vision tower + projector, batch 1.
+  std::vector<float> features(static_cast<size_t>(P * Dt));
+  if (!o.quick) model->encode_images(pixels.data(), 1, features.data());  // warm-up (scratch)
+  double vision_best = 1e30, vision_sum = 0;
+  for (int i = 0; i < o.images; ++i) {
+    const auto t = Clock::now();
+    model->encode_images(pixels.data(), 1, features.data());
+    const double s = seconds_since(t);
+    vision_best = std::min(vision_best, s);
+    vision_sum += s;
+    progress("vision tower %.0f ms/image", s * 1000);
+  }
+  const double vision_ms = vision_sum / o.images * 1000;
+  const double vision_flops = vision_flops_per_image(c);
+
+  // KV pool for 1 + B sequences sharing the prompt's whole blocks.
+  const int64_t max_tokens = prompt_len + o.new_tokens;
+  KvCacheShape ks;
+  ks.layers = c.text.layers;
+  ks.kv_heads = c.text.kv_heads;
+  ks.head_dim = c.text.head_dim;
+  ks.block_size = 16;
+  ks.dtype = kv_dtype;
+  const int64_t n_blocks = KvCachePool(ks, 1).blocks_needed(prompt_len, max_tokens, 1 + o.max_batch);
+  KvCachePool kv(ks, n_blocks);
+  r["kv_cache_bytes"] = static_cast<double>(ks.bytes_per_block()) * static_cast<double>(n_blocks);
+
+  // Prompt: random text ids around one image placeholder.
+  std::uniform_int_distribution<int64_t> tok(0, std::min<int64_t>(V, 128000) - 1);
+  std::vector<int64_t> ids;
+  for (int i = 0; i < o.prompt_tokens; ++i) {
+    if (i == o.prompt_tokens / 2) ids.push_back(-200);
+    ids.push_back(tok(rng));
+  }
+  if (o.prompt_tokens == 0) ids.push_back(-200);
+  std::vector<float> embeds(static_cast<size_t>(prompt_len * Dt));
+  model->splice_embeddings(ids, features.data(), 1, embeds.data());
+
+  std::vector<int32_t> seq0 = kv.allocate(max_tokens);
+  std::vector<float> logits(static_cast<size_t>(std::max(1, o.max_batch) * V));
+  models::SeqChunk pre;
+  pre.embeds = embeds.data();
+  pre.n_tokens = prompt_len;
+  pre.start_pos = 0;
+  pre.block_table = seq0.data();
+  progress("prefill of %.0f tokens", static_cast<double>(prompt_len));
+  const auto t_prefill = Clock::now();
+  model->forward({pre}, kv.views(), logits.data());
+  const double prefill_s = seconds_since(t_prefill);
+  const double prefill_tps = static_cast<double>(prompt_len) / prefill_s;
+  const double prefill_flops_tok = decoder_prefill_flops_per_token(c.text, prompt_len);
+  progress("prefill %.1f tok/s", prefill_tps);
+
+  // Decode, batch 1: the prompt's sequence continues.
+  const int steps =
+      o.decode_steps > 0 ? std::min(o.decode_steps, o.new_tokens) : std::min(o.new_tokens, o.quick ? 2 : 16);
+  int32_t next = argmax_row(logits.data(), V);
+  const double w_step = decoder_step_weight_bytes(c.text, format);
+  const double kvpos = kv_bytes_per_position(c.text, kv_dtype);
+  double b1_bytes = 0;
+  const auto t_b1 = Clock::now();
+  for (int s = 0; s < steps; ++s) {
+    models::SeqChunk ch;
+    ch.ids = &next;
+    ch.n_tokens = 1;
+    ch.start_pos = prompt_len + s;
+    ch.block_table = seq0.data();
+    model->forward({ch}, kv.views(), logits.data());
+    next = argmax_row(logits.data(), V);
+    b1_bytes += w_step + kvpos * static_cast<double>(prompt_len + s + 1);
+  }
+  const double b1_s = seconds_since(t_b1);
+  const double b1_tps = steps / b1_s;
+  progress("decode batch 1: %.2f tok/s", b1_tps);
+
+  // Decode, batch B: B sequences forked from the prompt.
+  const int B = o.max_batch;
+  std::vector<std::vector<int32_t>> tables;
+  for (int b = 0; b < B; ++b) tables.push_back(kv.fork_table(seq0, prompt_len, max_tokens));
+  std::vector<int32_t> nexts(static_cast<size_t>(B));
+  for (int b = 0; b < B; ++b) nexts[static_cast<size_t>(b)] = static_cast<int32_t>(tok(rng));
+  double bb_bytes = 0;
+  const auto t_bb = Clock::now();
+  for (int s = 0; s < steps; ++s) {
+    std::vector<models::SeqChunk> chunks(static_cast<size_t>(B));
+    for (int b = 0; b < B; ++b) {
+      auto& ch = chunks[static_cast<size_t>(b)];
+      ch.ids = &nexts[static_cast<size_t>(b)];
+      ch.n_tokens = 1;
+      ch.start_pos = prompt_len + s;
+      ch.block_table = tables[static_cast<size_t>(b)].data();
+    }
+    model->forward(chunks, kv.views(), logits.data());
+    for (int b = 0; b < B; ++b)
+      nexts[static_cast<size_t>(b)] = argmax_row(logits.data() + static_cast<size_t>(b) * V, V);
+    bb_bytes += w_step + kvpos * static_cast<double>(B) * static_cast<double>(prompt_len + s + 1);
+  }
+  const double bb_s = seconds_since(t_bb);
+  const double bb_tps = static_cast<double>(B) * steps / bb_s;
+  progress("decode batch %.0f: %.2f tok/s", B, bb_tps);
+
+  // End to end per image.
+  const double pre_s = preprocess_ms / 1000, vis_s = vision_ms / 1000;
+  const double prefill_img_s = static_cast<double>(prompt_len) / prefill_tps;
+  const double sec_img_B = pre_s + vis_s + prefill_img_s + o.new_tokens / bb_tps;
+  const double sec_img_1 = pre_s + vis_s + prefill_img_s + o.new_tokens / b1_tps;
+
+  const double bw_bytes = bw.value * 1e9;
+  json res = json::array();
+  auto row = [&](const std::string& test, double value, const std::string& unit, const std::string& bound,
+                 double frac) {
+    json j = {{"test", test}, {"value", value}, {"unit", unit}};
+    if (!bound.empty()) {
+      j["bound"] = bound;
+      j["frac_of_limit"] = frac;
+    }
+    res.push_back(j);
+  };
+  row("load", load_s, "s", "", 0);
+  row("preprocess (640x480 RGB -> " + std::to_string(S) + ")", preprocess_ms, "ms/image", "", 0);
+  row("vision tower + projector (batch 1)", vision_ms, "ms/image", cb.name,
+      cb.gops > 0 ? vision_flops / (vision_ms / 1000) / 1e9 / cb.gops : 0);
+  row("prefill pp" + std::to_string(prompt_len), prefill_tps, "tok/s", cb.name,
+      cb.gops > 0 ? prefill_flops_tok * prefill_tps / 1e9 / cb.gops : 0);
+  row("decode tg batch 1", b1_tps, "tok/s", "read bandwidth", bw_bytes > 0 ? b1_bytes / b1_s / bw_bytes : 0);
+  row("decode tg batch " + std::to_string(B) + " (aggregate)", bb_tps, "tok/s", "read bandwidth",
+      bw_bytes > 0 ? bb_bytes / bb_s / bw_bytes : 0);
+  row("end-to-end, " + std::to_string(o.new_tokens) + " new tokens, batch " + std::to_string(B),
+      3600 / sec_img_B, "images/hour", "", 0);
+  row("end-to-end, " + std::to_string(o.new_tokens) + " new tokens, batch 1", 3600 / sec_img_1, "images/hour",
+      "", 0);
+  row("peak RSS", peak_rss_bytes() / (1 << 30), "GiB", "", 0);
+  r["results"] = res;
+
+  r["detail"] = {{"preprocess_ms", preprocess_ms},
+                 {"vision_ms_per_image", vision_ms},
+                 {"vision_ms_best", vision_best * 1000},
+                 {"vision_gflop_per_image", vision_flops / 1e9},
+                 {"prefill_tokens", prompt_len},
+                 {"prefill_s", prefill_s},
+                 {"prefill_tok_s", prefill_tps},
+                 {"prefill_gflop_per_token", prefill_flops_tok / 1e9},
+                 {"prefill_achieved_gops", prefill_flops_tok * prefill_tps / 1e9},
+                 {"compute_bound", cb.name},
+                 {"compute_bound_gops", cb.gops},
+                 {"decode_steps_timed", steps},
+                 {"decode_b1_tok_s", b1_tps},
+                 {"decode_b1_gbs", b1_bytes / b1_s / 1e9},
+                 {"decode_batch", B},
+                 {"decode_bB_tok_s", bb_tps},
+                 {"decode_bB_gbs", bb_bytes / bb_s / 1e9},
+                 {"decode_bB_over_b1", bb_tps / b1_tps},
+                 {"decoder_weight_bytes_per_step", w_step},
+                 {"new_tokens", o.new_tokens},
+                 {"seconds_per_image_batchB", sec_img_B},
+                 {"seconds_per_image_batch1", sec_img_1},
+                 {"images_per_hour_batchB", 3600 / sec_img_B},
+                 {"images_per_hour_batch1", 3600 / sec_img_1},
+                 {"peak_rss_bytes", peak_rss_bytes()},
+                 {"images_per_hour_formula",
+                  "3600 / (preprocess + vision + prompt_tokens/prefill_tok_s + new_tokens/decode_tok_s)"}};
+  return r;
+}
+
+std::string bench_markdown(const json& r) {
+  std::string s;
+  char buf[512];
+  std::snprintf(buf, sizeof buf, "model: %s  precision: %s  kv: %s  isa: %s  threads: %d\n\n",
+                r["model"].get<std::string>().c_str(), r["precision"].get<std::string>().c_str(),
+                r["kv_dtype"].get<std::string>().c_str(), r["isa"].get<std::string>().c_str(),
+                r["threads"].get<int>());
+  s += buf;
+  const json& L = r["limits"];
+  std::snprintf(buf, sizeof buf,
+                "machine limits (same run): read %.1f GB/s, f32 FMA %.0f GFLOP/s, int8 dot %.0f GOP/s, "
+                "bf16 dot %.0f GFLOP/s\n\n",
+                L["read_bandwidth_gbs"].get<double>(), L["f32_fma_gflops"].get<double>(),
+                L["int8_dot_gops"].get<double>(), L["bf16_dot_gflops"].get<double>());
+  s += buf;
+  s += "| test | value | unit | bounded by | fraction of limit |\n|---|---:|---|---|---:|\n";
+  for (const json& row : r["results"]) {
+    const double v = row["value"].get<double>();
+    std::snprintf(
+        buf, sizeof buf, "| %s | %.*f | %s | %s | %s |\n", row["test"].get<std::string>().c_str(),
+        v >= 100 ? 0 : (v >= 10 ? 1 : 2), v, row["unit"].get<std::string>().c_str(),
+        row.contains("bound") ? row["bound"].get<std::string>().c_str() : "",
+        row.contains("frac_of_limit")
+            ? (std::to_string(static_cast<int>(std::lround(row["frac_of_limit"].get<double>() * 100))) + "%")
+                  .c_str()
+            : "");
+    s += buf;
+  }
+  const json& d = r["detail"];
+  std::snprintf(buf, sizeof buf,
+                "\nprefill: %.1f GFLOP/token -> %.0f GOP/s achieved; decode batch 1 reads %.2f GB/step "
+                "(%.1f GB/s); batch %d / batch 1 = %.2fx\n"
+                "images/hour = 3600 / (preprocess + vision + %lld/prefill tok/s + %d/decode tok/s): "
+                "%.1f s/image at batch %d\n",
+                d["prefill_gflop_per_token"].get<double>(), d["prefill_achieved_gops"].get<double>(),
+                d["decoder_weight_bytes_per_step"].get<double>() / 1e9, d["decode_b1_gbs"].get<double>(),
+                d["decode_batch"].get<int>(), d["decode_bB_over_b1"].get<double>(),
+                static_cast<long long>(d["prefill_tokens"].get<int64_t>()), d["new_tokens"].get<int>(),
+                d["seconds_per_image_batchB"].get<double>(), d["decode_batch"].get<int>());
+  s += buf;
+  return s;
+}
+
+}  // namespace recap::engine

@@ -1,0 +1,70 @@
+// recap-engine bench: end-to-end throughput of the captioning job on this machine
+// (engine/bench.h), on synthetic weights of a real model's shapes or on a checkpoint /
+// quantized cache directory. Prints a markdown table (or --json) with each figure's
+// fraction of the machine limit that bounds it, measured in the same run.
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "engine/bench.h"
+#include "tools/cli.h"
+
+namespace recap::cli {
+namespace {
+
+CommandRegistrar reg_bench(
+    "bench", "Benchmark preprocessing, vision tower, prefill, decode and images/hour",
+    [](CLI::App* sub) -> std::function<int()> {
+      auto o = std::make_shared<engine::BenchOptions>();
+      auto json_out = std::make_shared<bool>(false);
+      auto* syn = sub->add_option("--synthetic", o->synthetic,
+                                  "random weights of a preset's real shapes: llava-llama3-8b");
+      auto* w = sub->add_option("--weights", o->weights_dir, "checkpoint or quantized-cache dir");
+      syn->excludes(w);
+      sub->add_option("--vision-weights", o->vision_weights_dir, "CLIP tower dir (with --weights)");
+      sub->add_option("--precision", o->precision, "weight format: f32|bf16|int8|int4")
+          ->capture_default_str();
+      sub->add_option("--kv-dtype", o->kv_dtype, "KV cache dtype: f32|bf16|f16")->capture_default_str();
+      sub->add_option("--max-batch", o->max_batch, "decode batch (continuous-batching width)")
+          ->capture_default_str();
+      sub->add_option("--new-tokens", o->new_tokens, "new tokens per image (eos ignored)")
+          ->capture_default_str();
+      sub->add_option("--prompt-tokens", o->prompt_tokens, "text tokens around the image")
+          ->capture_default_str();
+      sub->add_option("--images", o->images, "timed vision-tower runs")->capture_default_str();
+      sub->add_option("--decode-steps", o->decode_steps,
+                      "timed decode steps per batch size (0: min(new-tokens, 16))")
+          ->capture_default_str();
+      sub->add_option("--threads", o->threads, "compute threads (0: affinity/cgroup/OMP_NUM_THREADS)");
+      sub->add_option("--seed", o->seed, "seed of weights, image and prompt")->capture_default_str();
+      sub->add_flag("--json", *json_out, "print the report as JSON");
+      sub->add_flag("--quick", o->quick, "fewer repetitions, no warm-up (tests)");
+      return [o, json_out]() -> int {
+        if (o->synthetic.empty() == o->weights_dir.empty()) {
+          std::fprintf(stderr, "recap-engine bench: give exactly one of --synthetic NAME or --weights DIR\n");
+          return kExitUsage;
+        }
+        if (!o->synthetic.empty() && !engine::is_synthetic_preset(o->synthetic)) {
+          std::fprintf(stderr,
+                       "recap-engine bench: unknown --synthetic preset '%s' (known: llava-llama3-8b)\n",
+                       o->synthetic.c_str());
+          return kExitUsage;
+        }
+        nlohmann::ordered_json r;
+        try {
+          r = engine::run_bench(*o);
+        } catch (const std::invalid_argument& e) {
+          std::fprintf(stderr, "recap-engine bench: %s\n", e.what());
+          return kExitUsage;
+        }
+        r["recap_version"] = RECAP_VERSION;
+        if (*json_out)
+          std::printf("%s\n", r.dump(2).c_str());
+        else
+          std::printf("%s", engine::bench_markdown(r).c_str());
+        return kExitOk;
+      };
+    });
+
+}  // namespace
+}  // namespace recap::cli
