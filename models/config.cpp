@@ -21,6 +21,7 @@
 #include <sstream>
 
 #include "io/safetensors.h"
+#include "models/quantized_cache.h"
 #include "models/weight_names.h"
 
 namespace recap::models {
@@ -751,6 +752,8 @@ ModelConfig load_model_config(const std::string& weights_dir, const LoadOptions&
 }
 
 Checkpoint open_checkpoint_unchecked(const std::string& weights_dir, const LoadOptions& opts) {
+  // A quantized cache (recap-engine quantize) carries its resolved config and packed weights.
+  if (is_quantized_cache(weights_dir)) return open_quantized_cache(weights_dir);
   Resolved r = resolve(weights_dir, opts);
   Checkpoint c;
   c.config = std::move(r.cfg);
@@ -760,6 +763,7 @@ Checkpoint open_checkpoint_unchecked(const std::string& weights_dir, const LoadO
 }
 
 Checkpoint open_checkpoint(const std::string& weights_dir, const LoadOptions& opts) {
+  if (is_quantized_cache(weights_dir)) return open_quantized_cache(weights_dir);  // validated on open
   Checkpoint c = open_checkpoint_unchecked(weights_dir, opts);
   validate_checkpoint(c);
   return c;

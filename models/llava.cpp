@@ -7,6 +7,7 @@
 #include "models/clip.h"
 #include "models/llama.h"
 #include "models/projector.h"
+#include "models/quantized_cache.h"
 #include "models/weight_source.h"
 
 namespace recap::models {
@@ -20,6 +21,7 @@ struct LlavaModel::Impl {
   std::unique_ptr<VisionTower> vision;
   std::unique_ptr<Projector> projector;
   std::unique_ptr<LlamaModel> llm;
+  std::shared_ptr<const io::WeightStore> mapped_weights;  // a quantized cache the weights view
 };
 
 LlavaModel::LlavaModel() : impl_(std::make_unique<Impl>()) {}
@@ -27,6 +29,13 @@ LlavaModel::~LlavaModel() = default;
 
 std::unique_ptr<LlavaModel> LlavaModel::load(const Checkpoint& ckpt, const ModelOptions& opts) {
   const ModelConfig& c = ckpt.config;
+  if (ckpt.text_store && is_quantized_cache_store(*ckpt.text_store)) {
+    // Packed matrices are views of the cache's mmap: the model keeps the store alive.
+    QuantizedCacheWeightSource cache(ckpt.text_store);
+    auto m = load_from(c, &cache, &cache, opts);
+    m->impl_->mapped_weights = ckpt.text_store;
+    return m;
+  }
   std::unique_ptr<StoreWeightSource> vision, text;
   if (opts.load_vision && c.has_vision) {
     if (!ckpt.vision_store) throw std::runtime_error(c.weights_dir + ": no weights for the vision tower");
