@@ -3,7 +3,7 @@
 // 8 tiny shards with the tiny model:
 //   - a 4-task array (throttled to 2 at once): every sample appears exactly once across the
 //     outputs and merge-stats reports all done;
-//   - one task killed with SIGKILL mid-shard (scancel --signal=KILL --full): merge-stats
+//   - one task killed with SIGKILL mid-shard (every pid of `scontrol listpids`): merge-stats
 //     lists what is left, and resubmitting that array index finishes it;
 //   - SIGTERM to one task's batch script (what --signal=B:TERM@120 sends before the time
 //     limit): the engine checkpoints and exits 75, the script requeues the task, and the
@@ -151,13 +151,25 @@ TEST_F(SlurmArray, KilledTaskIsResubmittedAndFinishes) {
   std::string job = submit(dir, "0-3", list, out);
   const std::string partial = out + "/.00001.log.partial";
   bool reached = wait_until([&] { return count_lines(partial) >= 2; }, 300);  // header + sample 3
-  auto kill = run_cmd({"scancel", "--signal=KILL", "--full", job + "_1"});
   ASSERT_TRUE(reached) << all_logs(dir, job, 4);
-  ASSERT_EQ(kill.rc, 0) << kill.out;
+  // kill -9 every process of the task (batch shell and engine), as a node crash would: the
+  // pids come from the controller (`scontrol listpids`; the node is this machine).
+  auto id = run_cmd({"squeue", "-h", "-j", job + "_1", "-o", "%A"});
+  ASSERT_EQ(id.rc, 0) << id.out;
+  auto pids = run_cmd({"scontrol", "listpids", id.out.substr(0, id.out.find('\n'))});
+  ASSERT_EQ(pids.rc, 0) << pids.out;
+  std::istringstream rows(pids.out);
+  std::string row;
+  int killed = 0;
+  while (std::getline(rows, row)) {
+    long pid = std::strtol(row.c_str(), nullptr, 10);  // the header line parses as 0
+    if (pid > 1 && ::kill(static_cast<pid_t>(pid), SIGKILL) == 0) ++killed;
+  }
+  ASSERT_GE(killed, 2) << pids.out;  // the batch shell and the engine
   ASSERT_TRUE(wait_job(job)) << all_logs(dir, job, 4);
   auto states = task_states(job);
   for (int t : {0, 2, 3}) EXPECT_EQ(states[t], "COMPLETED 0:0") << task_log(dir, job, t);
-  EXPECT_NE(states[1].find("0:9"), std::string::npos) << states[1];  // killed by signal 9
+  EXPECT_EQ(states[1].rfind("FAILED", 0), 0u) << states[1] << "\n" << task_log(dir, job, 1);
   EXPECT_FALSE(io::file_exists(out + "/00001_stats.json"));
 
   auto m = merge_stats(out, list, kPerShard);
