@@ -117,10 +117,12 @@ TEST(ScaleoutWorkers, KilledWorkerIsFoundByMergeStatsAndRerun) {
   EXPECT_EQ(m.rc, 1) << m.out;
   auto j = json::parse(m.out);
   EXPECT_EQ(j["shards_done"], kShards - 2);
-  ASSERT_EQ(j["partial"].size(), 1u) << m.out;
+  // Shard 2 was caught mid-shard; shard 6 is partial too when the worker had already opened it
+  // (it reads ahead into the next shard while one stalls), else missing.
+  ASSERT_GE(j["partial"].size(), 1u) << m.out;
   EXPECT_EQ(j["partial"][0]["shard"], "00002");
   EXPECT_GE(j["partial"][0]["samples_done"].get<int>(), 1);
-  EXPECT_EQ(j["missing"], json::array({"00006"}));
+  EXPECT_EQ(j["partial"].size() + j["missing"].size(), 2u) << m.out;
   EXPECT_EQ(j["rerun"], "--shards 2,6");
   EXPECT_EQ(io::read_file(dir + "/todo.txt"), "00002\n00006\n");
 
