@@ -18,6 +18,11 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 2
 fi
 
+# Tests may run this concurrently (ctest --parallel): one at a time.
+mkdir -p /run/slurm
+exec 9>/run/slurm/.recap_slurm_setup.lock
+flock 9
+
 pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 if [[ ${1:-} == --stop ]]; then
