@@ -2,6 +2,7 @@
 
 #include <omp.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -32,6 +33,14 @@ using kernels::WeightFormat;
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// CPU seconds of this process (all threads): with wall time, tells how much of the machine
+// the run actually got on a shared host (cpu_share = cpu / (wall * threads)).
+double cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
 double peak_rss_bytes() {
@@ -247,6 +256,8 @@ json run_bench(const BenchOptions& o) {
 
   // Vision tower + projector, batch 1.
   std::vector<float> features(static_cast<size_t>(P * Dt));
+  const double cpu_vis0 = cpu_seconds();
+  double vis_wall = 0;
   if (!o.quick) model->encode_images(pixels.data(), 1, features.data());  // warm-up (scratch)
   double vision_best = 1e30, vision_sum = 0;
   for (int i = 0; i < o.images; ++i) {
@@ -255,9 +266,11 @@ json run_bench(const BenchOptions& o) {
     const double s = seconds_since(t);
     vision_best = std::min(vision_best, s);
     vision_sum += s;
+    vis_wall += s;
     progress("vision tower %.0f ms/image", s * 1000);
   }
   const double vision_ms = vision_sum / o.images * 1000;
+  const double cpu_vis = cpu_seconds() - cpu_vis0;
   const double vision_flops = vision_flops_per_image(c);
 
   // KV pool for 1 + B sequences sharing the prompt's whole blocks.
@@ -291,9 +304,11 @@ json run_bench(const BenchOptions& o) {
   pre.start_pos = 0;
   pre.block_table = seq0.data();
   progress("prefill of %.0f tokens", static_cast<double>(prompt_len));
+  const double cpu_pre0 = cpu_seconds();
   const auto t_prefill = Clock::now();
   model->forward({pre}, kv.views(), logits.data());
   const double prefill_s = seconds_since(t_prefill);
+  const double cpu_prefill = cpu_seconds() - cpu_pre0;
   const double prefill_tps = static_cast<double>(prompt_len) / prefill_s;
   const double prefill_flops_tok = decoder_prefill_flops_per_token(c.text, prompt_len);
   progress("prefill %.1f tok/s", prefill_tps);
@@ -305,6 +320,7 @@ json run_bench(const BenchOptions& o) {
   const double w_step = decoder_step_weight_bytes(c.text, format);
   const double kvpos = kv_bytes_per_position(c.text, kv_dtype);
   double b1_bytes = 0;
+  const double cpu_b10 = cpu_seconds();
   const auto t_b1 = Clock::now();
   for (int s = 0; s < steps; ++s) {
     models::SeqChunk ch;
@@ -317,6 +333,7 @@ json run_bench(const BenchOptions& o) {
     b1_bytes += w_step + kvpos * static_cast<double>(prompt_len + s + 1);
   }
   const double b1_s = seconds_since(t_b1);
+  const double cpu_b1 = cpu_seconds() - cpu_b10;
   const double b1_tps = steps / b1_s;
   progress("decode batch 1: %.2f tok/s", b1_tps);
 
@@ -327,6 +344,7 @@ json run_bench(const BenchOptions& o) {
   std::vector<int32_t> nexts(static_cast<size_t>(B));
   for (int b = 0; b < B; ++b) nexts[static_cast<size_t>(b)] = static_cast<int32_t>(tok(rng));
   double bb_bytes = 0;
+  const double cpu_bb0 = cpu_seconds();
   const auto t_bb = Clock::now();
   for (int s = 0; s < steps; ++s) {
     std::vector<models::SeqChunk> chunks(static_cast<size_t>(B));
@@ -343,6 +361,7 @@ json run_bench(const BenchOptions& o) {
     bb_bytes += w_step + kvpos * static_cast<double>(B) * static_cast<double>(prompt_len + s + 1);
   }
   const double bb_s = seconds_since(t_bb);
+  const double cpu_bb = cpu_seconds() - cpu_bb0;
   const double bb_tps = static_cast<double>(B) * steps / bb_s;
   progress("decode batch %.0f: %.2f tok/s", B, bb_tps);
 
@@ -404,6 +423,13 @@ json run_bench(const BenchOptions& o) {
                  {"images_per_hour_batchB", 3600 / sec_img_B},
                  {"images_per_hour_batch1", 3600 / sec_img_1},
                  {"peak_rss_bytes", peak_rss_bytes()},
+                 // Share of `threads` cores this process got in each timed phase (1.0 = an idle machine;
+                 // less means other processes ran on the same cores and the figures are pessimistic).
+                 {"cpu_share",
+                  {{"vision", cpu_vis / (vis_wall * tb.threads)},
+                   {"prefill", cpu_prefill / (prefill_s * tb.threads)},
+                   {"decode_b1", cpu_b1 / (b1_s * tb.threads)},
+                   {"decode_bB", cpu_bb / (bb_s * tb.threads)}}},
                  {"images_per_hour_formula",
                   "3600 / (preprocess + vision + prompt_tokens/prefill_tok_s + new_tokens/decode_tok_s)"}};
   return r;
@@ -449,6 +475,16 @@ std::string bench_markdown(const json& r) {
                 static_cast<long long>(d["prefill_tokens"].get<int64_t>()), d["new_tokens"].get<int>(),
                 d["seconds_per_image_batchB"].get<double>(), d["decode_batch"].get<int>());
   s += buf;
+  if (d.contains("cpu_share")) {
+    const json& c = d["cpu_share"];
+    std::snprintf(
+        buf, sizeof buf,
+        "CPU share of %d threads this run got (1.0 = idle machine): vision %.2f, prefill %.2f, decode b1 "
+        "%.2f, decode bB %.2f\n",
+        r["threads"].get<int>(), c["vision"].get<double>(), c["prefill"].get<double>(),
+        c["decode_b1"].get<double>(), c["decode_bB"].get<double>());
+    s += buf;
+  }
   return s;
 }
 
