@@ -136,8 +136,11 @@ void quantize_and_compare(const std::string& precision) {
     auto f = recap::io::SafetensorsFile::open(cache + "/recap-packed.safetensors");
     EXPECT_EQ(f->metadata().at("recap.format"), "recap-packed-v1");
     EXPECT_EQ(f->metadata().at("recap.precision"), precision);
-    for (const auto& [name, t] : f->tensors())
-      if (t.dtype == recap::io::DType::U8) EXPECT_EQ(reinterpret_cast<uintptr_t>(t.data) % 64, 0u) << name;
+    for (const auto& [name, t] : f->tensors()) {
+      if (t.dtype == recap::io::DType::U8) {
+        EXPECT_EQ(reinterpret_cast<uintptr_t>(t.data) % 64, 0u) << name;
+      }
+    }
   }
   const std::string args = " --image " + kTiny + "/images/wide_gradient.png --image " + kTiny +
                            "/images/gray_square.jpg --input-ids=" + kImageIds +
