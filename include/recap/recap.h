@@ -109,7 +109,7 @@ typedef struct recap_caption_params {
 /* An image: either encoded bytes (JPEG/PNG/WebP) or decoded RGB8 (HWC) pixels. Only read during
  * the call. */
 typedef struct recap_image {
-  const uint8_t* encoded;       /* encoded file bytes, or NULL */
+  const uint8_t* encoded; /* encoded file bytes, or NULL */
   size_t encoded_size;
   const uint8_t* rgb;           /* or RGB8 pixels, rows top to bottom, no padding, when encoded is NULL */
   int width, height;            /* of rgb */

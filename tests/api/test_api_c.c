@@ -45,8 +45,8 @@ int recap_test_c_smoke(const char* weights, const char* tokenizer, const unsigne
   image.encoded_size = size;
   image.key = "c-image";
   cp.max_new_tokens = 24;
-  if (rc == 0 && recap_caption_batch(model, &cp, &image, 1, &results, c_on_result, c_on_progress, &counts, &error) !=
-                     RECAP_OK) {
+  if (rc == 0 && recap_caption_batch(model, &cp, &image, 1, &results, c_on_result, c_on_progress, &counts,
+                                     &error) != RECAP_OK) {
     recap_free_string(error);
     rc = 3;
   }
