@@ -18,6 +18,7 @@
 #include <new>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "engine/kv_cache.h"
@@ -36,6 +37,15 @@
 #include "recap/recap.h"
 
 namespace {
+
+// The integer a C caller stored in an enum field, read without loading the enum type itself
+// (any int may arrive through the C ABI; an out-of-range enum load is undefined behaviour).
+template <class Enum>
+int enum_value(const Enum& e) {
+  std::underlying_type_t<Enum> raw;
+  std::memcpy(&raw, &e, sizeof raw);
+  return static_cast<int>(raw);
+}
 
 namespace engine = recap::engine;
 namespace models = recap::models;
@@ -225,7 +235,10 @@ recap_status recap_model_load(const recap_model_params* params, recap_model** mo
     if (!params->weights_dir || !*params->weights_dir)
       throw ApiError{RECAP_ERR_INVALID_ARGUMENT, "recap_model_load: weights_dir is not set"};
     kernels::WeightFormat precision;
-    switch (params->precision) {
+    // Read the enums as their underlying integers: a caller may pass any int, and loading an
+    // out-of-range value through the enum type is undefined behaviour.
+    const int precision_raw = enum_value(params->precision);
+    switch (precision_raw) {
       case RECAP_PRECISION_F32:
         precision = kernels::WeightFormat::F32;
         break;
@@ -240,11 +253,12 @@ recap_status recap_model_load(const recap_model_params* params, recap_model** mo
         break;
       default:
         throw ApiError{RECAP_ERR_INVALID_ARGUMENT, "recap_model_load: precision " +
-                                                       std::to_string(static_cast<int>(params->precision)) +
+                                                       std::to_string(precision_raw) +
                                                        " is not a recap_precision value"};
     }
     kernels::KvDType kv;
-    switch (params->kv_dtype) {
+    const int kv_dtype_raw = enum_value(params->kv_dtype);
+    switch (kv_dtype_raw) {
       case RECAP_KV_F32:
         kv = kernels::KvDType::F32;
         break;
@@ -256,7 +270,7 @@ recap_status recap_model_load(const recap_model_params* params, recap_model** mo
         break;
       default:
         throw ApiError{RECAP_ERR_INVALID_ARGUMENT, "recap_model_load: kv_dtype " +
-                                                       std::to_string(static_cast<int>(params->kv_dtype)) +
+                                                       std::to_string(kv_dtype_raw) +
                                                        " is not a recap_kv_dtype value"};
     }
     if (params->threads < 0)

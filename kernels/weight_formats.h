@@ -166,14 +166,26 @@ inline uint16_t f32_to_f16(float f) {
   return static_cast<uint16_t>(sign | out);
 }
 
+// `src` may be unaligned: safetensors places tensors at arbitrary byte offsets after the
+// header, so elements are read with memcpy (one plain load on x86).
 inline float src_to_f32(const void* src, SrcType t, int64_t i) {
+  const auto* bytes = static_cast<const unsigned char*>(src);
   switch (t) {
-    case SrcType::F32:
-      return static_cast<const float*>(src)[i];
-    case SrcType::F16:
-      return f16_to_f32(static_cast<const uint16_t*>(src)[i]);
-    case SrcType::BF16:
-      return bf16_to_f32(static_cast<const uint16_t*>(src)[i]);
+    case SrcType::F32: {
+      float v;
+      std::memcpy(&v, bytes + i * 4, 4);
+      return v;
+    }
+    case SrcType::F16: {
+      uint16_t v;
+      std::memcpy(&v, bytes + i * 2, 2);
+      return f16_to_f32(v);
+    }
+    case SrcType::BF16: {
+      uint16_t v;
+      std::memcpy(&v, bytes + i * 2, 2);
+      return bf16_to_f32(v);
+    }
   }
   return 0.f;
 }

@@ -18,10 +18,15 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 2
 fi
 
-# Tests may run this concurrently (ctest --parallel): one at a time.
+# Tests may run this concurrently (ctest --parallel): one at a time, waiting at most 10 minutes.
+# The daemons started below must not inherit fd 9: a daemon holding the lock would block every
+# later run forever (munged keeps inherited descriptors open), hence `9>&-` on each of them.
 mkdir -p /run/slurm
 exec 9>/run/slurm/.recap_slurm_setup.lock
-flock 9
+if ! flock -w 600 9; then
+  log "another scripts/slurm_setup.sh has held /run/slurm/.recap_slurm_setup.lock for 10 minutes"
+  exit 1
+fi
 
 pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
@@ -98,7 +103,7 @@ chmod 0700 /etc/munge
 chmod 0400 /etc/munge/munge.key
 if ! pid_alive /run/munge/munged.pid; then
   log "starting munged"
-  runuser -u munge -- /usr/sbin/munged
+  runuser -u munge -- /usr/sbin/munged 9>&-
 fi
 munge -n | unmunge >/dev/null || { log "munge does not work (munge -n | unmunge failed)"; exit 1; }
 
@@ -109,11 +114,11 @@ if [[ $restart == 1 ]]; then
 fi
 if ! pid_alive /run/slurm/slurmctld.pid; then
   log "starting slurmctld"
-  /usr/sbin/slurmctld
+  /usr/sbin/slurmctld 9>&-
 fi
 if ! pid_alive /run/slurm/slurmd.pid; then
   log "starting slurmd"
-  /usr/sbin/slurmd
+  /usr/sbin/slurmd 9>&-
 fi
 
 # Wait (bounded) until the node accepts work.
