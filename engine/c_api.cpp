@@ -269,9 +269,9 @@ recap_status recap_model_load(const recap_model_params* params, recap_model** mo
         kv = kernels::KvDType::F16;
         break;
       default:
-        throw ApiError{RECAP_ERR_INVALID_ARGUMENT, "recap_model_load: kv_dtype " +
-                                                       std::to_string(kv_dtype_raw) +
-                                                       " is not a recap_kv_dtype value"};
+        throw ApiError{
+            RECAP_ERR_INVALID_ARGUMENT,
+            "recap_model_load: kv_dtype " + std::to_string(kv_dtype_raw) + " is not a recap_kv_dtype value"};
     }
     if (params->threads < 0)
       throw ApiError{RECAP_ERR_INVALID_ARGUMENT, "recap_model_load: threads must be >= 0"};
