@@ -32,9 +32,15 @@ namespace recap::kernels::avx512 {
 namespace {
 
 using wf::kPanelRows;
-constexpr int kMR = 8;                // rows per M-tile
-constexpr int kNP = 3;                // panels per micro-kernel call (f32, bf16)
-constexpr int kNPQuant = 2;           // int8/int4: 16 int32 accumulators + scratch fit in 32 zmm
+constexpr int kMR = 8;       // rows per M-tile
+constexpr int kNP = 3;       // panels per micro-kernel call (f32, bf16)
+constexpr int kNPQuant = 2;  // int8/int4: 16 int32 accumulators + scratch fit in 32 zmm
+// int8/int4 with M <= 2 (decode): each accumulator is one dependent chain of vpdpbusd per
+// group (8 long for int4) followed by the float step through Y, so one panel's stream is
+// latency-bound; 4 panels in flight keep enough independent chains to stream at bandwidth.
+constexpr int kNPQuantNarrow = 4;
+// Bytes ahead of the current weight line that the decode micro-kernels prefetch.
+constexpr int64_t kPrefetchAhead = 1024;
 constexpr int64_t kChunkPanels = 32;  // panels per N-chunk (512 output columns)
 
 // Bytes of the packed-activation tile area and its units.
@@ -259,6 +265,10 @@ void micro_quant(const MicroArgs& g) {
           __m512i w[NP];
 #pragma GCC unroll 16
           for (int j = 0; j < NP; ++j) {
+            // Decode streams every panel once: fetch ahead of the hardware prefetcher.
+            if (MR <= 2 && half == 0)
+              _mm_prefetch(reinterpret_cast<const char*>(b + j * g.panel_stride + o * 64 + kPrefetchAhead),
+                           _MM_HINT_T0);
             const __m512i v = _mm512_loadu_si512(b + j * g.panel_stride + o * 64);
             w[j] = _mm512_and_si512(half ? _mm512_srli_epi16(v, 4) : v, nib);
           }
@@ -275,7 +285,12 @@ void micro_quant(const MicroArgs& g) {
       for (int64_t u = 0; u < kUnitsPerGroup; ++u) {
         __m512i w[NP];
 #pragma GCC unroll 16
-        for (int j = 0; j < NP; ++j) w[j] = _mm512_loadu_si512(b + j * g.panel_stride + u * 64);
+        for (int j = 0; j < NP; ++j) {
+          if (MR <= 2)
+            _mm_prefetch(reinterpret_cast<const char*>(b + j * g.panel_stride + u * 64 + kPrefetchAhead),
+                         _MM_HINT_T0);
+          w[j] = _mm512_loadu_si512(b + j * g.panel_stride + u * 64);
+        }
 #pragma GCC unroll 16
         for (int i = 0; i < MR; ++i) {
           const __m512i av = _mm512_set1_epi32(static_cast<int>(a[u * MR + i]));
@@ -357,6 +372,11 @@ MicroFn pick_mr(WeightFormat f, int mr) {
   return nullptr;
 }
 MicroFn pick_micro(WeightFormat f, int mr, int np) {
+  if (np == kNPQuantNarrow) {  // int8/int4 with one or two rows (decode), see run()
+    const bool int4 = f == WeightFormat::Int4;
+    if (mr == 1) return int4 ? &micro_quant<1, kNPQuantNarrow, true> : &micro_quant<1, kNPQuantNarrow, false>;
+    return int4 ? &micro_quant<2, kNPQuantNarrow, true> : &micro_quant<2, kNPQuantNarrow, false>;
+  }
   switch (np) {
     case 1:
       return pick_mr<1>(f, mr);
@@ -429,7 +449,7 @@ void run(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const fl
   // A single M-tile (decode, M <= 8) reuses no weights across tiles: no K-blocking, so each
   // panel is one long sequential stream for the prefetchers.
   const int64_t kb = tiles == 1 ? kunits : kblock_units(f);
-  const int64_t np_max = quant ? kNPQuant : kNP;
+  const int64_t np_max = !quant ? kNP : m <= 2 ? kNPQuantNarrow : kNPQuant;
 
 #pragma omp parallel for schedule(static) if (items > 1 && m * n * k >= (1 << 18))
   for (int64_t it = 0; it < items; ++it) {

@@ -2,7 +2,8 @@
 // report their fraction of the limit that bounds them (docs/PERFORMANCE.md):
 //   memory read bandwidth (streaming a buffer far larger than the caches),
 //   f32 FMA peak (vfmadd231ps), int8 dot peak (vpdpbusd) and bf16 dot peak (vdpbf16ps).
-// Each probe runs `threads` OpenMP threads and returns the best of a few repetitions.
+// Each probe runs `threads` OpenMP threads; the compute peaks return the best of many short
+// repetitions, the bandwidth the median of 21 passes (see measure_read_bandwidth).
 // Operation counts: one multiply-add = 2 operations (same convention as GEMM's 2*M*N*K).
 #pragma once
 
@@ -13,7 +14,8 @@ struct LimitProbe {
   const char* instruction;  // what was measured, e.g. "vpdpbusd zmm"
 };
 
-// Read bandwidth in GB/s (1e9 bytes/s) over a `megabytes` buffer split among the threads.
+// Read bandwidth in GB/s (1e9 bytes/s) over a `megabytes` buffer split among the threads,
+// each thread reading its slice as four concurrent sequential streams.
 LimitProbe measure_read_bandwidth(int threads, int megabytes = 256);
 // Peak f32 multiply-add throughput in GFLOP/s (widest FMA the CPU runs: zmm, else ymm).
 LimitProbe measure_f32_fma_peak(int threads);

@@ -5,18 +5,21 @@
 
 namespace recap::kernels::avx2 {
 
+// Four concurrent sequential streams (the quarters of the buffer), as a GEMV reads several
+// weight panels at once: more lines in flight than one stream's prefetcher keeps.
 double read_pass(const void* data, long bytes) {
-  const __m256i* p = static_cast<const __m256i*>(data);
-  const long vecs = bytes / 32;
+  const long lines = bytes / 32 / 4;
+  const __m256i* p0 = static_cast<const __m256i*>(data);
+  const __m256i* p1 = p0 + lines;
+  const __m256i* p2 = p1 + lines;
+  const __m256i* p3 = p2 + lines;
   __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-  long i = 0;
-  for (; i + 4 <= vecs; i += 4) {
-    a0 = _mm256_add_epi64(a0, _mm256_load_si256(p + i));
-    a1 = _mm256_add_epi64(a1, _mm256_load_si256(p + i + 1));
-    a2 = _mm256_add_epi64(a2, _mm256_load_si256(p + i + 2));
-    a3 = _mm256_add_epi64(a3, _mm256_load_si256(p + i + 3));
+  for (long i = 0; i < lines; ++i) {
+    a0 = _mm256_add_epi64(a0, _mm256_load_si256(p0 + i));
+    a1 = _mm256_add_epi64(a1, _mm256_load_si256(p1 + i));
+    a2 = _mm256_add_epi64(a2, _mm256_load_si256(p2 + i));
+    a3 = _mm256_add_epi64(a3, _mm256_load_si256(p3 + i));
   }
-  for (; i < vecs; ++i) a0 = _mm256_add_epi64(a0, _mm256_load_si256(p + i));
   const __m256i s = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
   alignas(32) long long v[4];
   _mm256_store_si256(reinterpret_cast<__m256i*>(v), s);

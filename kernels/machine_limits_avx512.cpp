@@ -8,18 +8,21 @@
 
 namespace recap::kernels::avx512 {
 
+// Four concurrent sequential streams (the quarters of the buffer), as a GEMV reads several
+// weight panels at once: more lines in flight than one stream's prefetcher keeps.
 double read_pass(const void* data, long bytes) {
-  const __m512i* p = static_cast<const __m512i*>(data);
-  const long lines = bytes / 64;
+  const long lines = bytes / 64 / 4;
+  const __m512i* p0 = static_cast<const __m512i*>(data);
+  const __m512i* p1 = p0 + lines;
+  const __m512i* p2 = p1 + lines;
+  const __m512i* p3 = p2 + lines;
   __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
-  long i = 0;
-  for (; i + 4 <= lines; i += 4) {
-    a0 = _mm512_add_epi64(a0, _mm512_load_si512(p + i));
-    a1 = _mm512_add_epi64(a1, _mm512_load_si512(p + i + 1));
-    a2 = _mm512_add_epi64(a2, _mm512_load_si512(p + i + 2));
-    a3 = _mm512_add_epi64(a3, _mm512_load_si512(p + i + 3));
+  for (long i = 0; i < lines; ++i) {
+    a0 = _mm512_add_epi64(a0, _mm512_load_si512(p0 + i));
+    a1 = _mm512_add_epi64(a1, _mm512_load_si512(p1 + i));
+    a2 = _mm512_add_epi64(a2, _mm512_load_si512(p2 + i));
+    a3 = _mm512_add_epi64(a3, _mm512_load_si512(p3 + i));
   }
-  for (; i < lines; ++i) a0 = _mm512_add_epi64(a0, _mm512_load_si512(p + i));
   const __m512i s = _mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3));
   return static_cast<double>(_mm512_reduce_add_epi64(s));
 }
