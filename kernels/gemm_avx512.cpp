@@ -34,7 +34,7 @@ namespace {
 using wf::kPanelRows;
 constexpr int kMR = 8;       // rows per M-tile
 constexpr int kNP = 3;       // panels per micro-kernel call (f32, bf16)
-constexpr int kNPQuant = 2;  // int8/int4: 16 int32 accumulators + scratch fit in 32 zmm
+constexpr int kNPQuant = 3;  // int8/int4: 24 int32 accumulators + 3 weights + mask in 32 zmm
 // int8/int4 with M <= 2 (decode): each accumulator is one dependent chain of vpdpbusd per
 // group (8 long for int4) followed by the float step through Y, so one panel's stream is
 // latency-bound; 4 panels in flight keep enough independent chains to stream at bandwidth.
@@ -341,6 +341,169 @@ void micro_quant(const MicroArgs& g) {
   }
 }
 
+// ---------------------------------------------------------------- int8/int4 full tile in asm
+// The prefill hot path: a full 8 x 48 tile (3 full panels) over whole weight groups, as two
+// 4-row halves. Each half is one asm block so that both accumulator sets stay pinned in
+// registers for the whole K-block (GCC 12 otherwise shuffles them through extra vmovdqa64
+// copies around every vpdpbusd, and keeping the float accumulators in Y costs a load and a
+// store per accumulator and group, ~25% of the time):
+//   zmm{i}, zmm{4+i}, zmm{8+i}     int32 group sums of row i for panels 0, 1, 2
+//   zmm{12+i}, zmm{16+i}, zmm{20+i} float accumulators of row i (= Y between K-blocks)
+//   zmm24-26  the three panels' weights of one unit (then their group scales)
+//   zmm27-28  the broadcast activation unit of a row (alternating rows)
+//   nib       int4 low-nibble mask (0x0f bytes)
+// Per group:  isum = corr (zero-point correction of the row, exact int32)
+//             isum += u8(w) . s8(x) over the group's units             (vpdpbusd, exact)
+//             acc = fma(float(isum), f32(scale), acc)                   (as the reference)
+// The same operation sequence as micro_quant and ref::gemm, so results stay bit-identical.
+// Register-operand vpdpbusd after an explicit broadcast: on this CPU the {1to16}
+// memory-operand form issues ~15% slower.
+#define RECAP_ROW_INIT(i, a0, a1, a2)         \
+  "vpbroadcastd " #i "*4(%[corr]), %%zmm" #a0 \
+  "\n\t"                                      \
+  "vmovdqa64 %%zmm" #a0 ", %%zmm" #a1         \
+  "\n\t"                                      \
+  "vmovdqa64 %%zmm" #a0 ", %%zmm" #a2 "\n\t"
+#define RECAP_ROW_DOT(off, t, a0, a1, a2)    \
+  "vpbroadcastd " #off "(%[a]), %%zmm" #t    \
+  "\n\t"                                     \
+  "vpdpbusd %%zmm" #t ", %%zmm24, %%zmm" #a0 \
+  "\n\t"                                     \
+  "vpdpbusd %%zmm" #t ", %%zmm25, %%zmm" #a1 \
+  "\n\t"                                     \
+  "vpdpbusd %%zmm" #t ", %%zmm26, %%zmm" #a2 "\n\t"
+// The 4 rows' dots for one activation unit; rows sit 4 bytes apart in the packed tile.
+#define RECAP_UNIT_DOTS(b0, b1, b2, b3) \
+  RECAP_ROW_DOT(b0, 27, 0, 4, 8)        \
+  RECAP_ROW_DOT(b1, 28, 1, 5, 9)        \
+  RECAP_ROW_DOT(b2, 27, 2, 6, 10)       \
+  RECAP_ROW_DOT(b3, 28, 3, 7, 11)
+#define RECAP_ACC_FMA(isum, sreg, acc)    \
+  "vcvtdq2ps %%zmm" #isum ", %%zmm" #isum \
+  "\n\t"                                  \
+  "vfmadd231ps %%zmm" #sreg ", %%zmm" #isum ", %%zmm" #acc "\n\t"
+#define RECAP_GROUP_TAIL \
+  "vcvtph2ps (%[s]), %%zmm24\n\t"                                                               \
+  "vcvtph2ps (%[s],%[ss],1), %%zmm25\n\t"                                                       \
+  "vcvtph2ps (%[s],%[ss],2), %%zmm26\n\t"                                                       \
+  RECAP_ACC_FMA(0, 24, 12) RECAP_ACC_FMA(4, 25, 16) RECAP_ACC_FMA(8, 26, 20)                    \
+  RECAP_ACC_FMA(1, 24, 13) RECAP_ACC_FMA(5, 25, 17) RECAP_ACC_FMA(9, 26, 21)                    \
+  RECAP_ACC_FMA(2, 24, 14) RECAP_ACC_FMA(6, 25, 18) RECAP_ACC_FMA(10, 26, 22)                   \
+  RECAP_ACC_FMA(3, 24, 15) RECAP_ACC_FMA(7, 25, 19) RECAP_ACC_FMA(11, 26, 23)                   \
+  "add $32, %[corr]\n\t"                                                                        \
+  "add $32, %[s]\n\t"                                                                           \
+  "dec %[groups]\n\t"                                                                           \
+  "jnz 1b\n\t"
+#define RECAP_INIT_ISUMS     \
+  RECAP_ROW_INIT(0, 0, 4, 8) \
+  RECAP_ROW_INIT(1, 1, 5, 9) RECAP_ROW_INIT(2, 2, 6, 10) RECAP_ROW_INIT(3, 3, 7, 11)
+// Moves the float accumulators between Y (4 rows, 3 panels) and zmm12-23.
+#define RECAP_ROW_Y(op, a0, a1, a2, base) \
+  op "(" base "), %%zmm" #a0 "\n\t" op "64(" base "), %%zmm" #a1 "\n\t" op "128(" base "), %%zmm" #a2 "\n\t"
+#define RECAP_LOAD_Y                                                                                      \
+  RECAP_ROW_Y("vmovups ", 12, 16, 20, "%[y]")                                                             \
+  RECAP_ROW_Y("vmovups ", 13, 17, 21, "%[y],%[ld],1") RECAP_ROW_Y("vmovups ", 14, 18, 22, "%[y],%[ld],2") \
+      RECAP_ROW_Y("vmovups ", 15, 19, 23, "%[y],%[ld3],1")
+#define RECAP_ROW_STORE(a0, a1, a2, base) \
+  "vmovups %%zmm" #a0 ", (" base          \
+  ")\n\t"                                 \
+  "vmovups %%zmm" #a1 ", 64(" base        \
+  ")\n\t"                                 \
+  "vmovups %%zmm" #a2 ", 128(" base ")\n\t"
+#define RECAP_STORE_Y                                                                     \
+  RECAP_ROW_STORE(12, 16, 20, "%[y]")                                                     \
+  RECAP_ROW_STORE(13, 17, 21, "%[y],%[ld],1") RECAP_ROW_STORE(14, 18, 22, "%[y],%[ld],2") \
+      RECAP_ROW_STORE(15, 19, 23, "%[y],%[ld3],1")
+#define RECAP_ASM_CLOBBERS                                                                                   \
+  "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", \
+      "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23",     \
+      "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "cc", "memory"
+
+// Y rows [4][48] (row stride ldy floats) = Y + the K-block's groups, for the 4 rows whose
+// activation units start at `a` (8-row packed tile: rows 4 bytes apart, 32 bytes per unit)
+// and whose corrections start at `corr` (8 per group).
+template <bool INT4>
+void quant_half_tile_asm(const MicroArgs& g, const uint32_t* a, const int32_t* corr, float* y) {
+  constexpr int64_t kGroup = INT4 ? wf::kInt4Group : wf::kInt8Group;
+  int64_t groups = g.kunits / (kGroup / 4);
+  if (groups == 0) return;
+  const uint8_t* b = g.b;
+  const uint16_t* s = g.s;
+  const int64_t ps = g.panel_stride, ss = g.scale_stride * 2, ld = g.ldy * 4, ld3 = 3 * ld;
+  if constexpr (!INT4) {
+    // 16 units per group: per unit, 3 weight loads, 4 broadcasts and 12 vpdpbusd.
+    __asm__ volatile(RECAP_LOAD_Y
+        "1:\n\t" RECAP_INIT_ISUMS
+        ".rept 16\n\t"
+        "vmovdqu64 (%[b]), %%zmm24\n\t"
+        "vmovdqu64 (%[b],%[ps],1), %%zmm25\n\t"
+        "vmovdqu64 (%[b],%[ps],2), %%zmm26\n\t" RECAP_UNIT_DOTS(0, 4, 8, 12)
+        "add $32, %[a]\n\t"
+        "add $64, %[b]\n\t"
+        ".endr\n\t" RECAP_GROUP_TAIL RECAP_STORE_Y
+        : [a] "+r"(a), [b] "+r"(b), [corr] "+r"(corr), [s] "+r"(s), [groups] "+r"(groups)
+        : [ps] "r"(ps), [ss] "r"(ss), [y] "r"(y), [ld] "r"(ld), [ld3] "r"(ld3)
+        : RECAP_ASM_CLOBBERS);
+  } else {
+    // 8 units per group in 4 lines of 64 bytes per panel: the low nibbles hold unit 2o, the
+    // high nibbles unit 2o + 1.
+    const __m512i nib = _mm512_set1_epi8(0x0f);
+    __asm__ volatile(RECAP_LOAD_Y
+        "1:\n\t" RECAP_INIT_ISUMS
+        ".rept 4\n\t"
+        "vpandd (%[b]), %[nib], %%zmm24\n\t"
+        "vpandd (%[b],%[ps],1), %[nib], %%zmm25\n\t"
+        "vpandd (%[b],%[ps],2), %[nib], %%zmm26\n\t" RECAP_UNIT_DOTS(0, 4, 8, 12)
+        "vpsrlw $4, (%[b]), %%zmm24\n\t"
+        "vpsrlw $4, (%[b],%[ps],1), %%zmm25\n\t"
+        "vpsrlw $4, (%[b],%[ps],2), %%zmm26\n\t"
+        "vpandd %[nib], %%zmm24, %%zmm24\n\t"
+        "vpandd %[nib], %%zmm25, %%zmm25\n\t"
+        "vpandd %[nib], %%zmm26, %%zmm26\n\t" RECAP_UNIT_DOTS(32, 36, 40, 44)
+        "add $64, %[a]\n\t"
+        "add $64, %[b]\n\t"
+        ".endr\n\t" RECAP_GROUP_TAIL RECAP_STORE_Y
+        : [a] "+r"(a), [b] "+r"(b), [corr] "+r"(corr), [s] "+r"(s), [groups] "+r"(groups)
+        : [ps] "r"(ps), [ss] "r"(ss), [y] "r"(y), [ld] "r"(ld), [ld3] "r"(ld3), [nib] "v"(nib)
+        : RECAP_ASM_CLOBBERS);
+  }
+}
+#undef RECAP_ROW_INIT
+#undef RECAP_ROW_DOT
+#undef RECAP_UNIT_DOTS
+#undef RECAP_ACC_FMA
+#undef RECAP_GROUP_TAIL
+#undef RECAP_INIT_ISUMS
+#undef RECAP_ROW_Y
+#undef RECAP_LOAD_Y
+#undef RECAP_ROW_STORE
+#undef RECAP_STORE_Y
+#undef RECAP_ASM_CLOBBERS
+
+// Full 8 x 48 int8/int4 tile: zero Y on the first K-block (the reference's acc = +0 start),
+// the two asm halves, then y = fma(acc, sx, bias) (or acc * sx) after the last K-block.
+template <bool INT4>
+void micro_quant_full(const MicroArgs& g) {
+  constexpr int MR = 8, NP = 3;
+  if (g.first)
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NP; ++j) _mm512_storeu_ps(g.y + i * g.ldy + 16 * j, _mm512_setzero_ps());
+  quant_half_tile_asm<INT4>(g, g.a, g.corr, g.y);
+  quant_half_tile_asm<INT4>(g, g.a + 4, g.corr + 4, g.y + 4 * g.ldy);
+  if (g.last) {
+    __m512 bv[NP] = {};
+    if (g.bias) add_bias<NP>(bv, g.bias, 0xffff);
+    for (int i = 0; i < MR; ++i) {
+      const __m512 sx = _mm512_set1_ps(g.sx[i]);
+      for (int j = 0; j < NP; ++j) {
+        float* yp = g.y + i * g.ldy + 16 * j;
+        const __m512 acc = _mm512_loadu_ps(yp);
+        _mm512_storeu_ps(yp, g.bias ? _mm512_fmadd_ps(acc, sx, bv[j]) : _mm512_mul_ps(acc, sx));
+      }
+    }
+  }
+}
+
 using MicroFn = void (*)(const MicroArgs&);
 
 template <int NP>
@@ -371,7 +534,11 @@ MicroFn pick_mr(WeightFormat f, int mr) {
 #undef RECAP_MR_CASE
   return nullptr;
 }
-MicroFn pick_micro(WeightFormat f, int mr, int np) {
+MicroFn pick_micro(WeightFormat f, int mr, int np, bool full_last_panel) {
+  if (mr == kMR && np == kNPQuant && full_last_panel) {
+    if (f == WeightFormat::Int8) return &micro_quant_full<false>;
+    if (f == WeightFormat::Int4) return &micro_quant_full<true>;
+  }
   if (np == kNPQuantNarrow) {  // int8/int4 with one or two rows (decode), see run()
     const bool int4 = f == WeightFormat::Int4;
     if (mr == 1) return int4 ? &micro_quant<1, kNPQuantNarrow, true> : &micro_quant<1, kNPQuantNarrow, false>;
@@ -396,9 +563,9 @@ int64_t kblock_units(WeightFormat f) {
     case WeightFormat::BF16:
       return 128;  // 256 k
     case WeightFormat::Int8:
-      return 256;  // 1024 k = 16 groups
+      return 128;  // 512 k = 8 groups
     case WeightFormat::Int4:
-      return 512;  // 2048 k = 64 groups
+      return 256;  // 1024 k = 32 groups
   }
   return 128;
 }
@@ -441,7 +608,15 @@ void run(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const fl
   const int64_t wbytes_per_unit = f == WeightFormat::Int4 ? 32 : unit_bytes_per_panel;
 
   const int threads = omp_get_max_threads();
-  const int64_t nchunks = (panels + kChunkPanels - 1) / kChunkPanels;
+  const int64_t np_max = !quant ? kNP : m <= 2 ? kNPQuantNarrow : kNPQuant;
+  // N-chunks of about kChunkPanels panels, as many as a multiple of the thread count, each a
+  // multiple of np_max panels so that only the matrix's last chunk has a narrower micro-kernel
+  // call (a 2-panel remainder in every chunk costs ~6% of a prefill GEMM).
+  int64_t nchunks = std::max<int64_t>(threads, (panels + kChunkPanels - 1) / kChunkPanels);
+  nchunks = (nchunks + threads - 1) / threads * threads;
+  int64_t chunk_panels = (panels + nchunks - 1) / nchunks;
+  chunk_panels = (chunk_panels + np_max - 1) / np_max * np_max;
+  nchunks = (panels + chunk_panels - 1) / chunk_panels;
   int64_t mchunks = 1;
   if (nchunks < 2 * threads && tiles >= 2 * threads) mchunks = std::min<int64_t>(tiles, threads);
   const int64_t tiles_per_mchunk = (tiles + mchunks - 1) / mchunks;
@@ -449,12 +624,11 @@ void run(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const fl
   // A single M-tile (decode, M <= 8) reuses no weights across tiles: no K-blocking, so each
   // panel is one long sequential stream for the prefetchers.
   const int64_t kb = tiles == 1 ? kunits : kblock_units(f);
-  const int64_t np_max = !quant ? kNP : m <= 2 ? kNPQuantNarrow : kNPQuant;
 
 #pragma omp parallel for schedule(static) if (items > 1 && m * n * k >= (1 << 18))
   for (int64_t it = 0; it < items; ++it) {
     const int64_t nc = it / mchunks, mc = it % mchunks;
-    const int64_t p0 = nc * kChunkPanels, p1 = std::min(panels, p0 + kChunkPanels);
+    const int64_t p0 = nc * chunk_panels, p1 = std::min(panels, p0 + chunk_panels);
     const int64_t t0 = mc * tiles_per_mchunk, t1 = std::min(tiles, t0 + tiles_per_mchunk);
     for (int64_t u0 = 0; u0 < kunits; u0 += kb) {
       const int64_t ku = std::min(kb, kunits - u0);
@@ -482,7 +656,7 @@ void run(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const fl
           g.last_mask = tail_mask(last_cols);
           g.first = u0 == 0;
           g.last = u0 + ku == kunits;
-          pick_micro(f, mr, np)(g);
+          pick_micro(f, mr, np, last_cols == 16)(g);
         }
       }
     }
