@@ -248,6 +248,20 @@ void micro_quant(const MicroArgs& g) {
   const uint32_t* a = g.a;
   const uint8_t* b = g.b;
   float* const y = g.y;
+  // Decode shapes (MR x NP <= 8): the float accumulators fit in registers too, which takes
+  // the load/store through Y (a store-to-load chain per group) off each panel's critical path.
+  constexpr bool kRegAcc = MR * NP <= 8;
+  __m512 facc[MR][NP];
+  if constexpr (kRegAcc) {
+    if (g.first) {
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 16
+        for (int j = 0; j < NP; ++j) facc[i][j] = _mm512_setzero_ps();
+    } else {
+      load_block<MR, NP>(facc, g.y, g.ldy, g.last_mask);
+    }
+  }
   const int64_t ldy = g.ldy;
   const __mmask16 lm = g.last_mask;
   for (int64_t gi = 0; gi < groups; ++gi) {
@@ -304,6 +318,12 @@ void micro_quant(const MicroArgs& g) {
     for (int j = 0; j < NP; ++j) {
       const __m512 sw = _mm512_cvtph_ps(
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.s + j * g.scale_stride + gi * 16)));
+      if constexpr (kRegAcc) {
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; ++i)
+          facc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][j]), sw, facc[i][j]);
+        continue;
+      }
 #pragma GCC unroll 16
       for (int i = 0; i < MR; ++i) {
         float* yp = y + i * ldy + 16 * j;
@@ -321,6 +341,7 @@ void micro_quant(const MicroArgs& g) {
     a += kUnitsPerGroup * MR;
     b += kGroupBytes;
   }
+  if constexpr (kRegAcc) store_block<MR, NP>(facc, y, ldy, lm);
   if (g.last) {
     __m512 bv[NP] = {};
     if (g.bias) add_bias<NP>(bv, g.bias, lm);
@@ -400,20 +421,20 @@ void micro_quant(const MicroArgs& g) {
 // Moves the float accumulators between Y (4 rows, 3 panels) and zmm12-23.
 #define RECAP_ROW_Y(op, a0, a1, a2, base) \
   op "(" base "), %%zmm" #a0 "\n\t" op "64(" base "), %%zmm" #a1 "\n\t" op "128(" base "), %%zmm" #a2 "\n\t"
-#define RECAP_LOAD_Y                                                                                      \
-  RECAP_ROW_Y("vmovups ", 12, 16, 20, "%[y]")                                                             \
-  RECAP_ROW_Y("vmovups ", 13, 17, 21, "%[y],%[ld],1") RECAP_ROW_Y("vmovups ", 14, 18, 22, "%[y],%[ld],2") \
-      RECAP_ROW_Y("vmovups ", 15, 19, 23, "%[y],%[ld3],1")
+#define RECAP_LOAD_Y                                  \
+  RECAP_ROW_Y("vmovups ", 12, 16, 20, "%[y]")         \
+  RECAP_ROW_Y("vmovups ", 13, 17, 21, "%[y],%[ld],1") \
+  RECAP_ROW_Y("vmovups ", 14, 18, 22, "%[y],%[ld],2") RECAP_ROW_Y("vmovups ", 15, 19, 23, "%[y],%[ld3],1")
 #define RECAP_ROW_STORE(a0, a1, a2, base) \
   "vmovups %%zmm" #a0 ", (" base          \
   ")\n\t"                                 \
   "vmovups %%zmm" #a1 ", 64(" base        \
   ")\n\t"                                 \
   "vmovups %%zmm" #a2 ", 128(" base ")\n\t"
-#define RECAP_STORE_Y                                                                     \
-  RECAP_ROW_STORE(12, 16, 20, "%[y]")                                                     \
-  RECAP_ROW_STORE(13, 17, 21, "%[y],%[ld],1") RECAP_ROW_STORE(14, 18, 22, "%[y],%[ld],2") \
-      RECAP_ROW_STORE(15, 19, 23, "%[y],%[ld3],1")
+#define RECAP_STORE_Y                         \
+  RECAP_ROW_STORE(12, 16, 20, "%[y]")         \
+  RECAP_ROW_STORE(13, 17, 21, "%[y],%[ld],1") \
+  RECAP_ROW_STORE(14, 18, 22, "%[y],%[ld],2") RECAP_ROW_STORE(15, 19, 23, "%[y],%[ld3],1")
 #define RECAP_ASM_CLOBBERS                                                                                   \
   "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", \
       "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23",     \
