@@ -185,7 +185,8 @@ struct MicroArgs {
   const float* bias;  // at the first column, or null
   const float* sx;    // this tile's activation scales (int formats)
   __mmask16 last_mask;
-  bool first, last;  // first / last K-block
+  bool first, last;    // first / last K-block
+  bool prefetch_next;  // int8/int4 full tiles: prefetch the next K-block's weights
 };
 
 template <int MR, int NP, bool BF16>
@@ -443,7 +444,50 @@ void micro_quant(const MicroArgs& g) {
 // Y rows [4][48] (row stride ldy floats) = Y + the K-block's groups, for the 4 rows whose
 // activation units start at `a` (8-row packed tile: rows 4 bytes apart, 32 bytes per unit)
 // and whose corrections start at `corr` (8 per group).
-template <bool INT4>
+// One K-block of int8/int4 weights per panel in bytes: kblock_units() x 64 (int8) or x 32
+// (int4) bytes per unit. The first tile of a work item prefetches the next K-block's weights
+// (PF) while it computes on this one, so small-M calls (batched decode) do not wait on DRAM
+// at each K-block start.
+constexpr int64_t kQuantKBlockBytes = 8192;  // the "8192" of RECAP_PF_LINE below
+#define RECAP_PF_LINE(pf) \
+  "prefetcht0 " pf        \
+  "(%[b])\n\t"            \
+  "prefetcht0 " pf        \
+  "(%[b],%[ps],1)\n\t"    \
+  "prefetcht0 " pf "(%[b],%[ps],2)\n\t"
+#define RECAP_INT8_BODY(pfline) \
+  RECAP_LOAD_Y                  \
+  "1:\n\t" RECAP_INIT_ISUMS                                              \
+  ".rept 16\n\t" pfline                                                  \
+  "vmovdqu64 (%[b]), %%zmm24\n\t"                                        \
+  "vmovdqu64 (%[b],%[ps],1), %%zmm25\n\t"                                \
+  "vmovdqu64 (%[b],%[ps],2), %%zmm26\n\t" RECAP_UNIT_DOTS(0, 4, 8, 12)   \
+  "add $32, %[a]\n\t"                                                    \
+  "add $64, %[b]\n\t"                                                    \
+  ".endr\n\t" RECAP_GROUP_TAIL RECAP_STORE_Y
+#define RECAP_INT4_BODY(pfline) \
+  RECAP_LOAD_Y                  \
+  "1:\n\t" RECAP_INIT_ISUMS                                              \
+  ".rept 4\n\t" pfline                                                   \
+  "vpandd (%[b]), %[nib], %%zmm24\n\t"                                   \
+  "vpandd (%[b],%[ps],1), %[nib], %%zmm25\n\t"                           \
+  "vpandd (%[b],%[ps],2), %[nib], %%zmm26\n\t" RECAP_UNIT_DOTS(0, 4, 8, 12) \
+  "vpsrlw $4, (%[b]), %%zmm24\n\t"                                       \
+  "vpsrlw $4, (%[b],%[ps],1), %%zmm25\n\t"                               \
+  "vpsrlw $4, (%[b],%[ps],2), %%zmm26\n\t"                               \
+  "vpandd %[nib], %%zmm24, %%zmm24\n\t"                                  \
+  "vpandd %[nib], %%zmm25, %%zmm25\n\t"                                  \
+  "vpandd %[nib], %%zmm26, %%zmm26\n\t" RECAP_UNIT_DOTS(32, 36, 40, 44)  \
+  "add $64, %[a]\n\t"                                                    \
+  "add $64, %[b]\n\t"                                                    \
+  ".endr\n\t" RECAP_GROUP_TAIL RECAP_STORE_Y
+
+// Y rows [4][48] (row stride ldy floats) = Y + the K-block's groups, for the 4 rows whose
+// activation units start at `a` (8-row packed tile: rows 4 bytes apart, 32 bytes per unit)
+// and whose corrections start at `corr` (8 per group). int8: 16 units per group, per unit 3
+// weight loads, 4 broadcasts and 12 vpdpbusd. int4: 8 units per group in 4 lines of 64 bytes
+// per panel, the low nibbles holding unit 2o and the high nibbles unit 2o + 1.
+template <bool INT4, bool PF>
 void quant_half_tile_asm(const MicroArgs& g, const uint32_t* a, const int32_t* corr, float* y) {
   constexpr int64_t kGroup = INT4 ? wf::kInt4Group : wf::kInt8Group;
   int64_t groups = g.kunits / (kGroup / 4);
@@ -451,44 +495,24 @@ void quant_half_tile_asm(const MicroArgs& g, const uint32_t* a, const int32_t* c
   const uint8_t* b = g.b;
   const uint16_t* s = g.s;
   const int64_t ps = g.panel_stride, ss = g.scale_stride * 2, ld = g.ldy * 4, ld3 = 3 * ld;
-  if constexpr (!INT4) {
-    // 16 units per group: per unit, 3 weight loads, 4 broadcasts and 12 vpdpbusd.
-    __asm__ volatile(RECAP_LOAD_Y
-        "1:\n\t" RECAP_INIT_ISUMS
-        ".rept 16\n\t"
-        "vmovdqu64 (%[b]), %%zmm24\n\t"
-        "vmovdqu64 (%[b],%[ps],1), %%zmm25\n\t"
-        "vmovdqu64 (%[b],%[ps],2), %%zmm26\n\t" RECAP_UNIT_DOTS(0, 4, 8, 12)
-        "add $32, %[a]\n\t"
-        "add $64, %[b]\n\t"
-        ".endr\n\t" RECAP_GROUP_TAIL RECAP_STORE_Y
-        : [a] "+r"(a), [b] "+r"(b), [corr] "+r"(corr), [s] "+r"(s), [groups] "+r"(groups)
-        : [ps] "r"(ps), [ss] "r"(ss), [y] "r"(y), [ld] "r"(ld), [ld3] "r"(ld3)
-        : RECAP_ASM_CLOBBERS);
-  } else {
-    // 8 units per group in 4 lines of 64 bytes per panel: the low nibbles hold unit 2o, the
-    // high nibbles unit 2o + 1.
-    const __m512i nib = _mm512_set1_epi8(0x0f);
-    __asm__ volatile(RECAP_LOAD_Y
-        "1:\n\t" RECAP_INIT_ISUMS
-        ".rept 4\n\t"
-        "vpandd (%[b]), %[nib], %%zmm24\n\t"
-        "vpandd (%[b],%[ps],1), %[nib], %%zmm25\n\t"
-        "vpandd (%[b],%[ps],2), %[nib], %%zmm26\n\t" RECAP_UNIT_DOTS(0, 4, 8, 12)
-        "vpsrlw $4, (%[b]), %%zmm24\n\t"
-        "vpsrlw $4, (%[b],%[ps],1), %%zmm25\n\t"
-        "vpsrlw $4, (%[b],%[ps],2), %%zmm26\n\t"
-        "vpandd %[nib], %%zmm24, %%zmm24\n\t"
-        "vpandd %[nib], %%zmm25, %%zmm25\n\t"
-        "vpandd %[nib], %%zmm26, %%zmm26\n\t" RECAP_UNIT_DOTS(32, 36, 40, 44)
-        "add $64, %[a]\n\t"
-        "add $64, %[b]\n\t"
-        ".endr\n\t" RECAP_GROUP_TAIL RECAP_STORE_Y
-        : [a] "+r"(a), [b] "+r"(b), [corr] "+r"(corr), [s] "+r"(s), [groups] "+r"(groups)
-        : [ps] "r"(ps), [ss] "r"(ss), [y] "r"(y), [ld] "r"(ld), [ld3] "r"(ld3), [nib] "v"(nib)
-        : RECAP_ASM_CLOBBERS);
-  }
+  const __m512i nib = _mm512_set1_epi8(0x0f);
+#define RECAP_OPERANDS                                                                   \
+  : [a] "+r"(a), [b] "+r"(b), [corr] "+r"(corr), [s] "+r"(s), [groups] "+r"(groups)   \
+  : [ps] "r"(ps), [ss] "r"(ss), [y] "r"(y), [ld] "r"(ld), [ld3] "r"(ld3), [nib] "v"(nib) \
+  : RECAP_ASM_CLOBBERS
+  if constexpr (!INT4 && PF)
+    __asm__ volatile(RECAP_INT8_BODY(RECAP_PF_LINE("8192")) RECAP_OPERANDS);
+  else if constexpr (!INT4)
+    __asm__ volatile(RECAP_INT8_BODY("") RECAP_OPERANDS);
+  else if constexpr (PF)
+    __asm__ volatile(RECAP_INT4_BODY(RECAP_PF_LINE("8192")) RECAP_OPERANDS);
+  else
+    __asm__ volatile(RECAP_INT4_BODY("") RECAP_OPERANDS);
+#undef RECAP_OPERANDS
 }
+#undef RECAP_PF_LINE
+#undef RECAP_INT8_BODY
+#undef RECAP_INT4_BODY
 #undef RECAP_ROW_INIT
 #undef RECAP_ROW_DOT
 #undef RECAP_UNIT_DOTS
@@ -509,8 +533,11 @@ void micro_quant_full(const MicroArgs& g) {
   if (g.first)
     for (int i = 0; i < MR; ++i)
       for (int j = 0; j < NP; ++j) _mm512_storeu_ps(g.y + i * g.ldy + 16 * j, _mm512_setzero_ps());
-  quant_half_tile_asm<INT4>(g, g.a, g.corr, g.y);
-  quant_half_tile_asm<INT4>(g, g.a + 4, g.corr + 4, g.y + 4 * g.ldy);
+  if (g.prefetch_next)
+    quant_half_tile_asm<INT4, true>(g, g.a, g.corr, g.y);
+  else
+    quant_half_tile_asm<INT4, false>(g, g.a, g.corr, g.y);
+  quant_half_tile_asm<INT4, false>(g, g.a + 4, g.corr + 4, g.y + 4 * g.ldy);
   if (g.last) {
     __m512 bv[NP] = {};
     if (g.bias) add_bias<NP>(bv, g.bias, 0xffff);
@@ -584,9 +611,9 @@ int64_t kblock_units(WeightFormat f) {
     case WeightFormat::BF16:
       return 128;  // 256 k
     case WeightFormat::Int8:
-      return 128;  // 512 k = 8 groups
+      return kQuantKBlockBytes / 64;  // 128 units = 512 k = 8 groups
     case WeightFormat::Int4:
-      return 256;  // 1024 k = 32 groups
+      return kQuantKBlockBytes / 32;  // 256 units = 1024 k = 32 groups
   }
   return 128;
 }
@@ -676,6 +703,7 @@ void run(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const fl
           g.sx = quant ? ap.sx + r0 : nullptr;
           g.last_mask = tail_mask(last_cols);
           g.first = u0 == 0;
+          g.prefetch_next = t == t0 && u0 + ku < kunits;
           g.last = u0 + ku == kunits;
           pick_micro(f, mr, np, last_cols == 16)(g);
         }
