@@ -4,10 +4,12 @@
 // kMR rows, K-interleaved in 4-byte units (f32 value | bf16 pair | 4 int8), so the
 // micro-kernel broadcasts one unit per row and step. The weights are already packed in
 // 16-row panels (weight_formats.h). A micro-kernel computes an (mr x 16*np) block of Y for a
-// K-block, with mr <= 8 rows and np <= 3 panels (24 zmm accumulators). Work is split over
-// OpenMP threads by chunks of 32 panels (and by M-chunks when N is too small to share).
+// K-block, with mr <= 8 rows and np <= 3 panels (24 zmm accumulators; 4 panels for int8/int4
+// decode, M <= 2). Full int8/int4 tiles (8 x 48) run in inline asm (quant_half_tile_asm).
+// Work is split over OpenMP threads by N-chunks of ~32 panels, a multiple of the panel step
+// (and by M-chunks when N is too small to share).
 //   for each (N-chunk, M-chunk) item of this thread:
-//     for each K-block (np panels x K-block = 24 KB of weights, stays in L1):
+//     for each K-block (np panels x K-block = 24 KB of weights, stays in L1; none for M <= 8):
 //       for each group of np panels:  for each M-tile:  micro-kernel
 // int8/int4: for every weight group, exact int32 dot products (vpdpbusd, weights are the u8
 // operand with zero point 128 / 8, corrected by corr = -zp * sum(q_x)), then
