@@ -330,6 +330,57 @@ void* scratch(int slot, size_t bytes) {
   return b.data();
 }
 
+void pack_units_f32(const float* x, int64_t m, int64_t ldx, int64_t k, int tile_rows, uint32_t* out,
+                    bool to_bf16) {
+  const int64_t kunits = to_bf16 ? (k + 1) / 2 : k;
+  const int64_t tiles = (m + tile_rows - 1) / tile_rows;
+#pragma omp parallel for schedule(static) if (m * k >= 65536)
+  for (int64_t t = 0; t < tiles; ++t) {
+    const int64_t r0 = t * tile_rows, mr = std::min<int64_t>(tile_rows, m - r0);
+    uint32_t* tile = out + t * tile_rows * kunits;
+    for (int64_t i = 0; i < mr; ++i) {
+      const float* xr = x + (r0 + i) * ldx;
+      if (!to_bf16) {
+        for (int64_t u = 0; u < k; ++u) std::memcpy(&tile[u * mr + i], &xr[u], 4);
+      } else {
+        for (int64_t u = 0; u < kunits; ++u) {
+          const uint32_t lo = wf::f32_to_bf16(xr[2 * u]);
+          const uint32_t hi = 2 * u + 1 < k ? wf::f32_to_bf16(xr[2 * u + 1]) : 0u;
+          tile[u * mr + i] = lo | (hi << 16);
+        }
+      }
+    }
+  }
+}
+
+GemmWorkPlan plan_gemm_work(int64_t panels, int64_t tiles, int threads, int64_t panel_step) {
+  GemmWorkPlan p;
+  p.panels = panels;
+  p.tiles = tiles;
+  threads = std::max(1, threads);
+  p.panel_step = std::max<int64_t>(1, panel_step);
+  // Chunks are cut at multiples of the panel step, so only the chunk holding the matrix's end
+  // can run a narrower micro-kernel call (a remainder in every chunk costs ~6% of a prefill
+  // GEMM with 3-panel steps), and sized evenly in steps, as many as a multiple of the threads.
+  p.steps = (panels + p.panel_step - 1) / p.panel_step;
+  int64_t nchunks = std::max<int64_t>(
+      threads, (panels + GemmWorkPlan::kTargetChunkPanels - 1) / GemmWorkPlan::kTargetChunkPanels);
+  nchunks = (nchunks + threads - 1) / threads * threads;
+  p.nchunks = std::max<int64_t>(1, std::min(nchunks, p.steps));
+  if (p.nchunks < 2 * threads && tiles >= 2 * threads) p.mchunks = std::min<int64_t>(tiles, threads);
+  p.tiles_per_mchunk = (tiles + p.mchunks - 1) / p.mchunks;
+  p.items = p.nchunks * p.mchunks;
+  return p;
+}
+
+void GemmWorkPlan::item(int64_t it, int64_t* p0, int64_t* p1, int64_t* t0, int64_t* t1) const {
+  const int64_t nc = it / mchunks, mc = it % mchunks;
+  *p0 = std::min(panels, nc * steps / nchunks * panel_step);
+  *p1 = std::min(panels, (nc + 1) * steps / nchunks * panel_step);
+  *t0 = mc * tiles_per_mchunk;
+  *t1 = std::min(tiles, *t0 + tiles_per_mchunk);
+}
+
 }  // namespace detail
 
 namespace ref {

@@ -24,7 +24,6 @@ namespace {
 using wf::kPanelRows;
 constexpr int kMR = 6;       // f32 / bf16 tile rows: 12 ymm accumulators
 constexpr int kMRQuant = 4;  // int8 / int4: 8 int32 accumulators + sign-trick temporaries in 16 ymm
-constexpr int64_t kChunkPanels = 32;
 
 inline __m256i tail_mask8(int64_t valid) {
   const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -41,28 +40,6 @@ inline int32_t hsum_epi32(__m256i v) {
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
   return _mm_cvtsi128_si32(s);
-}
-
-void pack_f32(const float* x, int64_t m, int64_t ldx, int64_t k, uint32_t* out, bool to_bf16) {
-  const int64_t kunits = to_bf16 ? (k + 1) / 2 : k;
-  const int64_t tiles = (m + kMR - 1) / kMR;
-#pragma omp parallel for schedule(static) if (m * k >= 65536)
-  for (int64_t t = 0; t < tiles; ++t) {
-    const int64_t r0 = t * kMR, mr = std::min<int64_t>(kMR, m - r0);
-    uint32_t* tile = out + t * kMR * kunits;
-    for (int64_t i = 0; i < mr; ++i) {
-      const float* xr = x + (r0 + i) * ldx;
-      if (!to_bf16) {
-        for (int64_t u = 0; u < k; ++u) std::memcpy(&tile[u * mr + i], &xr[u], 4);
-      } else {
-        for (int64_t u = 0; u < kunits; ++u) {
-          const uint32_t lo = wf::f32_to_bf16(xr[2 * u]);
-          const uint32_t hi = 2 * u + 1 < k ? wf::f32_to_bf16(xr[2 * u + 1]) : 0u;
-          tile[u * mr + i] = lo | (hi << 16);
-        }
-      }
-    }
-  }
 }
 
 // Bit-identical to detail::quantize_row_ref.
@@ -364,7 +341,7 @@ void gemm(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const f
     pack_quantized(x, m, ldx, k, kp, group, f == WeightFormat::Int8 ? wf::kInt8ZeroPoint : wf::kInt4ZeroPoint,
                    units, corr, sx);
   else
-    pack_f32(x, m, ldx, k, units, f == WeightFormat::BF16);
+    detail::pack_units_f32(x, m, ldx, k, kMR, units, f == WeightFormat::BF16);
 
   const int64_t panels = wf::num_panels(n);
   const int64_t panel_bytes = wf::panel_data_bytes(f, k);
@@ -377,17 +354,13 @@ void gemm(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const f
   const int64_t kb = tiles == 1 ? kunits : f == WeightFormat::Int4 ? 512 : 256;
 
   const int threads = omp_get_max_threads();
-  const int64_t nchunks = (panels + kChunkPanels - 1) / kChunkPanels;
-  int64_t mchunks = 1;
-  if (nchunks < 2 * threads && tiles >= 2 * threads) mchunks = std::min<int64_t>(tiles, threads);
-  const int64_t tiles_per_mchunk = (tiles + mchunks - 1) / mchunks;
-  const int64_t items = nchunks * mchunks;
+  const detail::GemmWorkPlan plan = detail::plan_gemm_work(panels, tiles, threads, 1);
+  const int64_t items = plan.items;
 
 #pragma omp parallel for schedule(static) if (items > 1 && m * n * k >= (1 << 18))
   for (int64_t it = 0; it < items; ++it) {
-    const int64_t nc = it / mchunks, mc = it % mchunks;
-    const int64_t p0 = nc * kChunkPanels, p1 = std::min(panels, p0 + kChunkPanels);
-    const int64_t t0 = mc * tiles_per_mchunk, t1 = std::min(tiles, t0 + tiles_per_mchunk);
+    int64_t p0, p1, t0, t1;
+    plan.item(it, &p0, &p1, &t0, &t1);
     for (int64_t u0 = 0; u0 < kunits; u0 += kb) {
       const int64_t ku = std::min(kb, kunits - u0);
       // One panel's K-block (16 KB) stays in L1 while every M-tile streams past it.

@@ -43,7 +43,6 @@ constexpr int kNPQuant = 3;  // int8/int4: 24 int32 accumulators + 3 weights + m
 constexpr int kNPQuantNarrow = 4;
 // Bytes ahead of the current weight line that the decode micro-kernels prefetch.
 constexpr int64_t kPrefetchAhead = 1024;
-constexpr int64_t kChunkPanels = 32;  // panels per N-chunk (512 output columns)
 
 // Bytes of the packed-activation tile area and its units.
 struct ActPack {
@@ -65,28 +64,6 @@ inline __mmask16 tail_mask(int64_t valid) {
 }
 
 // ---------------------------------------------------------------- activation packing
-void pack_f32(const float* x, int64_t m, int64_t ldx, int64_t k, uint32_t* out, bool to_bf16) {
-  const int64_t kunits = to_bf16 ? (k + 1) / 2 : k;
-  const int64_t tiles = (m + kMR - 1) / kMR;
-#pragma omp parallel for schedule(static) if (m * k >= 65536)
-  for (int64_t t = 0; t < tiles; ++t) {
-    const int64_t r0 = t * kMR, mr = std::min<int64_t>(kMR, m - r0);
-    uint32_t* tile = out + t * kMR * kunits;
-    for (int64_t i = 0; i < mr; ++i) {
-      const float* xr = x + (r0 + i) * ldx;
-      if (!to_bf16) {
-        for (int64_t u = 0; u < k; ++u) std::memcpy(&tile[u * mr + i], &xr[u], 4);
-      } else {
-        for (int64_t u = 0; u < kunits; ++u) {
-          const uint32_t lo = wf::f32_to_bf16(xr[2 * u]);
-          const uint32_t hi = 2 * u + 1 < k ? wf::f32_to_bf16(xr[2 * u + 1]) : 0u;
-          tile[u * mr + i] = lo | (hi << 16);
-        }
-      }
-    }
-  }
-}
-
 // Quantizes one row per the contract (bit-identical to detail::quantize_row_ref).
 void quantize_row(const float* x, int64_t k, int64_t kp, int64_t group, int32_t zp, int8_t* q, float* sx,
                   int32_t* corr) {
@@ -645,7 +622,7 @@ void run(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const fl
     pack_quantized(x, m, ldx, k, kp, group, f == WeightFormat::Int8 ? wf::kInt8ZeroPoint : wf::kInt4ZeroPoint,
                    const_cast<uint32_t*>(ap.units), const_cast<int32_t*>(ap.corr), const_cast<float*>(ap.sx));
   else
-    pack_f32(x, m, ldx, k, const_cast<uint32_t*>(ap.units), f == WeightFormat::BF16);
+    detail::pack_units_f32(x, m, ldx, k, kMR, const_cast<uint32_t*>(ap.units), f == WeightFormat::BF16);
 
   const int64_t panels = wf::num_panels(n);
   const int64_t panel_bytes = wf::panel_data_bytes(f, k);
@@ -659,27 +636,16 @@ void run(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const fl
 
   const int threads = omp_get_max_threads();
   const int64_t np_max = !quant ? kNP : m <= 2 ? kNPQuantNarrow : kNPQuant;
-  // N-chunks of about kChunkPanels panels, as many as a multiple of the thread count, each a
-  // multiple of np_max panels so that only the matrix's last chunk has a narrower micro-kernel
-  // call (a 2-panel remainder in every chunk costs ~6% of a prefill GEMM).
-  int64_t nchunks = std::max<int64_t>(threads, (panels + kChunkPanels - 1) / kChunkPanels);
-  nchunks = (nchunks + threads - 1) / threads * threads;
-  int64_t chunk_panels = (panels + nchunks - 1) / nchunks;
-  chunk_panels = (chunk_panels + np_max - 1) / np_max * np_max;
-  nchunks = (panels + chunk_panels - 1) / chunk_panels;
-  int64_t mchunks = 1;
-  if (nchunks < 2 * threads && tiles >= 2 * threads) mchunks = std::min<int64_t>(tiles, threads);
-  const int64_t tiles_per_mchunk = (tiles + mchunks - 1) / mchunks;
-  const int64_t items = nchunks * mchunks;
+  const detail::GemmWorkPlan plan = detail::plan_gemm_work(panels, tiles, threads, np_max);
+  const int64_t items = plan.items;
   // A single M-tile (decode, M <= 8) reuses no weights across tiles: no K-blocking, so each
   // panel is one long sequential stream for the prefetchers.
   const int64_t kb = tiles == 1 ? kunits : kblock_units(f);
 
 #pragma omp parallel for schedule(static) if (items > 1 && m * n * k >= (1 << 18))
   for (int64_t it = 0; it < items; ++it) {
-    const int64_t nc = it / mchunks, mc = it % mchunks;
-    const int64_t p0 = nc * chunk_panels, p1 = std::min(panels, p0 + chunk_panels);
-    const int64_t t0 = mc * tiles_per_mchunk, t1 = std::min(tiles, t0 + tiles_per_mchunk);
+    int64_t p0, p1, t0, t1;
+    plan.item(it, &p0, &p1, &t0, &t1);
     for (int64_t u0 = 0; u0 < kunits; u0 += kb) {
       const int64_t ku = std::min(kb, kunits - u0);
       // The np-panel weight block of one K-block (~24 KB) stays in L1 while every M-tile of

@@ -20,6 +20,26 @@ void check_gemm_args(const float* x, int64_t m, int64_t ldx, const PackedWeight&
 // Thread-local scratch that grows and is reused across calls (activation packing).
 void* scratch(int slot, size_t bytes);
 
+// Packs f32 activations X[m, k] (row stride ldx) into M-tiles of `tile_rows` rows of 4-byte
+// K-units for the SIMD micro-kernels: tile t at out + t * tile_rows * kunits, layout
+// [kunits][mr] (mr = rows of that tile), a unit being one f32 (kunits = k) or, with to_bf16,
+// a pair of bf16 (round to nearest even, k odd padded with 0; kunits = ceil(k / 2)).
+void pack_units_f32(const float* x, int64_t m, int64_t ldx, int64_t k, int tile_rows, uint32_t* out,
+                    bool to_bf16);
+
+// How a GEMM's work is cut into OpenMP items: N-chunks cut at multiples of `panel_step` (the
+// micro-kernel's panels per call), sized evenly in steps, about kTargetChunkPanels panels each
+// and as many as a multiple of the thread count (at most one per step); times M-chunks when N
+// has fewer than two chunks per thread. Item `it` covers panels [p0, p1) and M-tiles [t0, t1);
+// no two items write the same outputs.
+struct GemmWorkPlan {
+  static constexpr int64_t kTargetChunkPanels = 32;
+  int64_t panels = 0, tiles = 0, panel_step = 1, steps = 0;
+  int64_t nchunks = 0, mchunks = 1, tiles_per_mchunk = 0, items = 0;
+  void item(int64_t it, int64_t* p0, int64_t* p1, int64_t* t0, int64_t* t1) const;
+};
+GemmWorkPlan plan_gemm_work(int64_t panels, int64_t tiles, int threads, int64_t panel_step);
+
 }  // namespace recap::kernels::detail
 
 namespace recap::kernels::avx2 {
