@@ -353,6 +353,26 @@ void pack_units_f32(const float* x, int64_t m, int64_t ldx, int64_t k, int tile_
   }
 }
 
+void pack_units_quantized(const float* x, int64_t m, int64_t ldx, int64_t k, int64_t kp, int64_t group,
+                          int32_t zero_point, int tile_rows, QuantizeRowFn quantize_row, uint32_t* units,
+                          int32_t* corr, float* sx) {
+  const int64_t kunits = kp / 4, groups = kp / group;
+  const int64_t tiles = (m + tile_rows - 1) / tile_rows;
+#pragma omp parallel for schedule(static) if (m * k >= 65536)
+  for (int64_t t = 0; t < tiles; ++t) {
+    const int64_t r0 = t * tile_rows, mr = std::min<int64_t>(tile_rows, m - r0);
+    int8_t* qrow = static_cast<int8_t*>(scratch(3, static_cast<size_t>(kp + groups * 4)));
+    int32_t* crow = reinterpret_cast<int32_t*>(qrow + kp);
+    uint32_t* tile = units + t * tile_rows * kunits;
+    int32_t* ctile = corr + t * tile_rows * groups;
+    for (int64_t i = 0; i < mr; ++i) {
+      quantize_row(x + (r0 + i) * ldx, k, kp, group, zero_point, qrow, &sx[r0 + i], crow);
+      for (int64_t u = 0; u < kunits; ++u) std::memcpy(&tile[u * mr + i], qrow + 4 * u, 4);
+      for (int64_t g = 0; g < groups; ++g) ctile[g * mr + i] = crow[g];
+    }
+  }
+}
+
 GemmWorkPlan plan_gemm_work(int64_t panels, int64_t tiles, int threads, int64_t panel_step) {
   GemmWorkPlan p;
   p.panels = panels;

@@ -79,25 +79,6 @@ void quantize_row(const float* x, int64_t k, int64_t kp, int64_t group, int32_t 
   }
 }
 
-void pack_quantized(const float* x, int64_t m, int64_t ldx, int64_t k, int64_t kp, int64_t group, int32_t zp,
-                    uint32_t* units, int32_t* corr, float* sx) {
-  const int64_t kunits = kp / 4, groups = kp / group;
-  const int64_t tiles = (m + kMRQuant - 1) / kMRQuant;
-#pragma omp parallel for schedule(static) if (m * k >= 65536)
-  for (int64_t t = 0; t < tiles; ++t) {
-    const int64_t r0 = t * kMRQuant, mr = std::min<int64_t>(kMRQuant, m - r0);
-    int8_t* qrow = static_cast<int8_t*>(detail::scratch(3, static_cast<size_t>(kp + groups * 4)));
-    int32_t* crow = reinterpret_cast<int32_t*>(qrow + kp);
-    uint32_t* tile = units + t * kMRQuant * kunits;
-    int32_t* ctile = corr + t * kMRQuant * groups;
-    for (int64_t i = 0; i < mr; ++i) {
-      quantize_row(x + (r0 + i) * ldx, k, kp, group, zp, qrow, &sx[r0 + i], crow);
-      for (int64_t u = 0; u < kunits; ++u) std::memcpy(&tile[u * mr + i], qrow + 4 * u, 4);
-      for (int64_t g = 0; g < groups; ++g) ctile[g * mr + i] = crow[g];
-    }
-  }
-}
-
 struct MicroArgs {
   const uint32_t* a;
   const uint8_t* b;     // panel data at the K-block start
@@ -338,8 +319,9 @@ void gemm(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const f
   int32_t* corr = reinterpret_cast<int32_t*>(pack + units_bytes);
   float* sx = reinterpret_cast<float*>(pack + units_bytes + corr_bytes);
   if (quant)
-    pack_quantized(x, m, ldx, k, kp, group, f == WeightFormat::Int8 ? wf::kInt8ZeroPoint : wf::kInt4ZeroPoint,
-                   units, corr, sx);
+    detail::pack_units_quantized(x, m, ldx, k, kp, group,
+                                 f == WeightFormat::Int8 ? wf::kInt8ZeroPoint : wf::kInt4ZeroPoint, kMRQuant,
+                                 &quantize_row, units, corr, sx);
   else
     detail::pack_units_f32(x, m, ldx, k, kMR, units, f == WeightFormat::BF16);
 

@@ -101,25 +101,6 @@ void quantize_row(const float* x, int64_t k, int64_t kp, int64_t group, int32_t 
   }
 }
 
-void pack_quantized(const float* x, int64_t m, int64_t ldx, int64_t k, int64_t kp, int64_t group, int32_t zp,
-                    uint32_t* units, int32_t* corr, float* sx) {
-  const int64_t kunits = kp / 4, groups = kp / group;
-  const int64_t tiles = (m + kMR - 1) / kMR;
-#pragma omp parallel for schedule(static) if (m * k >= 65536)
-  for (int64_t t = 0; t < tiles; ++t) {
-    const int64_t r0 = t * kMR, mr = std::min<int64_t>(kMR, m - r0);
-    int8_t* qrow = static_cast<int8_t*>(detail::scratch(3, static_cast<size_t>(kp + groups * 4)));
-    int32_t* crow = reinterpret_cast<int32_t*>(qrow + kp);
-    uint32_t* tile = units + t * kMR * kunits;
-    int32_t* ctile = corr + t * kMR * groups;
-    for (int64_t i = 0; i < mr; ++i) {
-      quantize_row(x + (r0 + i) * ldx, k, kp, group, zp, qrow, &sx[r0 + i], crow);
-      for (int64_t u = 0; u < kunits; ++u) std::memcpy(&tile[u * mr + i], qrow + 4 * u, 4);
-      for (int64_t g = 0; g < groups; ++g) ctile[g * mr + i] = crow[g];
-    }
-  }
-}
-
 // ---------------------------------------------------------------- micro-kernels
 // Shared store step: rows i < MR, panels j < NP; the last panel may be partial (mask).
 template <int MR, int NP>
@@ -619,8 +600,10 @@ void run(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const fl
   ap.kunits = kunits;
   ap.groups = groups;
   if (quant)
-    pack_quantized(x, m, ldx, k, kp, group, f == WeightFormat::Int8 ? wf::kInt8ZeroPoint : wf::kInt4ZeroPoint,
-                   const_cast<uint32_t*>(ap.units), const_cast<int32_t*>(ap.corr), const_cast<float*>(ap.sx));
+    detail::pack_units_quantized(x, m, ldx, k, kp, group,
+                                 f == WeightFormat::Int8 ? wf::kInt8ZeroPoint : wf::kInt4ZeroPoint, kMR,
+                                 &quantize_row, const_cast<uint32_t*>(ap.units),
+                                 const_cast<int32_t*>(ap.corr), const_cast<float*>(ap.sx));
   else
     detail::pack_units_f32(x, m, ldx, k, kMR, const_cast<uint32_t*>(ap.units), f == WeightFormat::BF16);
 

@@ -27,6 +27,16 @@ void* scratch(int slot, size_t bytes);
 void pack_units_f32(const float* x, int64_t m, int64_t ldx, int64_t k, int tile_rows, uint32_t* out,
                     bool to_bf16);
 
+// Quantizes X[m, k] row by row with `quantize_row` (an ISA's version of quantize_row_ref) and
+// packs the int8 rows into M-tiles of `tile_rows` rows of 4-byte units (4 consecutive k):
+// tile t at units + t * tile_rows * (kp / 4), layout [kp / 4][mr]; its corrections at
+// corr + t * tile_rows * (kp / group), layout [groups][mr]; row scales sx[m].
+using QuantizeRowFn = void (*)(const float* x, int64_t k, int64_t kp, int64_t group, int32_t zero_point,
+                               int8_t* q, float* sx, int32_t* corr);
+void pack_units_quantized(const float* x, int64_t m, int64_t ldx, int64_t k, int64_t kp, int64_t group,
+                          int32_t zero_point, int tile_rows, QuantizeRowFn quantize_row, uint32_t* units,
+                          int32_t* corr, float* sx);
+
 // How a GEMM's work is cut into OpenMP items: N-chunks cut at multiples of `panel_step` (the
 // micro-kernel's panels per call), sized evenly in steps, about kTargetChunkPanels panels each
 // and as many as a multiple of the thread count (at most one per step); times M-chunks when N
