@@ -149,9 +149,10 @@ struct MicroArgs {
   bool prefetch_next;  // int8/int4 full tiles: prefetch the next K-block's weights
 };
 
-template <int MR, int NP, bool BF16>
-void micro_float(const MicroArgs& g) {
-  __m512 acc[MR][NP];
+// A micro-kernel's float accumulators at the start of a K-block: zero on the first, else the
+// partial sums the previous K-block left in Y.
+template <int MR, int NP>
+inline void start_block(__m512 (&acc)[MR][NP], const MicroArgs& g) {
   if (g.first) {
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i)
@@ -160,6 +161,12 @@ void micro_float(const MicroArgs& g) {
   } else {
     load_block<MR, NP>(acc, g.y, g.ldy, g.last_mask);
   }
+}
+
+template <int MR, int NP, bool BF16>
+void micro_float(const MicroArgs& g) {
+  __m512 acc[MR][NP];
+  start_block<MR, NP>(acc, g);
   const uint32_t* a = g.a;
   const uint8_t* b = g.b;
   for (int64_t u = 0; u < g.kunits; ++u) {
@@ -213,16 +220,7 @@ void micro_quant(const MicroArgs& g) {
   // the load/store through Y (a store-to-load chain per group) off each panel's critical path.
   constexpr bool kRegAcc = MR * NP <= 8;
   __m512 facc[MR][NP];
-  if constexpr (kRegAcc) {
-    if (g.first) {
-#pragma GCC unroll 16
-      for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 16
-        for (int j = 0; j < NP; ++j) facc[i][j] = _mm512_setzero_ps();
-    } else {
-      load_block<MR, NP>(facc, g.y, g.ldy, g.last_mask);
-    }
-  }
+  if constexpr (kRegAcc) start_block<MR, NP>(facc, g);
   const int64_t ldy = g.ldy;
   const __mmask16 lm = g.last_mask;
   for (int64_t gi = 0; gi < groups; ++gi) {
@@ -283,20 +281,20 @@ void micro_quant(const MicroArgs& g) {
 #pragma GCC unroll 16
         for (int i = 0; i < MR; ++i)
           facc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][j]), sw, facc[i][j]);
-        continue;
-      }
+      } else {
 #pragma GCC unroll 16
-      for (int i = 0; i < MR; ++i) {
-        float* yp = y + i * ldy + 16 * j;
-        // fma with +0 for the first group, exactly like the reference's acc = 0.f start.
-        const __m512 prev = fresh         ? _mm512_setzero_ps()
-                            : j == NP - 1 ? _mm512_maskz_loadu_ps(lm, yp)
-                                          : _mm512_loadu_ps(yp);
-        const __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][j]), sw, prev);
-        if (j == NP - 1)
-          _mm512_mask_storeu_ps(yp, lm, v);
-        else
-          _mm512_storeu_ps(yp, v);
+        for (int i = 0; i < MR; ++i) {
+          float* yp = y + i * ldy + 16 * j;
+          // fma with +0 for the first group, exactly like the reference's acc = 0.f start.
+          const __m512 prev = fresh         ? _mm512_setzero_ps()
+                              : j == NP - 1 ? _mm512_maskz_loadu_ps(lm, yp)
+                                            : _mm512_loadu_ps(yp);
+          const __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][j]), sw, prev);
+          if (j == NP - 1)
+            _mm512_mask_storeu_ps(yp, lm, v);
+          else
+            _mm512_storeu_ps(yp, v);
+        }
       }
     }
     a += kUnitsPerGroup * MR;

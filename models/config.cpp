@@ -804,4 +804,18 @@ void validate_checkpoint(const Checkpoint& ckpt) {
   throw ConfigError(msg);
 }
 
+json text_config_json(const TextConfig& t) {
+  return {{"hidden", t.hidden},
+          {"intermediate", t.intermediate},
+          {"layers", t.layers},
+          {"heads", t.heads},
+          {"kv_heads", t.kv_heads},
+          {"head_dim", t.head_dim},
+          {"vocab", t.vocab},
+          {"rms_eps", t.rms_eps},
+          {"rope_theta", t.rope_theta},
+          {"max_position", t.max_position},
+          {"tie_embeddings", t.tie_embeddings}};
+}
+
 }  // namespace recap::models

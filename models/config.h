@@ -4,6 +4,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -150,5 +151,10 @@ Checkpoint open_checkpoint_unchecked(const std::string& weights_dir, const LoadO
 // float dtype; collects every problem found. Throws ConfigError listing them if any.
 std::vector<std::string> checkpoint_problems(const Checkpoint& ckpt);
 void validate_checkpoint(const Checkpoint& ckpt);
+
+// The text decoder's dimensions as a JSON object (hidden, intermediate, layers, heads,
+// kv_heads, head_dim, vocab, rms_eps, rope_theta, max_position, tie_embeddings): the form
+// `inspect --json` reports and the quantized cache stores.
+nlohmann::json text_config_json(const TextConfig& t);
 
 }  // namespace recap::models

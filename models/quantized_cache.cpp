@@ -64,18 +64,7 @@ std::string model_config_to_json(const ModelConfig& c) {
   j["has_vision"] = c.has_vision;
   j["has_text"] = c.has_text;
   j["vision"] = vision_json(c.vision);
-  const TextConfig& t = c.text;
-  j["text"] = {{"hidden", t.hidden},
-               {"intermediate", t.intermediate},
-               {"layers", t.layers},
-               {"heads", t.heads},
-               {"kv_heads", t.kv_heads},
-               {"head_dim", t.head_dim},
-               {"vocab", t.vocab},
-               {"rms_eps", t.rms_eps},
-               {"rope_theta", t.rope_theta},
-               {"max_position", t.max_position},
-               {"tie_embeddings", t.tie_embeddings}};
+  j["text"] = text_config_json(c.text);
   j["projector"] = {{"type", c.projector.type},
                     {"in", c.projector.in},
                     {"hidden", c.projector.hidden},

@@ -133,17 +133,7 @@ void describe_dims(const models::ModelConfig& c, std::map<models::Component, Com
               std::to_string(t.vocab) + ", rms_eps " + fmt_float(t.rms_eps) + ", rope_theta " +
               fmt_float(t.rope_theta) + ", max_position " + std::to_string(t.max_position) +
               (t.tie_embeddings ? ", tied embeddings" : ", untied lm_head");
-    tr.dims_json = {{"hidden", t.hidden},
-                    {"intermediate", t.intermediate},
-                    {"layers", t.layers},
-                    {"heads", t.heads},
-                    {"kv_heads", t.kv_heads},
-                    {"head_dim", t.head_dim},
-                    {"vocab", t.vocab},
-                    {"rms_eps", t.rms_eps},
-                    {"rope_theta", t.rope_theta},
-                    {"max_position", t.max_position},
-                    {"tie_embeddings", t.tie_embeddings}};
+    tr.dims_json = models::text_config_json(t);
   }
 }
 

@@ -230,8 +230,11 @@ TEST(Config, ExpectedTensorsCoverEveryUsedTensorOfTheTinyModel) {
   EXPECT_EQ(not_expected, 2u);
   EXPECT_EQ(want.size() + 2, ck.text_store->names().size());
   // The last vision layer is validated but never run (select_layer -2).
-  for (const auto& e : want)
-    if (e.name.find("encoder.layers.1.") != std::string::npos) EXPECT_FALSE(e.used) << e.name;
+  for (const auto& e : want) {
+    if (e.name.find("encoder.layers.1.") != std::string::npos) {
+      EXPECT_FALSE(e.used) << e.name;
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------
