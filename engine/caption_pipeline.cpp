@@ -21,6 +21,7 @@
 #include "engine/signals.h"
 #include "engine/sources.h"
 #include "engine/threads.h"
+#include "engine/vision_worker.h"
 #include "io/fileutil.h"
 #include "kernels/isa.h"
 #include "models/chat_template.h"
@@ -220,6 +221,8 @@ class CaptionRun {
   void feed();
   void on_loaded(LoadResult r);
   void encode_ready();
+  VisionBatch take_ready_batch(int threads);
+  void finish_encoded(VisionBatch& batch);
   void admit_encoded();
   void on_caption(const CaptionResult& r);
   void fail_sample(InFlight& f, const std::string& status, const std::string& error);
@@ -242,6 +245,11 @@ class CaptionRun {
   std::string isa_;
   int vision_batch_ = 8;
   int64_t image_side_ = 0;
+  int threads_ = 1;
+  // The tower's thread (null: images are encoded on this thread between decode steps).
+  // Declared after model_ so it is joined before the model goes away.
+  std::unique_ptr<VisionWorker> vision_;
+  double llm_waited_for_vision_s_ = 0;  // scheduler idle, work pending, tower busy
   // Work.
   InputOptions inputs_;
   std::vector<ShardSpec> shards_;  // assigned to this worker, in order
@@ -290,6 +298,7 @@ void CaptionRun::setup() {
         " with greedy decoding gives identical captions; set --temperature (and --top-k/--top-p) to sample");
   ThreadBudget tb = resolve_threads(o_.threads);
   apply_threads(tb.threads);
+  threads_ = tb.threads;
   ShardAssignment assign;
   try {
     assign = resolve_shard_assignment(o_.shard_index, o_.shard_count);
@@ -425,6 +434,7 @@ void CaptionRun::setup() {
   pre_ = models::from_vision_config(cfg.vision);
   image_side_ = pre_.crop_size;
   vision_batch_ = o_.vision_batch > 0 ? o_.vision_batch : std::min(o_.max_batch, 8);
+  if (o_.vision_thread && threads_ >= 2) vision_ = std::make_unique<VisionWorker>(*model_);
 
   // Prompt length (for sizing): the template without sample fields.
   int64_t n_prompt_est = 0;
@@ -630,42 +640,73 @@ void CaptionRun::on_loaded(LoadResult r) {
   ready_.push_back(it->first);
 }
 
+VisionBatch CaptionRun::take_ready_batch(int threads) {
+  const size_t B = std::min(ready_.size(), static_cast<size_t>(vision_batch_));
+  const size_t img_elems = static_cast<size_t>(3 * image_side_ * image_side_);
+  VisionBatch b;
+  b.threads = threads;
+  b.pixels.resize(B * img_elems);
+  for (size_t i = 0; i < B; ++i) {
+    uint64_t tag = ready_.front();
+    ready_.pop_front();
+    auto& px = flight_[tag].load.pixels;
+    std::copy(px.begin(), px.end(), b.pixels.begin() + static_cast<long>(i * img_elems));
+    std::vector<float>().swap(px);
+    b.tags.push_back(tag);
+  }
+  return b;
+}
+
+void CaptionRun::finish_encoded(VisionBatch& b) {
+  if (!b.error.empty()) {
+    for (uint64_t tag : b.tags) {
+      auto it = flight_.find(tag);
+      if (it == flight_.end()) continue;
+      fail_sample(it->second, "failed_to_caption", "vision tower: " + b.error);
+      flight_.erase(it);
+    }
+    return;
+  }
+  const auto& cfg = model_->config();
+  const int64_t P = cfg.vision.num_patches(), D = cfg.text.hidden;
+  for (size_t i = 0; i < b.tags.size(); ++i) {
+    InFlight& f = flight_[b.tags[i]];
+    f.vision_ms = b.ms / static_cast<double>(b.tags.size());
+    CaptionRequest req;
+    req.id = b.tags[i];
+    req.n_prompt = f.n_prompt;
+    req.prompt_embeds.resize(static_cast<size_t>(f.n_prompt * D));
+    std::vector<int64_t> ids64(f.prompt_ids.begin(), f.prompt_ids.end());
+    model_->splice_embeddings(ids64, b.features.data() + i * static_cast<size_t>(P * D), 1,
+                              req.prompt_embeds.data());
+    req.n_captions = o_.num_captions;
+    req.sampling = o_.sampling;
+    req.seed_key = f.load.in.key;
+    encoded_.emplace_back(b.tags[i], std::move(req));
+  }
+}
+
 void CaptionRun::encode_ready() {
   // Keep up to max_batch encoded images waiting, so freed batch slots fill at once.
-  while (!ready_.empty() && encoded_.size() < static_cast<size_t>(o_.max_batch) && !stop_requested()) {
+  const size_t want = static_cast<size_t>(o_.max_batch);
+  if (vision_) {
+    VisionBatch done;
+    if (vision_->collect(&done, 0)) finish_encoded(done);
+    if (!vision_->busy() && !ready_.empty() && encoded_.size() < want && !stop_requested()) {
+      // Alone, the tower gets every thread; beside a running decoder, half of them.
+      const int t = sched_->idle() ? threads_ : std::max(1, threads_ / 2);
+      vision_->submit(take_ready_batch(t));
+    }
+    return;
+  }
+  while (!ready_.empty() && encoded_.size() < want && !stop_requested()) {
+    VisionBatch b = take_ready_batch(threads_);
     const auto& cfg = model_->config();
-    const int64_t P = cfg.vision.num_patches(), D = cfg.text.hidden;
-    const size_t B = std::min(ready_.size(), static_cast<size_t>(vision_batch_));
-    const size_t img_elems = static_cast<size_t>(3 * image_side_ * image_side_);
-    std::vector<float> pixels(B * img_elems);
-    std::vector<uint64_t> tags;
-    for (size_t b = 0; b < B; ++b) {
-      uint64_t tag = ready_.front();
-      ready_.pop_front();
-      auto& px = flight_[tag].load.pixels;
-      std::copy(px.begin(), px.end(), pixels.begin() + static_cast<long>(b * img_elems));
-      std::vector<float>().swap(px);
-      tags.push_back(tag);
-    }
-    std::vector<float> features(B * static_cast<size_t>(P * D));
+    b.features.resize(b.tags.size() * static_cast<size_t>(cfg.vision.num_patches() * cfg.text.hidden));
     auto t0 = Clock::now();
-    model_->encode_images(pixels.data(), static_cast<int64_t>(B), features.data());
-    double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-    for (size_t b = 0; b < B; ++b) {
-      InFlight& f = flight_[tags[b]];
-      f.vision_ms = ms / static_cast<double>(B);
-      CaptionRequest req;
-      req.id = tags[b];
-      req.n_prompt = f.n_prompt;
-      req.prompt_embeds.resize(static_cast<size_t>(f.n_prompt * D));
-      std::vector<int64_t> ids64(f.prompt_ids.begin(), f.prompt_ids.end());
-      model_->splice_embeddings(ids64, features.data() + b * static_cast<size_t>(P * D), 1,
-                                req.prompt_embeds.data());
-      req.n_captions = o_.num_captions;
-      req.sampling = o_.sampling;
-      req.seed_key = f.load.in.key;
-      encoded_.emplace_back(tags[b], std::move(req));
-    }
+    model_->encode_images(b.pixels.data(), static_cast<int64_t>(b.tags.size()), b.features.data());
+    b.ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    finish_encoded(b);
   }
 }
 
@@ -790,6 +831,9 @@ ordered_json CaptionRun::summary_json() const {
   s["tokens_per_sec"] = el > 0 ? static_cast<double>(tot_.tokens_out) / el : 0.0;
   s["isa"] = isa_;
   s["precision"] = o_.precision;
+  s["threads"] = threads_;
+  s["vision_thread"] = vision_ != nullptr;
+  s["llm_waited_for_vision_s"] = llm_waited_for_vision_s_;
   s["interrupted"] = stop_requested();
   return s;
 }
@@ -811,7 +855,16 @@ int CaptionRun::run() {
       encode_ready();
       admit_encoded();
       if (!sched_->idle()) {
+        // The decoder gets the threads the tower is not using.
+        if (vision_) apply_threads(std::max(1, threads_ - vision_->threads_in_use()));
         for (auto& r : sched_->step()) on_caption(r);
+      } else if (vision_ && vision_->busy()) {
+        // Nothing to decode until the tower finishes (the start of a run, or the input
+        // could not keep up): wait for it rather than spin.
+        const auto t0 = Clock::now();
+        VisionBatch done;
+        if (vision_->collect(&done, 100)) finish_encoded(done);
+        llm_waited_for_vision_s_ += std::chrono::duration<double>(Clock::now() - t0).count();
       } else if (ready_.empty() && encoded_.empty()) {
         bool stopping = stop_requested();
         if (loader_->outstanding() > 0 && !stopping) {

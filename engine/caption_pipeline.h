@@ -2,9 +2,9 @@
 // prefill -> continuous-batching decode -> webdataset shards, resumable and loss-free.
 //
 // Flow of one sample: SampleStream (engine/sources) -> Loader worker (bytes, decode,
-// preprocess) -> vision batch (encode_images, works ahead of the decoder by up to
-// --max-batch images) -> prompt embeddings (template ids with the image spliced in) ->
-// Scheduler (engine/scheduler: prefill, then one token per step while it runs) -> text
+// preprocess) -> vision batch (encode_images on the VisionWorker thread, concurrently with
+// the decoder and ahead of it by up to --max-batch images) -> prompt embeddings (template
+// ids with the image spliced in) -> Scheduler (engine/scheduler: prefill, then one token per step while it runs) -> text
 // post-processing (strip, --first-sentence, --shear) -> ShardOutput (engine/shard_output).
 // Every hand-off carries the sample's (shard, index, key); nothing is matched by position.
 //
@@ -53,6 +53,9 @@ struct CaptionOptions {
   int max_batch = 8;
   int64_t kv_cache_mb = 0;  // 0: enough for max_batch sequences
   int vision_batch = 0;     // 0: min(max_batch, 8)
+  // Encode images on a thread of their own, overlapping the decoder (with >= 2 threads);
+  // false: between decode steps on the decoder's thread.
+  bool vision_thread = true;
   int threads = 0;          // 0: auto (affinity/cgroup/OMP_NUM_THREADS/SLURM)
   int io_workers = 8;
   double http_timeout_s = 30;

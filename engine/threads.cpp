@@ -7,6 +7,9 @@
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace recap::engine {
 
@@ -39,6 +42,26 @@ std::string cgroup_v2_dir() {
   }
   return "";
 }
+// cgroup v1 cpu controller: (mount, path of this process's cgroup) for each usual mount
+// name, e.g. ("/sys/fs/cgroup/cpu,cpuacct", "/slurm/uid_0/job_7").
+std::vector<std::pair<std::string, std::string>> cgroup_v1_cpu_paths() {
+  std::vector<std::pair<std::string, std::string>> out;
+  std::ifstream f("/proc/self/cgroup");
+  std::string line;
+  while (std::getline(f, line)) {
+    const size_t a = line.find(':'), b = a == std::string::npos ? a : line.find(':', a + 1);
+    if (b == std::string::npos) continue;
+    std::string controllers = ",";  // appended: g++ 12's -Wrestrict misfires on "," + std::string
+    controllers += line.substr(a + 1, b - a - 1);
+    controllers += ",";
+    if (controllers.find(",cpu,") == std::string::npos) continue;
+    std::string rel = line.substr(b + 1);
+    if (rel == "/") rel.clear();
+    for (const char* mount : {"/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu"})
+      out.emplace_back(mount, rel);
+  }
+  return out;
+}
 }  // namespace
 
 int cgroup_cpu_limit() {
@@ -55,20 +78,37 @@ int cgroup_cpu_limit() {
     if (dir == "/sys/fs/cgroup") break;
     dir = dir.substr(0, dir.find_last_of('/'));
   }
-  // cgroup v1.
-  std::ifstream q("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), p("/sys/fs/cgroup/cpu/cpu.cfs_period_us");
-  long quota = 0, period = 0;
-  if (q >> quota && p >> period && quota > 0 && period > 0)
-    return std::max(1, static_cast<int>(std::ceil(static_cast<double>(quota) / static_cast<double>(period))));
-  return 0;
+  // cgroup v1: our cpu controller's path ("N:cpu,cpuacct:/path" in /proc/self/cgroup) under
+  // its mount, walked up to the mount; the tightest quota on the way applies.
+  int best = 0;
+  for (const auto& [mount, rel] : cgroup_v1_cpu_paths()) {
+    std::string r = rel;
+    for (;;) {
+      std::ifstream q(mount + r + "/cpu.cfs_quota_us"), p(mount + r + "/cpu.cfs_period_us");
+      long quota = 0, period = 0;
+      if (q >> quota && p >> period && quota > 0 && period > 0) {
+        const int n = std::max(
+            1, static_cast<int>(std::ceil(static_cast<double>(quota) / static_cast<double>(period))));
+        if (best == 0 || n < best) best = n;
+      }
+      if (r.empty() || r == "/") break;
+      r = r.substr(0, r.find_last_of('/'));
+    }
+  }
+  return best;
 }
 
 ThreadBudget resolve_threads(int requested) {
   if (requested > 0) return {requested, "--threads"};
-  if (int n = positive_env("OMP_NUM_THREADS")) return {n, "OMP_NUM_THREADS"};
   ThreadBudget b{affinity_cpu_count(), "affinity"};
   if (int c = cgroup_cpu_limit(); c > 0 && c < b.threads) b = {c, "cgroup"};
   if (int s = positive_env("SLURM_CPUS_PER_TASK"); s > 0 && s < b.threads) b = {s, "SLURM_CPUS_PER_TASK"};
+  // OMP_NUM_THREADS chooses within the limit, never past it: more threads than CPUs only
+  // time-slice (and spin) against each other.
+  if (int n = positive_env("OMP_NUM_THREADS")) {
+    if (n <= b.threads) return {n, "OMP_NUM_THREADS"};
+    b.source = "OMP_NUM_THREADS=" + std::to_string(n) + " capped by " + b.source;
+  }
   return b;
 }
 

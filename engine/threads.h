@@ -1,7 +1,8 @@
 // How many compute threads this process may use: the CPUs in its affinity mask, capped by a
 // cgroup CPU quota (v2 cpu.max or v1 cfs_quota/period) and by SLURM_CPUS_PER_TASK when set;
-// OMP_NUM_THREADS, when set, wins over the detected value (as users expect), and an explicit
-// --threads wins over everything. Never the node's raw core count.
+// OMP_NUM_THREADS, when set, picks a count within that limit (a larger value is capped, and
+// the source says so); an explicit --threads wins over everything. Never the node's raw core
+// count.
 #pragma once
 #include <string>
 

@@ -95,9 +95,15 @@ kernels::PackedWeight StoreWeightSource::matrix(const std::vector<std::string>& 
     if (flatten_trailing) {
       int64_t trailing = 1;
       for (size_t d = 1; d < t.shape.size(); ++d) trailing *= t.shape[d];
-      if (t.shape.size() < 2 || t.shape[0] != rows[i] || trailing != k)
-        shape_error(t,
-                    "[" + std::to_string(rows[i]) + ", ...] with " + std::to_string(k) + " values per row");
+      if (t.shape.size() < 2 || t.shape[0] != rows[i] || trailing != k) {
+        // Appended, not `"[" + std::to_string(...)`: g++ 12 warns -Wrestrict on that (false positive).
+        std::string want = "[";
+        want += std::to_string(rows[i]);
+        want += ", ...] with ";
+        want += std::to_string(k);
+        want += " values per row";
+        shape_error(t, want);
+      }
     } else {
       expect_shape(t, {rows[i], k});
     }

@@ -52,6 +52,8 @@ CommandRegistrar reg_caption(
                       "KV cache budget in MiB (default: enough for --max-batch)");
       sub->add_option("--vision-batch", o.vision_batch,
                       "images per vision tower batch (default: min(max-batch, 8))");
+      sub->add_flag("--no-vision-thread{false}", o.vision_thread,
+                    "encode images between decode steps instead of on a thread of their own");
       sub->add_option("--max-new-tokens", o.max_new_tokens, "caption length limit in tokens")
           ->capture_default_str();
       sub->add_option("--template", o.template_name,

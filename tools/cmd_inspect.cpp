@@ -23,6 +23,7 @@
 #include "io/safetensors.h"
 #include "kernels/gemm.h"
 #include "models/config.h"
+#include "models/quantized_cache.h"
 #include "models/weight_names.h"
 #include "tools/cli.h"
 
@@ -137,6 +138,70 @@ void describe_dims(const models::ModelConfig& c, std::map<models::Component, Com
   }
 }
 
+// A quantized cache (recap-engine quantize) stores packed U8 matrices under their WeightSource
+// keys (fused matrices join their tensor names with '+') and f32 vectors under checkpoint
+// names. Its report counts logical parameters (n x k per packed matrix), not stored bytes,
+// and its problems are the expected tensors the cache lacks (open_quantized_cache already
+// checked every recorded matrix's size and alignment).
+struct CacheReport {
+  std::string precision;
+  int64_t matrices = 0;
+  std::vector<std::string> problems;
+};
+
+CacheReport describe_quantized_cache(const models::Checkpoint& ck,
+                                     std::map<models::Component, ComponentReport>& reps,
+                                     std::set<std::string>& known) {
+  CacheReport out;
+  const io::WeightStore& store = *ck.text_store;
+  const auto& md = store.metadata();
+  out.precision = md.count("recap.precision") ? md.at("recap.precision") : "?";
+  std::map<std::string, const models::ExpectedTensor*> expected;
+  const auto all = models::expected_tensors(ck.config);
+  for (const auto& e : all) expected[e.name] = &e;
+  std::set<std::string> covered;
+  const json matrices = json::parse(md.at("recap.matrices"));
+  for (auto m = matrices.begin(); m != matrices.end(); ++m) {
+    ++out.matrices;
+    known.insert(m.key());
+    std::vector<std::string> parts;
+    std::stringstream ss(m.key());
+    for (std::string part; std::getline(ss, part, '+');) parts.push_back(part);
+    auto first = expected.find(parts.front());
+    ComponentReport& r = reps[first != expected.end() ? first->second->component : models::Component::Text];
+    r.tensors += static_cast<int64_t>(parts.size());
+    r.dtype_counts[m.value().at("format").get<std::string>() + " packed"] +=
+        static_cast<int64_t>(parts.size());
+    r.params += m.value().at("n").get<int64_t>() * m.value().at("k").get<int64_t>();
+    covered.insert(parts.begin(), parts.end());
+  }
+  for (const auto& e : all) {
+    if (!e.used) continue;
+    if (e.matrix) {
+      if (!covered.count(e.name))
+        out.problems.push_back("packed matrix '" + e.name + "' is missing from the cache");
+      continue;
+    }
+    const io::TensorInfo* t = store.find(e.name);
+    if (!t) {
+      out.problems.push_back("tensor '" + e.name + "' is missing from the cache");
+      continue;
+    }
+    known.insert(e.name);
+    if (t->dtype != io::DType::F32 || t->numel() != e.numel()) {
+      out.problems.push_back("tensor '" + e.name + "' holds " + std::to_string(t->numel()) + " " +
+                             io::dtype_name(t->dtype) + " values; expected " + std::to_string(e.numel()) +
+                             " F32");
+      continue;
+    }
+    ComponentReport& r = reps[e.component];
+    ++r.tensors;
+    ++r.dtype_counts["F32"];
+    r.params += t->numel();
+  }
+  return out;
+}
+
 int run_inspect(const std::string& weights, const std::string& vision_weights,
                 const std::string& vision_config, bool as_json) {
   models::LoadOptions opts;
@@ -150,7 +215,9 @@ int run_inspect(const std::string& weights, const std::string& vision_weights,
     return kExitUsage;
   }
   const models::ModelConfig& c = ck.config;
-  const std::vector<std::string> problems = models::checkpoint_problems(ck);
+  const bool is_cache = ck.text_store && models::is_quantized_cache_store(*ck.text_store);
+  std::vector<std::string> problems;
+  if (!is_cache) problems = models::checkpoint_problems(ck);
 
   std::map<models::Component, ComponentReport> reps;
   for (auto comp : {models::Component::Vision, models::Component::Projector, models::Component::Text})
@@ -165,7 +232,7 @@ int run_inspect(const std::string& weights, const std::string& vision_weights,
         e.component == models::Component::Vision ? ck.vision_store.get() : ck.text_store.get();
     expected_by_store[store].insert(e.name);
     ComponentReport& r = reps[e.component];
-    const io::TensorInfo* t = store ? store->find(e.name) : nullptr;
+    const io::TensorInfo* t = store && !is_cache ? store->find(e.name) : nullptr;
     if (t) {
       ++r.tensors;
       ++r.dtype_counts[io::dtype_name(t->dtype)];
@@ -180,6 +247,14 @@ int run_inspect(const std::string& weights, const std::string& vision_weights,
                               : static_cast<size_t>(e.numel()) * sizeof(float);
       r.memory[f] += bytes * static_cast<size_t>(copies);
     }
+  }
+
+  CacheReport cache;
+  if (is_cache) {
+    std::set<std::string> known;
+    cache = describe_quantized_cache(ck, reps, known);
+    problems = cache.problems;
+    expected_by_store[ck.text_store.get()] = std::move(known);
   }
 
   // Tensors the engine never reads (post_layernorm, CLIP text model, position_ids, ...).
@@ -218,6 +293,7 @@ int run_inspect(const std::string& weights, const std::string& vision_weights,
     j["has_vision"] = c.has_vision;
     j["has_text"] = c.has_text;
     j["torch_dtype"] = c.text_dtype;
+    if (is_cache) j["quantized_cache"] = {{"precision", cache.precision}, {"matrices", cache.matrices}};
     j["vision_tower"] = {{"source", c.vision_tower_source},
                          {"dir", c.vision_weights_dir},
                          {"prefix", c.names.vision_prefix},
@@ -264,6 +340,9 @@ int run_inspect(const std::string& weights, const std::string& vision_weights,
     std::printf("weights:        %s\n", c.weights_dir.c_str());
     std::printf("layout:         %s (%s)\n", models::layout_name(c.layout), c.architecture.c_str());
     if (!c.text_dtype.empty()) std::printf("torch_dtype:    %s\n", c.text_dtype.c_str());
+    if (is_cache)
+      std::printf("quantized:      %s cache, %lld packed matrices (params below are logical n x k)\n",
+                  cache.precision.c_str(), static_cast<long long>(cache.matrices));
     std::printf("vision tower:   %s\n", c.vision_tower_source.c_str());
     std::printf("vision config:  %s\n", c.vision_config_source.c_str());
     const auto& v = c.vision;

@@ -142,6 +142,28 @@ void quantize_and_compare(const std::string& precision) {
       }
     }
   }
+  // inspect understands the cache: usable, its precision, and the logical parameter counts of
+  // the original checkpoint (the cache drops only the vision layers past the selected one).
+  {
+    CmdResult ic = run(kBin + " inspect --json --weights " + cache, false);
+    ASSERT_EQ(ic.status, 0) << ic.output;
+    CmdResult io = run(kBin + " inspect --json --weights " + kModel, false);
+    ASSERT_EQ(io.status, 0) << io.output;
+    auto jc = nlohmann::json::parse(ic.output);
+    auto jo = nlohmann::json::parse(io.output);
+    EXPECT_TRUE(jc["usable"].get<bool>());
+    EXPECT_TRUE(jc["problems"].empty()) << jc["problems"].dump();
+    EXPECT_EQ(jc["quantized_cache"]["precision"], precision);
+    EXPECT_GT(jc["quantized_cache"]["matrices"].get<int64_t>(), 0);
+    EXPECT_EQ(jc["layout"], jo["layout"]);
+    EXPECT_EQ(jc["components"]["text"]["params"], jo["components"]["text"]["params"]);
+    EXPECT_EQ(jc["components"]["projector"]["params"], jo["components"]["projector"]["params"]);
+    EXPECT_EQ(jc["components"]["text"]["dims"], jo["components"]["text"]["dims"]);
+    EXPECT_LE(jc["components"]["vision"]["params"].get<int64_t>(),
+              jo["components"]["vision"]["params"].get<int64_t>());
+    EXPECT_GT(jc["components"]["vision"]["params"].get<int64_t>(), 0);
+    EXPECT_EQ(jc["memory_bytes"], jo["memory_bytes"]);
+  }
   const std::string args = " --image " + kTiny + "/images/wide_gradient.png --image " + kTiny +
                            "/images/gray_square.jpg --input-ids=" + kImageIds +
                            " --no-stop --max-new-tokens 6" + " --precision " + precision;

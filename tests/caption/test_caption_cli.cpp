@@ -277,14 +277,29 @@ TEST(CaptionCli, BatchInvariance) {
                     "--max-new-tokens", "24"});
   ASSERT_EQ(a.rc, 0) << a.out;
   auto b = caption({"--list", list, "--out", dir + "/b16", "--max-batch", "16", "--vision-batch", "8",
-                    "--max-new-tokens", "24", "--threads", "2"});
+                    "--max-new-tokens", "24", "--threads", "2", "--stats-json", dir + "/b16.json"});
   ASSERT_EQ(b.rc, 0) << b.out;
+  // The tower on the decoder's thread (no overlap), and everything on one thread.
+  auto c = caption({"--list", list, "--out", dir + "/sync", "--max-batch", "4", "--vision-batch", "3",
+                    "--max-new-tokens", "24", "--threads", "2", "--no-vision-thread", "--stats-json",
+                    dir + "/sync.json"});
+  ASSERT_EQ(c.rc, 0) << c.out;
+  auto d = caption(
+      {"--list", list, "--out", dir + "/t1", "--max-batch", "5", "--max-new-tokens", "24", "--threads", "1"});
+  ASSERT_EQ(d.rc, 0) << d.out;
+  EXPECT_EQ(read_json(dir + "/b16.json")["vision_thread"], true);
+  EXPECT_EQ(read_json(dir + "/sync.json")["vision_thread"], false);
   auto x = sidecar_by_key(dir + "/b1", {"00000"}), y = sidecar_by_key(dir + "/b16", {"00000"});
+  auto z = sidecar_by_key(dir + "/sync", {"00000"}), w = sidecar_by_key(dir + "/t1", {"00000"});
   ASSERT_EQ(x.size(), 12u);
   ASSERT_EQ(y.size(), 12u);
+  ASSERT_EQ(z.size(), 12u);
+  ASSERT_EQ(w.size(), 12u);
   for (auto& [k, j] : x) {
     EXPECT_EQ(j["re_caption"], y[k]["re_caption"]) << k;
     EXPECT_EQ(j["tokens_out"], y[k]["tokens_out"]) << k;
+    EXPECT_EQ(j["re_caption"], z[k]["re_caption"]) << k;
+    EXPECT_EQ(j["re_caption"], w[k]["re_caption"]) << k;
   }
   // Same fingerprint: batch size is not part of it.
   EXPECT_EQ(read_json(dir + "/b1/00000_stats.json")["fingerprint"],
@@ -394,7 +409,9 @@ std::string interrupted_list(const std::string& dir, LoopbackHttpServer& srv, in
     if (i < 6) {
       url = kImages + "/" + kImageNames[static_cast<size_t>(i % 4)];
     } else {
-      std::string path = "/slow" + std::to_string(i) + ".png";
+      std::string path = "/slow";  // appended: g++ 12 -Wrestrict misfires on "lit" + std::string&&
+      path += std::to_string(i);
+      path += ".png";
       srv.set(path,
               {200, io::read_file(kImages + "/" + kImageNames[static_cast<size_t>(i % 4)]), 0, stall_ms});
       url = srv.url(path);

@@ -238,12 +238,20 @@ TEST(PostProcess, FirstSentenceAndShear) {
   EXPECT_EQ(shear_words("keep  all", 0), "keep  all");
 }
 
-TEST(Threads, ExplicitThenOmpThenDetected) {
+TEST(Threads, ExplicitThenOmpWithinTheLimitThenDetected) {
   EXPECT_EQ(resolve_threads(3).threads, 3);
   EXPECT_EQ(resolve_threads(3).source, "--threads");
-  ::setenv("OMP_NUM_THREADS", "5", 1);
-  EXPECT_EQ(resolve_threads(0).threads, 5);
+  const int limit = resolve_threads(0).threads;
+  ::setenv("OMP_NUM_THREADS", "1", 1);
+  EXPECT_EQ(resolve_threads(0).threads, 1);
   EXPECT_EQ(resolve_threads(0).source, "OMP_NUM_THREADS");
+  // More than the CPUs this process may use is capped, and the source says so.
+  ::setenv("OMP_NUM_THREADS", std::to_string(limit + 5).c_str(), 1);
+  EXPECT_EQ(resolve_threads(0).threads, limit);
+  EXPECT_NE(resolve_threads(0).source.find("capped by"), std::string::npos) << resolve_threads(0).source;
+  ::setenv("SLURM_CPUS_PER_TASK", "1", 1);
+  EXPECT_EQ(resolve_threads(0).threads, 1);
+  ::unsetenv("SLURM_CPUS_PER_TASK");
   ::unsetenv("OMP_NUM_THREADS");
   ::setenv("SLURM_CPUS_PER_TASK", "1", 1);
   EXPECT_EQ(resolve_threads(0).threads, 1);
