@@ -15,7 +15,8 @@
 
 namespace {
 
-using json = nlohmann::json;
+// Ordered: the output keeps the documented key order {"text": ..., "ids": [...]}.
+using json = nlohmann::ordered_json;
 using recap::models::Tokenizer;
 
 struct TokenizeOptions {
@@ -52,6 +53,12 @@ json process(const Tokenizer& tok, const TokenizeOptions& o, const json& in) {
   if (o.decode) {
     const json& ids = in.at("ids");
     std::vector<int32_t> v = ids.get<std::vector<int32_t>>();
+    // HF's decode skips ids it does not know; so do we, but not silently.
+    for (int32_t id : v)
+      if (id < 0 || id >= tok.vocab_size())
+        std::fprintf(stderr,
+                     "recap-engine tokenize: warning: id %d is not in the vocabulary (size %d); skipped\n",
+                     id, tok.vocab_size());
     out["ids"] = v;
     out["text"] = tok.decode(v, o.skip_special);
   } else {

@@ -82,11 +82,18 @@ TEST(CliTokenize, TextAndDecode) {
   json j = json::parse(r.out);
   EXPECT_EQ(j["ids"], json::array({9906, 1917, 128009}));
   EXPECT_EQ(j["text"], "Hello world<|eot_id|>");
+  // The documented key order: {"text": ..., "ids": [...]}.
+  EXPECT_EQ(r.out.rfind("{\"text\":", 0), 0u) << r.out;
 
   r = run(bin() + " tokenize --tokenizer '" + kTokenizer +
           "' --decode --skip-special --text '9906,1917,128009'");
   ASSERT_EQ(r.exit_code, 0);
   EXPECT_EQ(json::parse(r.out)["text"], "Hello world");
+
+  // An id the vocabulary lacks is skipped (as HF's decode does) with a warning naming it.
+  r = run(bin() + " tokenize --tokenizer '" + kTokenizer + "' --decode --text '9906,999999' 2>&1");
+  ASSERT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.out.find("id 999999 is not in the vocabulary"), std::string::npos) << r.out;
 
   r = run(bin() + " tokenize --tokenizer '" + kTokenizer + "' --plain --text '<|eot_id|>'");
   ASSERT_EQ(r.exit_code, 0);
