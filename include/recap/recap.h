@@ -54,7 +54,8 @@ typedef enum recap_status {
   RECAP_ERR_IMAGE = -5,            /* an image could not be decoded (per-sample status) */
   RECAP_ERR_OUT_OF_MEMORY = -6,    /* an allocation failed */
   RECAP_ERR_CANCELLED = -7,        /* the result callback asked to stop */
-  RECAP_ERR_INTERNAL = -8          /* a bug: please report the message */
+  RECAP_ERR_INTERNAL = -8          /* an unexpected exception: a bug (please report the message),
+                                      or a C++ exception thrown out of a caller's callback */
 } recap_status;
 
 /* Format of the big weight matrices after loading (the checkpoint's own dtype is converted). */

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -566,6 +567,28 @@ TEST_F(Api, CancelFromTheResultCallback) {
                 [](const recap_result*, void* user) -> int { return ++*static_cast<int*>(user); }, nullptr,
                 &calls, nullptr),
             RECAP_ERR_CANCELLED);
+  ASSERT_EQ(recap_caption_batch(model_, &cp, e.images.data(), 4, &res, nullptr, nullptr, nullptr, nullptr),
+            RECAP_OK);
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(res[i].caption, reference_.at(kImageNames[i]));
+  recap_results_free(res, 4);
+}
+
+// RECAP_ERR_INTERNAL: what the library reports for an exception it did not expect. A C++
+// exception escaping a caller's callback is one (the library itself throws none past the
+// API); it comes back as INTERNAL with the message, results NULL, and the model stays usable.
+TEST_F(Api, ExceptionFromACallbackIsAnInternalError) {
+  auto e = demo_images();
+  recap_caption_params cp = short_params();
+  recap_result* res = nullptr;
+  char* err = nullptr;
+  const recap_status st = recap_caption_batch(
+      model_, &cp, e.images.data(), 4, &res,
+      [](const recap_result*, void*) -> int { throw std::runtime_error("callback exploded"); }, nullptr,
+      nullptr, &err);
+  EXPECT_EQ(st, RECAP_ERR_INTERNAL);
+  const std::string msg = take(err);
+  EXPECT_NE(msg.find("callback exploded"), std::string::npos) << msg;
+  EXPECT_EQ(res, nullptr);
   ASSERT_EQ(recap_caption_batch(model_, &cp, e.images.data(), 4, &res, nullptr, nullptr, nullptr, nullptr),
             RECAP_OK);
   for (size_t i = 0; i < 4; ++i) EXPECT_EQ(res[i].caption, reference_.at(kImageNames[i]));
