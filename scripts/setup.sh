@@ -7,6 +7,7 @@ PACKAGES=(
   libopenblas-dev libjpeg62-turbo-dev libpng-dev zlib1g-dev libwebp-dev
   nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
   libcurl4-openssl-dev python3 python3-numpy clang-format tar
+  slurm-wlm munge  # the Slurm array tests (label slow) run a one-node cluster on localhost
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
