@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <string>
+#include <tuple>
 
 #include "golden_util.h"
 
@@ -39,11 +41,18 @@ double top1_agreement(const std::vector<float>& logits, const std::vector<float>
   return static_cast<double>(same) / static_cast<double>(rows);
 }
 
-class PrecisionGolden : public ::testing::TestWithParam<Bound> {};
+// Every LLaVA layout and stored dtype of the tiny model (the same weights; bf16/fp16 files hold
+// values exactly representable in their dtype), at every reduced precision.
+constexpr const char* kLlavaDirs[] = {
+    "llava_orig_fp32", "llava_orig_bf16", "llava_orig_fp16", "llava_orig_with_vt_fp32",
+    "llava_hf_fp32",   "llava_hf_bf16",   "llava_hf_fp16"};
+
+class PrecisionGolden : public ::testing::TestWithParam<std::tuple<const char*, Bound>> {};
 
 TEST_P(PrecisionGolden, NmseWithinBound) {
-  const Bound& b = GetParam();
-  Loaded l = load_tiny("llava_orig_fp32", b.format);
+  const char* dir = std::get<0>(GetParam());
+  const Bound& b = std::get<1>(GetParam());
+  Loaded l = load_tiny(dir, b.format);
   const ModelConfig& c = l.model->config();
   const int64_t P = c.vision.num_patches(), Dt = c.text.hidden, S = c.vision.image_size, V = c.text.vocab;
   // Quantized GEMMs on each path: patch embedding + 4 per encoder layer run + 2 projector;
@@ -56,8 +65,13 @@ TEST_P(PrecisionGolden, NmseWithinBound) {
 
   std::vector<float> pixels = golden_pixels();
   std::vector<float> proj(static_cast<size_t>(4 * P * Dt));
-  l.model->encode_images(pixels.data(), 4, proj.data());
+  VisionTrace trace;
+  trace.enabled = true;
+  l.model->encode_images(pixels.data(), 4, proj.data(), &trace);
   const double proj_nmse = nmse(proj, golden_f32("projector.out"));
+  // The tower's own output (hidden_states[select_layer], CLS included): 1 + 4 per layer run.
+  const double selected_nmse = nmse(trace.selected, golden_f32("vision.selected"));
+  const double bound_selected = 2 * (1 + 4 * c.vision.layers_to_run()) * b.eps_per_gemm;
 
   // The LLM gets the golden image features so its error is measured on its own.
   std::vector<float> feats = golden_f32("llm.image_features");
@@ -74,9 +88,13 @@ TEST_P(PrecisionGolden, NmseWithinBound) {
   const double agree = top1_agreement(e.logits, golden_f32("llm.logits"), V);
 
   std::printf(
-      "[precision %s] projector.out NMSE %.3g (bound %.3g) | llm.logits %.3g | text_only.logits %.3g "
-      "(bound %.3g) | end-to-end llm.logits %.3g (bound %.3g), top-1 agreement %.3f\n",
-      b.name, proj_nmse, bound_vision, logits_nmse, text_nmse, bound_llm, e2e_nmse, bound_e2e, agree);
+      "[precision %s %s] vision.selected NMSE %.3g (bound %.3g) | projector.out %.3g (bound %.3g) | "
+      "llm.logits %.3g | text_only.logits %.3g (bound %.3g) | end-to-end llm.logits %.3g (bound %.3g), "
+      "top-1 agreement %.3f\n",
+      b.name, dir, selected_nmse, bound_selected, proj_nmse, bound_vision, logits_nmse, text_nmse, bound_llm,
+      e2e_nmse, bound_e2e, agree);
+  EXPECT_LE(selected_nmse, bound_selected);
+  EXPECT_GT(selected_nmse, 0.0);
   EXPECT_LE(proj_nmse, bound_vision);
   EXPECT_LE(logits_nmse, bound_llm);
   EXPECT_LE(text_nmse, bound_llm);
@@ -85,8 +103,11 @@ TEST_P(PrecisionGolden, NmseWithinBound) {
   EXPECT_GT(e2e_nmse, 0.0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Weights, PrecisionGolden, ::testing::ValuesIn(kBounds),
-                         [](const ::testing::TestParamInfo<Bound>& i) { return std::string(i.param.name); });
+INSTANTIATE_TEST_SUITE_P(Weights, PrecisionGolden,
+                         ::testing::Combine(::testing::ValuesIn(kLlavaDirs), ::testing::ValuesIn(kBounds)),
+                         [](const ::testing::TestParamInfo<std::tuple<const char*, Bound>>& i) {
+                           return std::string(std::get<1>(i.param).name) + "_" + std::get<0>(i.param);
+                         });
 
 // K and V rounded once when written to the cache: relative error <= u per element
 // (bf16 u = 2^-8, f16 u = 2^-11 for values in f16's normal range), through every layer's
