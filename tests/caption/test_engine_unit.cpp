@@ -113,6 +113,51 @@ TEST(Sampler, TopKTopPAndSeededDeterminism) {
   }
 }
 
+// Draw frequencies follow the distribution the parameters define: softmax(logits / T),
+// renormalised over the top-k / nucleus set. 40000 draws from a fixed seed: the binomial
+// standard deviation of a frequency is <= 0.0025, so 0.015 is a 6-sigma tolerance.
+TEST(Sampler, FrequenciesFollowTemperatureTopKAndTopP) {
+  const std::vector<float> l{2.f, 1.f, 0.5f, 0.f, -1.f};
+  std::vector<std::pair<float, int32_t>> scratch;
+  auto frequencies = [&](const SamplingParams& p) {
+    Rng rng(12345);
+    std::vector<double> f(l.size(), 0.0);
+    const int n = 40000;
+    for (int i = 0; i < n; ++i)
+      f[static_cast<size_t>(sample_token(l.data(), 5, p, rng, &scratch))] += 1.0 / n;
+    return f;
+  };
+  auto softmax = [&](float t, size_t keep) {
+    std::vector<double> e(l.size(), 0.0);
+    double z = 0;
+    for (size_t i = 0; i < keep; ++i) z += e[i] = std::exp(static_cast<double>(l[i]) / t);
+    for (auto& v : e) v /= z;
+    return e;
+  };
+  auto expect_close = [](const std::vector<double>& got, const std::vector<double>& want, const char* what) {
+    for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(got[i], want[i], 0.015) << what << " id " << i;
+  };
+  SamplingParams p;
+  p.temperature = 1.f;
+  expect_close(frequencies(p), softmax(1.f, 5), "T=1");
+  p.temperature = 0.5f;
+  expect_close(frequencies(p), softmax(0.5f, 5), "T=0.5");
+  p.temperature = 2.f;
+  expect_close(frequencies(p), softmax(2.f, 5), "T=2");
+  // top-k 3 at T=1: renormalised over ids 0..2.
+  p.temperature = 1.f;
+  p.top_k = 3;
+  expect_close(frequencies(p), softmax(1.f, 3), "top_k=3");
+  // top-p: at T=1 the sorted probabilities are 0.553, 0.203, 0.123, 0.075, 0.027 (cumulative
+  // 0.553, 0.756, 0.879, ...): p = 0.7 keeps the smallest prefix reaching 0.7, ids {0, 1}.
+  p.top_k = 0;
+  p.top_p = 0.7f;
+  expect_close(frequencies(p), softmax(1.f, 2), "top_p=0.7");
+  // p = 0.8 needs a third id.
+  p.top_p = 0.8f;
+  expect_close(frequencies(p), softmax(1.f, 3), "top_p=0.8");
+}
+
 TEST(ShardAssign, ResolutionOrder) {
   auto env = [](std::map<std::string, std::string> m) -> EnvLookup {
     return [m](const std::string& k) -> std::optional<std::string> {
