@@ -228,6 +228,8 @@ class CaptionRun {
   void fail_sample(InFlight& f, const std::string& status, const std::string& error);
   void write_outcome(OpenShard* sh, SampleOutcome&& oc);
   void close_finished_shards();
+  void warn_malformed(const SampleInput& in, const std::string& error);
+  int64_t unfinished_shards() const;
   ordered_json summary_json() const;
 
   const CaptionOptions& o_;
@@ -261,6 +263,8 @@ class CaptionRun {
   std::deque<std::pair<uint64_t, CaptionRequest>> encoded_;  // waiting for a batch slot
   int64_t admitted_new_ = 0;
   bool sources_done_ = false;
+  bool max_samples_reached_ = false;  // --max-samples stopped the feed
+  int64_t malformed_ = 0;             // failed_to_parse samples this run (warned up to a limit)
   bool had_failure_ = false;
   Totals tot_;
   int64_t mtime_ = 0;
@@ -490,6 +494,7 @@ void CaptionRun::setup() {
   LoaderOptions lopt;
   lopt.workers = o_.io_workers;
   lopt.max_file_bytes = o_.max_image_bytes;
+  lopt.decode.max_pixels = o_.max_image_pixels;
   lopt.http.timeout_s = o_.http_timeout_s;
   lopt.http.retries = o_.http_retries;
   lopt.http.max_in_flight = std::max(4, o_.io_workers);
@@ -541,14 +546,18 @@ bool CaptionRun::open_next_shard() {
 
 void CaptionRun::feed() {
   const size_t lookahead = static_cast<size_t>(2 * o_.max_batch + vision_batch_ + o_.io_workers);
+  // --max-samples is checked only when a new sample (or a new shard) would be taken, so a
+  // shard whose last sample is the limit-th is still seen to its end and finished.
+  auto limit_reached = [&] { return o_.max_samples > 0 && admitted_new_ >= o_.max_samples; };
   while (!sources_done_ && !stop_requested()) {
-    if (o_.max_samples > 0 && admitted_new_ >= o_.max_samples) {
-      sources_done_ = true;
-      break;
-    }
     if (loader_->outstanding() + ready_.size() + encoded_.size() >= lookahead) break;
     OpenShard* sh = open_.empty() || open_.back()->exhausted ? nullptr : open_.back().get();
     if (!sh) {
+      if (limit_reached()) {
+        max_samples_reached_ = true;
+        sources_done_ = true;
+        break;
+      }
       if (!open_next_shard()) {
         sources_done_ = true;
         break;
@@ -569,6 +578,13 @@ void CaptionRun::feed() {
       continue;
     }
     if (sh->out->done_indices().count(in.index)) continue;  // finished by an earlier run
+    if (limit_reached()) {  // this sample and the rest of the shard are left for a rerun
+      max_samples_reached_ = true;
+      sources_done_ = true;
+      break;
+    }
+    // Said here, in input order (the loader returns results in completion order).
+    if (!in.parse_error.empty()) warn_malformed(in, in.parse_error);
     InFlight f;
     f.shard = sh;
     uint64_t tag = next_tag_++;
@@ -593,6 +609,23 @@ void CaptionRun::write_outcome(OpenShard* sh, SampleOutcome&& oc) {
   sh->out->append(oc);
   sh->new_samples++;
   sh->in_flight--;
+}
+
+// A malformed list line or tar sample is recorded like any failure (the loader turns its
+// parse_error into failed_to_parse); it is also said on stderr, naming the file and line (or
+// the tar and key), because it means the input needs fixing rather than that a download
+// failed. The first kMaxMalformedWarnings of a run are printed; the final summary counts the
+// rest.
+constexpr int64_t kMaxMalformedWarnings = 20;
+
+void CaptionRun::warn_malformed(const SampleInput& in, const std::string& error) {
+  if (++malformed_ > kMaxMalformedWarnings) return;
+  std::string msg = "warning: malformed input: ";
+  msg += error;
+  msg += " (key ";
+  msg += in.key;
+  msg += ", recorded as failed_to_parse)";
+  rep_.line(msg);
 }
 
 void CaptionRun::fail_sample(InFlight& f, const std::string& status, const std::string& error) {
@@ -810,6 +843,15 @@ void CaptionRun::close_finished_shards() {
   }
 }
 
+// Assigned shards this run leaves without a stats file: still open (--max-samples stopped
+// the feed, or a signal) or never reached and not already done.
+int64_t CaptionRun::unfinished_shards() const {
+  int64_t n = static_cast<int64_t>(open_.size());
+  for (size_t i = next_shard_; i < shards_.size(); ++i)
+    if (probe_shard(o_.out_dir, shards_[i].name, fingerprint_).state != ShardState::Done) ++n;
+  return n;
+}
+
 ordered_json CaptionRun::summary_json() const {
   ordered_json s;
   double el = rep_.elapsed();
@@ -826,6 +868,9 @@ ordered_json CaptionRun::summary_json() const {
   s["status"] = tot_.by_status;
   s["tokens_in"] = tot_.tokens_in;
   s["tokens_out"] = tot_.tokens_out;
+  // Positions run through a prefill forward: each prompt once, however many captions
+  // (--num-captions) continue from it. Shows that captions share their image's prefill.
+  s["tokens_prefilled"] = sched_ ? sched_->tokens_prefilled() : 0;
   s["duration"] = el;
   s["images_per_sec"] = el > 0 ? static_cast<double>(tot_.successes) / el : 0.0;
   s["tokens_per_sec"] = el > 0 ? static_cast<double>(tot_.tokens_out) / el : 0.0;
@@ -835,6 +880,9 @@ ordered_json CaptionRun::summary_json() const {
   s["vision_thread"] = vision_ != nullptr;
   s["llm_waited_for_vision_s"] = llm_waited_for_vision_s_;
   s["interrupted"] = stop_requested();
+  s["max_samples_reached"] = max_samples_reached_;
+  s["unfinished_shards"] = unfinished_shards();
+  s["malformed_inputs"] = malformed_;
   return s;
 }
 
@@ -886,24 +934,39 @@ int CaptionRun::run() {
   rep_.clear();
   bool interrupted = stop_requested();
   auto summary = summary_json();
+  const int64_t unfinished = summary["unfinished_shards"].get<int64_t>();
+  const bool cut_short = !interrupted && max_samples_reached_ && unfinished > 0;
   if (!o_.stats_json.empty()) io::atomic_write(o_.stats_json, summary.dump(4) + "\n");
   char buf[512];
   std::snprintf(
       buf, sizeof buf,
       "caption: %s: %lld shard(s) done, %lld skipped, %lld failed, %lld busy; %lld samples (%lld ok, "
       "%lld failed); %.2f img/s, %.1f tok/s; outputs in %s",
-      interrupted ? "interrupted" : "finished", static_cast<long long>(tot_.shards_done),
-      static_cast<long long>(tot_.shards_skipped), static_cast<long long>(tot_.shards_failed),
-      static_cast<long long>(tot_.shards_busy), static_cast<long long>(tot_.samples),
-      static_cast<long long>(tot_.successes), static_cast<long long>(tot_.failed),
-      summary["images_per_sec"].get<double>(), summary["tokens_per_sec"].get<double>(), o_.out_dir.c_str());
+      interrupted ? "interrupted" : (cut_short ? "stopped" : "finished"),
+      static_cast<long long>(tot_.shards_done), static_cast<long long>(tot_.shards_skipped),
+      static_cast<long long>(tot_.shards_failed), static_cast<long long>(tot_.shards_busy),
+      static_cast<long long>(tot_.samples), static_cast<long long>(tot_.successes),
+      static_cast<long long>(tot_.failed), summary["images_per_sec"].get<double>(),
+      summary["tokens_per_sec"].get<double>(), o_.out_dir.c_str());
   rep_.line(buf);
+  if (malformed_ > kMaxMalformedWarnings)
+    rep_.line("warning: ... " + std::to_string(malformed_ - kMaxMalformedWarnings) +
+              " more malformed input(s) not shown (" + std::to_string(malformed_) +
+              " in all, status failed_to_parse in the sidecars)");
   if (interrupted) {
     rep_.line("caption: stopped by signal " + std::to_string(stop_signal()) +
               "; finished samples are kept, rerun the same command to resume (exit 75)");
     rc = 75;
   } else if (had_failure_) {
     rc = 1;
+  } else if (cut_short) {
+    // Exit 0 promises every assigned shard is done; here some are not (no stats file).
+    rep_.line("caption: stopped at --max-samples " + std::to_string(o_.max_samples) + " with " +
+                  std::to_string(unfinished) +
+                  " shard(s) unfinished; finished samples are kept, rerun the same command to continue "
+                  "(exit 75)",
+              true);
+    rc = 75;
   }
   return rc;
 }

@@ -4,14 +4,16 @@
 // Flow of one sample: SampleStream (engine/sources) -> Loader worker (bytes, decode,
 // preprocess) -> vision batch (encode_images on the VisionWorker thread, concurrently with
 // the decoder and ahead of it by up to --max-batch images) -> prompt embeddings (template
-// ids with the image spliced in) -> Scheduler (engine/scheduler: prefill, then one token per step while it runs) -> text
-// post-processing (strip, --first-sentence, --shear) -> ShardOutput (engine/shard_output).
+// ids with the image spliced in) -> Scheduler (engine/scheduler: prefill, then one token per step while it
+// runs) -> text post-processing (strip, --first-sentence, --shear) -> ShardOutput (engine/shard_output).
 // Every hand-off carries the sample's (shard, index, key); nothing is matched by position.
 //
 // Exit codes: 0 every assigned shard done; 1 a runtime failure (a shard could not be
-// finished: corrupt input tar, write error...); 2 usage/config error (bad flags, missing
-// list, fingerprint conflict without --overwrite); 75 interrupted by SIGTERM/SIGINT (what
-// was finished is kept; a rerun resumes).
+// finished: corrupt input tar, write error...); 2 usage/config error (bad flags, missing or
+// unreadable list such as a corrupt .gz, fingerprint conflict without --overwrite); 75
+// interrupted with shards left unfinished: by SIGTERM/SIGINT, or by --max-samples before the
+// assigned shards were done (what was finished is kept; a rerun continues). --max-samples
+// that happens to cover every assigned shard exits 0.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -19,6 +21,7 @@
 #include <vector>
 
 #include "engine/sampler.h"
+#include "io/image.h"
 #include "io/lists.h"
 
 namespace recap::engine {
@@ -56,18 +59,22 @@ struct CaptionOptions {
   // Encode images on a thread of their own, overlapping the decoder (with >= 2 threads);
   // false: between decode steps on the decoder's thread.
   bool vision_thread = true;
-  int threads = 0;          // 0: auto (affinity/cgroup/OMP_NUM_THREADS/SLURM)
+  int threads = 0;  // 0: auto (affinity/cgroup/OMP_NUM_THREADS/SLURM)
   int io_workers = 8;
   double http_timeout_s = 30;
   int http_retries = 3;
   uint64_t max_image_bytes = 64ull << 20;
+  // Decompression-bomb guard, checked from the image header (io::DecodeOptions::max_pixels;
+  // default Pillow's MAX_IMAGE_PIXELS); 0: no limit.
+  uint64_t max_image_pixels = io::DecodeOptions{}.max_pixels;
   // Reporting
   std::string stats_json;
   double log_interval_s = 30;
   bool quiet = false;
+  // Stop after this many new samples (0: no limit; tests and smoke runs). Shards it leaves
+  // unfinished make the run exit 75, like an interrupted one.
   int64_t max_samples = 0;
-  std::string engine_version;  // recorded in outputs and part of the fingerprint  // stop after this many new
-                               // samples (0: no limit); tests and smoke runs
+  std::string engine_version;  // recorded in outputs and part of the fingerprint
 };
 
 // Runs the whole job; returns the process exit code. Prints progress and a summary to stderr.

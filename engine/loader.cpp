@@ -182,6 +182,8 @@ LoadResult Loader::load(LoadJob job) {
     r.status = "failed_to_decode";
     r.error = (r.in.url.empty() ? r.in.key : r.in.url) + ": " + io::image_error_kind_name(e.kind()) + ": " +
               e.what();
+    // The decoder's message names its option; say which flag moves the limit.
+    if (e.kind() == io::ImageErrorKind::TooLarge) r.error += " (--max-image-pixels)";
   } catch (const std::exception& e) {
     r.status = "failed_to_decode";
     r.error = e.what();

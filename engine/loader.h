@@ -2,7 +2,8 @@
 // order, matched by the caller through `tag`) with either pixel values or a failure status:
 //   failed_to_parse     malformed list line / tar sample without an image
 //   failed_to_download  missing file, HTTP error, unsupported URL scheme, size limit
-//   failed_to_decode    bytes that are not a decodable JPEG/PNG/WebP image
+//   failed_to_decode    bytes that are not a decodable JPEG/PNG/WebP image, or an image with
+//                       more pixels than decode.max_pixels (error "...: too_large: ...")
 // Local paths are resolved against the list's directory; file:// URLs are local files;
 // http(s):// goes through io::HttpClient (several transfers in flight, retries, limits).
 #pragma once
@@ -41,7 +42,7 @@ struct LoaderOptions {
   int workers = 4;
   uint64_t max_file_bytes = 64ull << 20;
   io::HttpOptions http;
-  io::DecodeOptions decode;
+  io::DecodeOptions decode;  // max_pixels: the caller's --max-image-pixels
   models::PreprocessConfig preprocess;
   bool need_pixels = true;
 };

@@ -79,11 +79,16 @@ CommandRegistrar reg_caption(
           ->capture_default_str();
       sub->add_option("--max-image-bytes", o.max_image_bytes, "largest image accepted")
           ->capture_default_str();
+      sub->add_option("--max-image-pixels", o.max_image_pixels,
+                      "largest image accepted, in pixels (decompression-bomb guard; 0 = no limit)")
+          ->capture_default_str();
       sub->add_option("--stats-json", o.stats_json, "write the run summary here");
       sub->add_option("--log-interval", o.log_interval_s, "seconds between log lines when not on a terminal")
           ->capture_default_str();
       sub->add_flag("--quiet", o.quiet, "no progress output");
-      sub->add_option("--max-samples", o.max_samples, "stop after this many new samples (smoke tests)");
+      sub->add_option(
+          "--max-samples", o.max_samples,
+          "stop after this many new samples (smoke tests; exit 75 if shards are left unfinished)");
       sub->add_option("--shard-index", f->shard_index,
                       "this worker's index (default: Slurm/K8s env, else 0)");
       sub->add_option("--shard-count", f->shard_count, "number of workers (default: Slurm env, else 1)");

@@ -22,13 +22,16 @@ const std::string kData = RECAP_TEST_DATA;
 const std::string kWeights = kData + "/tiny/llava_orig_with_vt_fp32";
 const std::string kTokenizer = std::string(RECAP_SOURCE_DIR) + "/examples/demo/tokenizer.json";
 const std::string kImages = kData + "/tiny/images";
+// caption's default instruction (the Recap-DataComp-1B prompt), spelled out for `trace`.
+const std::string kDefaultPrompt =
+    "Please generate a detailed caption of this image. Please be as descriptive as possible.";
 const std::vector<std::string> kImageNames{"wide_gradient.png", "tall_alpha.png", "gray_square.jpg",
                                            "small_wide.png"};
 
 std::vector<std::string> caption_args(const std::vector<std::string>& extra) {
-  std::vector<std::string> a{RECAP_BIN,     "caption",  "--weights",      kWeights,
-                             "--tokenizer", kTokenizer, "--log-interval", "1000"};
+  std::vector<std::string> a{RECAP_BIN, "caption", "--weights", kWeights, "--tokenizer", kTokenizer};
   auto given = [&](const char* flag) { return std::find(extra.begin(), extra.end(), flag) != extra.end(); };
+  if (!given("--log-interval")) a.insert(a.end(), {"--log-interval", "1000"});
   if (!given("--max-new-tokens")) a.insert(a.end(), {"--max-new-tokens", "12"});
   if (!given("--threads")) a.insert(a.end(), {"--threads", "1"});
   a.insert(a.end(), extra.begin(), extra.end());
@@ -124,6 +127,9 @@ TEST(CaptionCli, JsonlEveryOutcomeAndReadableTars) {
             std::string::npos);
   EXPECT_NE(side[6]["error_message"].get<std::string>().find("l.jsonl:7: invalid JSON"), std::string::npos)
       << side[6].dump();
+  // The malformed line is also said on stderr, with file and line.
+  EXPECT_NE(r.out.find("warning: malformed input: " + dir + "/l.jsonl:7: invalid JSON"), std::string::npos)
+      << r.out;
   // Pass-through columns and img2dataset keys.
   EXPECT_EQ(side[0]["org_caption"], "orig");
   EXPECT_EQ(side[0]["sha256"], "abc");
@@ -164,6 +170,18 @@ TEST(CaptionCli, JsonlEveryOutcomeAndReadableTars) {
   auto gnu = run_cmd({"tar", "-tf", out + "/00000.tar"});
   EXPECT_EQ(gnu.rc, 0) << gnu.out;
   EXPECT_NE(gnu.out.find("000000003.jpg\n"), std::string::npos) << gnu.out;
+  // GNU tar extracts what we wrote: captions equal the sidecar's, images the input bytes.
+  io::make_dirs(dir + "/x");
+  auto xf = run_cmd({"tar", "-xf", out + "/00000.tar", "-C", dir + "/x"});
+  ASSERT_EQ(xf.rc, 0) << xf.out;
+  for (auto& [i, file] : ok) {
+    std::string key = io::compute_key(i, 0, 10000);
+    std::string ext = file.substr(file.find('.') + 1);
+    ASSERT_TRUE(io::file_exists(dir + "/x/" + key + ".txt")) << key;
+    EXPECT_EQ(io::read_file(dir + "/x/" + key + ".txt"), side[static_cast<size_t>(i)]["re_caption"]) << key;
+    EXPECT_EQ(io::read_file(dir + "/x/" + key + "." + ext), io::read_file(kImages + "/" + file)) << key;
+    EXPECT_EQ(json::parse(io::read_file(dir + "/x/" + key + ".json")), side[static_cast<size_t>(i)]) << key;
+  }
   auto py = run_cmd({"python3", "-c",
                      "import tarfile,sys; t=tarfile.open(sys.argv[1]); m=t.getmembers(); "
                      "print(len(m), sum(len(t.extractfile(x).read()) for x in m))",
@@ -416,7 +434,9 @@ std::string interrupted_list(const std::string& dir, LoopbackHttpServer& srv, in
               {200, io::read_file(kImages + "/" + kImageNames[static_cast<size_t>(i % 4)]), 0, stall_ms});
       url = srv.url(path);
     }
-    text += json{{"url", url}, {"caption", "c" + std::to_string(i)}}.dump() + "\n";
+    std::string cap = "c";  // appended, as above
+    cap += std::to_string(i);
+    text += json{{"url", url}, {"caption", cap}}.dump() + "\n";
   }
   io::atomic_write(dir + "/l.jsonl", text);
   return dir + "/l.jsonl";
@@ -468,20 +488,25 @@ TEST(CaptionCli, ResumeAfterKill9) {
   expect_every_sample_once(dir + "/out", dir + "/ref");
 }
 
-TEST(CaptionCli, SigtermExits75ThenResumes) {
+namespace {
+// A stop signal mid-shard: exit 75, what was finished is kept, a rerun completes the shard
+// with every sample exactly once.
+void stop_then_resume(int sig, const char* tag) {
   LoopbackHttpServer srv;
   ASSERT_TRUE(srv.ok());
-  auto dir = make_temp_dir("cap_term");
+  auto dir = make_temp_dir(tag);
   auto list = interrupted_list(dir, srv, 60000);
   pid_t pid = spawn_cmd(caption_args({"--list", list, "--out", dir + "/out", "--http-timeout", "120"}),
                         dir + "/run1.log");
   ASSERT_GT(pid, 0);
   bool reached = wait_until([&] { return count_lines(dir + "/out/.00000.log.partial") >= 7; });
-  ::kill(pid, SIGTERM);
+  ::kill(pid, sig);
   int rc = wait_exit(pid);
   ASSERT_TRUE(reached);
   std::string log = io::read_file(dir + "/run1.log");
   EXPECT_EQ(rc, 75) << log;
+  EXPECT_NE(log.find(std::string("caption: stopped by signal ") + std::to_string(sig)), std::string::npos)
+      << log;
   EXPECT_NE(log.find("rerun the same command to resume"), std::string::npos) << log;
   EXPECT_FALSE(io::file_exists(dir + "/out/00000_stats.json"));
 
@@ -491,6 +516,58 @@ TEST(CaptionCli, SigtermExits75ThenResumes) {
   auto ref = caption({"--list", list, "--out", dir + "/ref"});
   ASSERT_EQ(ref.rc, 0) << ref.out;
   expect_every_sample_once(dir + "/out", dir + "/ref");
+}
+}  // namespace
+
+TEST(CaptionCli, SigtermExits75ThenResumes) {
+  stop_then_resume(SIGTERM, "cap_term");
+}
+
+TEST(CaptionCli, SigintBehavesLikeSigterm) {
+  stop_then_resume(SIGINT, "cap_int");
+}
+
+TEST(CaptionCli, SecondSignalDuringGracefulStopExitsAtOnce) {
+  // 8 samples, two of each image, decoded 4 at a time for 2000 tokens (no stop token comes
+  // on the tiny model): when the first four are written the other four have just started,
+  // so the graceful stop (finish them) takes as long as a whole wave. A second SIGTERM
+  // right after the first is acknowledged must end the process before that.
+  auto dir = make_temp_dir("cap_term2");
+  auto list = write_list(dir, 8);
+  auto args =
+      caption_args({"--list", list, "--out", dir + "/out", "--max-new-tokens", "2000", "--max-batch", "4"});
+  pid_t pid = spawn_cmd(args, dir + "/run1.log");
+  ASSERT_GT(pid, 0);
+  const std::string partial = dir + "/out/.00000.log.partial";
+  bool reached = wait_until([&] { return count_lines(partial) >= 5; });
+  ::kill(pid, SIGTERM);
+  bool acknowledged = wait_until(
+      [&] { return io::read_file(dir + "/run1.log").find("stop requested") != std::string::npos; });
+  ::kill(pid, SIGTERM);
+  int rc = wait_exit(pid);
+  ASSERT_TRUE(reached) << io::read_file(dir + "/run1.log");
+  ASSERT_TRUE(acknowledged) << io::read_file(dir + "/run1.log");
+  std::string log = io::read_file(dir + "/run1.log");
+  EXPECT_EQ(rc, 75) << log;
+  EXPECT_NE(log.find("second signal, exiting now (exit 75)"), std::string::npos) << log;
+  // It did not wait for the second wave nor write a summary.
+  EXPECT_EQ(log.find("caption: interrupted"), std::string::npos) << log;
+  EXPECT_TRUE(io::file_exists(partial));
+  EXPECT_FALSE(io::file_exists(dir + "/out/00000_stats.json"));
+  // What was written is kept: a rerun finishes the shard, every sample exactly once.
+  auto r = run_cmd(args);
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("resuming, "), std::string::npos) << r.out;
+  auto side = read_jsonl(dir + "/out/00000.jsonl");
+  ASSERT_EQ(side.size(), 8u);
+  for (size_t i = 0; i < 8; ++i) {
+    EXPECT_EQ(side[i]["key"], io::compute_key(static_cast<int64_t>(i), 0, 10000));
+    EXPECT_EQ(side[i]["status"], "success");
+  }
+  std::vector<std::string> order;
+  read_tar(dir + "/out/00000.tar", &order);
+  EXPECT_EQ(order.size(), 24u);
+  EXPECT_EQ(std::set<std::string>(order.begin(), order.end()).size(), 24u);
 }
 
 TEST(CaptionCli, ShardAssignmentFlagsAndSlurmEnv) {
@@ -617,4 +694,338 @@ TEST(CaptionCli, TwoWorkersOnTheSameShardsNeverDuplicate) {
     EXPECT_EQ(order.size(), 6u) << name;
   }
   EXPECT_EQ(sidecar_by_key(dir + "/out", shards).size(), 16u);
+}
+
+namespace {
+int count_of(const std::string& hay, const std::string& needle) {
+  int n = 0;
+  for (size_t p = hay.find(needle); p != std::string::npos; p = hay.find(needle, p + needle.size())) ++n;
+  return n;
+}
+
+int word_count(const std::string& s) {
+  int words = 0;
+  bool in = false;
+  for (char ch : s) {
+    if (std::isspace(static_cast<unsigned char>(ch))) {
+      in = false;
+    } else if (!in) {
+      in = true;
+      ++words;
+    }
+  }
+  return words;
+}
+}  // namespace
+
+TEST(CaptionCli, BadListLinesAndImageLimitsAreRecordedAndWarned) {
+  // One shard holding every per-sample failure a list can produce; the good samples around
+  // them are still captioned.
+  LoopbackHttpServer srv;
+  ASSERT_TRUE(srv.ok());
+  srv.set("/stall.png", {200, io::read_file(kImages + "/small_wide.png"), 0, 20000});
+  auto dir = make_temp_dir("cap_bad");
+  const std::string list = dir + "/l.jsonl";
+  std::vector<std::string> lines{
+      json{{"url", kImages + "/gray_square.jpg"}, {"caption", "ok first"}}.dump(),
+      json{{"caption", "no url here"}}.dump(),
+      R"({"url": "x.png", "caption": )",
+      json{{"url", kImages + "/wide_gradient.png"}, {"caption", "28754 bytes"}}.dump(),
+      json{{"url", kImages + "/tall_alpha.png"}, {"caption", "90x150 pixels"}}.dump(),
+      json{{"url", srv.url("/stall.png")}, {"caption", "stalls"}}.dump(),
+  };
+  for (int i = 0; i < 20; ++i) lines.push_back(std::string("{broken ") + std::to_string(i));
+  lines.push_back(json{{"url", kImages + "/small_wide.png"}, {"caption", "ok last"}}.dump());
+  std::string text;
+  for (auto& l : lines) text += l + "\n";
+  io::atomic_write(list, text);
+  auto r = caption({"--list", list, "--out", dir + "/out", "--max-image-bytes", "20000", "--max-image-pixels",
+                    "12000", "--http-timeout", "0.5", "--http-retries", "0", "--stats-json",
+                    dir + "/summary.json"});
+  ASSERT_EQ(r.rc, 0) << r.out;
+  auto side = read_jsonl(dir + "/out/00000.jsonl");
+  ASSERT_EQ(side.size(), lines.size());
+  auto status_and_error = [&](size_t i, const std::string& status, const std::string& error) {
+    SCOPED_TRACE(side[i].dump());
+    EXPECT_EQ(side[i]["key"], io::compute_key(static_cast<int64_t>(i), 0, 10000));
+    EXPECT_EQ(side[i]["status"], status);
+    ASSERT_TRUE(side[i]["error_message"].is_string());
+    EXPECT_NE(side[i]["error_message"].get<std::string>().find(error), std::string::npos);
+  };
+  EXPECT_EQ(side[0]["status"], "success");
+  status_and_error(1, "failed_to_parse", list + ":2: no 'url' column");
+  status_and_error(2, "failed_to_parse", list + ":3: invalid JSON");
+  status_and_error(3, "failed_to_download", "larger than the size limit of 20000 bytes");
+  status_and_error(4, "failed_to_decode", "too_large");
+  EXPECT_NE(side[4]["error_message"].get<std::string>().find("more than the limit of 12000"),
+            std::string::npos);
+  EXPECT_NE(side[4]["error_message"].get<std::string>().find("--max-image-pixels"), std::string::npos);
+  status_and_error(5, "failed_to_download", "timed out");
+  for (size_t i = 6; i < 26; ++i) status_and_error(i, "failed_to_parse", "invalid JSON");
+  EXPECT_EQ(side[26]["status"], "success");
+  EXPECT_EQ(side[26]["caption"], "ok last");
+  auto tar = read_tar(dir + "/out/00000.tar");
+  EXPECT_EQ(tar.size(), 6u);  // the two successes
+  auto stats = read_json(dir + "/out/00000_stats.json");
+  EXPECT_EQ(stats["count"], 27);
+  EXPECT_EQ(stats["successes"], 2);
+  EXPECT_EQ(stats["failed_to_parse"], 22);
+  EXPECT_EQ(stats["failed_to_download"], 2);
+  EXPECT_EQ(stats["failed_to_decode"], 1);
+
+  // stderr: each malformed line with file and line number, the first 20, then a count.
+  EXPECT_NE(r.out.find("warning: malformed input: " + list + ":2: no 'url' column"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("warning: malformed input: " + list + ":3: invalid JSON"), std::string::npos);
+  EXPECT_NE(r.out.find("warning: malformed input: " + list + ":24: invalid JSON"), std::string::npos);
+  EXPECT_EQ(r.out.find(list + ":25:"), std::string::npos) << "the 21st malformed line is only counted";
+  EXPECT_EQ(count_of(r.out, "warning: malformed input: "), 20) << r.out;
+  EXPECT_NE(r.out.find("warning: ... 2 more malformed input(s) not shown (22 in all"), std::string::npos)
+      << r.out;
+  EXPECT_EQ(read_json(dir + "/summary.json")["malformed_inputs"], 22);
+  // The limits hold for the image that passes them.
+  auto big = caption({"--list", list, "--out", dir + "/big", "--max-image-pixels", "0", "--http-timeout",
+                      "0.5", "--http-retries", "0"});
+  ASSERT_EQ(big.rc, 0) << big.out;
+  auto side2 = read_jsonl(dir + "/big/00000.jsonl");
+  ASSERT_EQ(side2.size(), lines.size());
+  EXPECT_EQ(side2[3]["status"], "success") << side2[3].dump();
+  EXPECT_EQ(side2[4]["status"], "success") << side2[4].dump();
+}
+
+TEST(CaptionCli, CorruptGzipListAndBadTarJson) {
+  auto dir = make_temp_dir("cap_badin");
+  // A .gz list whose deflate data is damaged: refused before any work, naming the file.
+  std::string text;
+  for (int i = 0; i < 200; ++i)
+    text += json{{"url", kImages + "/" + kImageNames[static_cast<size_t>(i % 4)]},
+                 {"caption", std::string("caption number ") + std::to_string(i)}}
+                .dump() +
+            "\n";
+  io::atomic_write(dir + "/l.jsonl", text);
+  ASSERT_EQ(run_cmd({"gzip", dir + "/l.jsonl"}).rc, 0);
+  std::string gz = io::read_file(dir + "/l.jsonl.gz");
+  ASSERT_GT(gz.size(), 60u);
+  for (size_t i = 20; i < 40; ++i) gz[i] = static_cast<char>(gz[i] ^ 0x5a);
+  io::atomic_write(dir + "/l.jsonl.gz", gz);
+  auto r = caption({"--list", dir + "/l.jsonl.gz", "--out", dir + "/out"});
+  EXPECT_EQ(r.rc, 2) << r.out;
+  EXPECT_NE(r.out.find("caption: error: " + dir + "/l.jsonl.gz: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("gzip"), std::string::npos) << r.out;
+  EXPECT_FALSE(io::file_exists(dir + "/out/00000.tar"));
+  // Cut short, the same.
+  io::atomic_write(dir + "/t.jsonl.gz", gz.substr(0, gz.size() / 2));
+  auto t = caption({"--list", dir + "/t.jsonl.gz", "--out", dir + "/out"});
+  EXPECT_EQ(t.rc, 2) << t.out;
+  EXPECT_NE(t.out.find(dir + "/t.jsonl.gz: "), std::string::npos) << t.out;
+
+  // A webdataset sample whose {key}.json is not JSON: that sample is failed_to_parse (its
+  // metadata cannot be carried over), warned about, and the rest of the tar is captioned.
+  std::string in = io::tar_member_bytes("k1.jpg", io::read_file(kImages + "/gray_square.jpg"), 0) +
+                   io::tar_member_bytes("k1.txt", "one", 0) +
+                   io::tar_member_bytes("k1.json", "{\"url\": ", 0) +
+                   io::tar_member_bytes("k2.png", io::read_file(kImages + "/small_wide.png"), 0) +
+                   io::tar_member_bytes("k2.txt", "two", 0) +
+                   io::tar_member_bytes("k2.json", R"({"url": "http://x/2.png"})", 0) + io::tar_end_bytes();
+  io::atomic_write(dir + "/in.tar", in);
+  auto b = caption({"--input", dir + "/in.tar", "--out", dir + "/tarout"});
+  ASSERT_EQ(b.rc, 0) << b.out;
+  auto side = read_jsonl(dir + "/tarout/in.jsonl");
+  ASSERT_EQ(side.size(), 2u);
+  EXPECT_EQ(side[0]["key"], "k1");
+  EXPECT_EQ(side[0]["status"], "failed_to_parse");
+  EXPECT_NE(side[0]["error_message"].get<std::string>().find(dir + "/in.tar: k1.json is not valid JSON"),
+            std::string::npos)
+      << side[0].dump();
+  EXPECT_NE(b.out.find("warning: malformed input: " + dir + "/in.tar: k1.json is not valid JSON (key k1"),
+            std::string::npos)
+      << b.out;
+  EXPECT_EQ(side[1]["key"], "k2");
+  EXPECT_EQ(side[1]["status"], "success");
+  EXPECT_EQ(side[1]["url"], "http://x/2.png");
+  auto tar = read_tar(dir + "/tarout/in.tar");
+  EXPECT_EQ(tar.size(), 3u);
+  EXPECT_TRUE(tar.count("k2.png"));
+  EXPECT_TRUE(io::file_exists(dir + "/tarout/in_stats.json"));
+}
+
+TEST(CaptionCli, BracePatternListsGiveOneShardEach) {
+  auto dir = make_temp_dir("cap_brace");
+  io::make_dirs(dir + "/lists");
+  for (int l = 0; l < 3; ++l) {
+    std::string text;
+    for (int i = 0; i < 2; ++i)
+      text += json{{"url", kImages + "/" + kImageNames[static_cast<size_t>((l + i) % 4)]},
+                   {"caption", std::string("list ") + std::to_string(l) + " sample " + std::to_string(i)}}
+                  .dump() +
+              "\n";
+    io::atomic_write(dir + "/lists/0000" + std::to_string(l) + ".jsonl", text);
+  }
+  auto r = caption({"--list", dir + "/lists/{00000..00002}.jsonl", "--out", dir + "/out"});
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("caption: 3 input shard(s)"), std::string::npos) << r.out;
+  for (int l = 0; l < 3; ++l) {
+    std::string name = std::string("0000") + std::to_string(l);
+    SCOPED_TRACE(name);
+    EXPECT_TRUE(io::file_exists(dir + "/out/" + name + "_stats.json"));
+    auto side = read_jsonl(dir + "/out/" + name + ".jsonl");
+    ASSERT_EQ(side.size(), 2u);
+    for (int i = 0; i < 2; ++i) {
+      EXPECT_EQ(side[static_cast<size_t>(i)]["caption"],
+                std::string("list ") + std::to_string(l) + " sample " + std::to_string(i));
+      EXPECT_EQ(side[static_cast<size_t>(i)]["key"], io::compute_key(i, l, 10000));
+      EXPECT_EQ(side[static_cast<size_t>(i)]["status"], "success");
+    }
+    EXPECT_EQ(read_tar(dir + "/out/" + name + ".tar").size(), 6u);
+  }
+  EXPECT_FALSE(io::file_exists(dir + "/out/00003.tar"));
+}
+
+TEST(CaptionCli, PlainLogLinesWhenNotATerminal) {
+  // Output to a pipe: a "progress:" line every --log-interval seconds and a line per shard.
+  auto dir = make_temp_dir("cap_log");
+  auto list = write_list(dir, 6);
+  auto r = caption({"--list", list, "--out", dir + "/out", "--samples-per-shard", "3", "--log-interval",
+                    "0.02", "--max-new-tokens", "40", "--max-batch", "2"});
+  ASSERT_EQ(r.rc, 0) << r.out;
+  // The last line is forced; more than one means the interval produced some.
+  EXPECT_GE(count_of(r.out, "\nprogress: shards "), 2) << r.out;
+  EXPECT_NE(r.out.find("\nprogress: shards 2/2 | samples 6 (ok 6, failed 0) | "), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find('\r'), std::string::npos) << "no terminal control on a pipe";
+  for (auto name : {"00000", "00001"})
+    EXPECT_NE(r.out.find(std::string("\nshard ") + name + ": done, 3 samples (3 ok) in "), std::string::npos)
+        << r.out;
+  EXPECT_NE(r.out.find("-> " + dir + "/out/00001.tar\n"), std::string::npos) << r.out;
+  // A long interval: only the final line.
+  auto q = caption({"--list", list, "--out", dir + "/out2", "--samples-per-shard", "3"});
+  ASSERT_EQ(q.rc, 0) << q.out;
+  EXPECT_EQ(count_of(q.out, "progress: "), 1) << q.out;
+  auto quiet = caption({"--list", list, "--out", dir + "/out3", "--quiet"});
+  ASSERT_EQ(quiet.rc, 0) << quiet.out;
+  EXPECT_EQ(count_of(quiet.out, "progress: "), 0) << quiet.out;
+}
+
+TEST(CaptionCli, MaxSamplesLeavingShardsUnfinishedExits75) {
+  auto dir = make_temp_dir("cap_maxs");
+  auto list = write_list(dir, 6);
+  const std::string out = dir + "/out";
+  auto a = caption({"--list", list, "--out", out, "--samples-per-shard", "3", "--max-samples", "2",
+                    "--stats-json", dir + "/a.json"});
+  EXPECT_EQ(a.rc, 75) << a.out;
+  EXPECT_NE(a.out.find("caption: stopped at --max-samples 2 with 2 shard(s) unfinished"), std::string::npos)
+      << a.out;
+  EXPECT_NE(a.out.find("rerun the same command to continue (exit 75)"), std::string::npos) << a.out;
+  EXPECT_TRUE(io::file_exists(out + "/.00000.log.partial"));
+  EXPECT_FALSE(io::file_exists(out + "/00000_stats.json"));
+  auto sa = read_json(dir + "/a.json");
+  EXPECT_EQ(sa["samples"], 2);
+  EXPECT_EQ(sa["max_samples_reached"], true);
+  EXPECT_EQ(sa["unfinished_shards"], 2);
+  EXPECT_EQ(sa["interrupted"], false);
+  // The rest fits in 4: the run continues shard 00000 and does 00001 entirely: exit 0.
+  auto b = caption({"--list", list, "--out", out, "--samples-per-shard", "3", "--max-samples", "4"});
+  EXPECT_EQ(b.rc, 0) << b.out;
+  EXPECT_NE(b.out.find("resuming, 2 sample(s) already done"), std::string::npos) << b.out;
+  EXPECT_NE(b.out.find("caption: finished:"), std::string::npos) << b.out;
+  EXPECT_EQ(sidecar_by_key(out, {"00000", "00001"}).size(), 6u);
+  for (auto s : {"00000", "00001"}) {
+    EXPECT_TRUE(io::file_exists(out + "/" + std::string(s) + "_stats.json")) << s;
+    EXPECT_EQ(read_jsonl(out + "/" + std::string(s) + ".jsonl").size(), 3u) << s;
+  }
+  // A limit equal to a whole shard finishes it and stops before opening the next one.
+  auto c = caption({"--list", list, "--out", dir + "/c", "--samples-per-shard", "3", "--max-samples", "3"});
+  EXPECT_EQ(c.rc, 75) << c.out;
+  EXPECT_TRUE(io::file_exists(dir + "/c/00000_stats.json"));
+  EXPECT_FALSE(io::file_exists(dir + "/c/.00001.log.partial"));
+  EXPECT_NE(c.out.find("with 1 shard(s) unfinished"), std::string::npos) << c.out;
+}
+
+TEST(CaptionCli, ShearTokensAndWordsAgainstTheOriginalLength) {
+  // --shear tokens keeps the first n generated tokens, n = the original caption's token
+  // count. Re-encoding the cut text is no measure (the tiny model's random tokens do not
+  // round-trip through BPE to the same count), so the check is against the generated ids
+  // themselves, taken from `trace` (greedy, same prompt and image).
+  auto dir = make_temp_dir("cap_shear2");
+  const std::vector<std::string> originals{"a gray square", "a wide and colourful gradient over the frame",
+                                           "tall", "a small wide picture with a light blue tint"};
+  std::string text;
+  for (size_t i = 0; i < 4; ++i)
+    text += json{{"url", kImages + "/" + kImageNames[i]}, {"caption", originals[i]}}.dump() + "\n";
+  io::atomic_write(dir + "/l.jsonl", text);
+  auto tk = caption(
+      {"--list", dir + "/l.jsonl", "--out", dir + "/tk", "--max-new-tokens", "40", "--shear", "tokens"});
+  ASSERT_EQ(tk.rc, 0) << tk.out;
+  auto tok = recap::models::Tokenizer::from_file(kTokenizer);
+  auto t = read_jsonl(dir + "/tk/00000.jsonl");
+  ASSERT_EQ(t.size(), 4u);
+  int cut = 0;
+  for (size_t i = 0; i < 4; ++i) {
+    SCOPED_TRACE(originals[i]);
+    std::string st = dir + "/trace" + std::to_string(i) + ".safetensors";
+    auto tr = run_cmd({RECAP_BIN, "trace", "--weights", kWeights, "--tokenizer", kTokenizer, "--image",
+                       kImages + "/" + kImageNames[i], "--prompt", kDefaultPrompt, "--max-new-tokens", "40",
+                       "--out", st});
+    ASSERT_EQ(tr.rc, 0) << tr.out;
+    auto f = io::SafetensorsFile::open(st);
+    auto it = f->tensors().find("gen.ids");
+    ASSERT_NE(it, f->tensors().end());
+    std::vector<int32_t> ids;
+    const int64_t* p = reinterpret_cast<const int64_t*>(it->second.data);
+    for (int64_t j = 0; j < it->second.numel(); ++j) ids.push_back(static_cast<int32_t>(p[j]));
+    if (!ids.empty() && (ids.back() == 2 || ids.back() == 5)) ids.pop_back();  // trace keeps the stop id
+    ASSERT_EQ(t[i]["tokens_out"], static_cast<int64_t>(ids.size()));           // counted before the cut
+    const size_t n = tok.encode(originals[i], false).size();
+    ASSERT_GT(n, 0u);
+    cut += ids.size() > n;
+    if (ids.size() > n) ids.resize(n);
+    EXPECT_LE(ids.size(), n);
+    EXPECT_EQ(t[i]["re_caption"], tok.decode_output(ids));
+  }
+  EXPECT_GT(cut, 0) << "40 new tokens are more than these captions have: something must be cut";
+
+  // --shear words: at most as many words as the original, cut from the same generation.
+  // The tiny model rarely emits whitespace, so one-word originals make a cut happen.
+  text.clear();
+  for (size_t i = 0; i < 4; ++i)
+    text += json{{"url", kImages + "/" + kImageNames[i]}, {"caption", "word"}}.dump() + "\n";
+  io::atomic_write(dir + "/w.jsonl", text);
+  auto full = caption({"--list", dir + "/w.jsonl", "--out", dir + "/full", "--max-new-tokens", "40"});
+  ASSERT_EQ(full.rc, 0) << full.out;
+  auto wd = caption(
+      {"--list", dir + "/w.jsonl", "--out", dir + "/wd", "--max-new-tokens", "40", "--shear", "words"});
+  ASSERT_EQ(wd.rc, 0) << wd.out;
+  auto fl = read_jsonl(dir + "/full/00000.jsonl"), w = read_jsonl(dir + "/wd/00000.jsonl");
+  ASSERT_EQ(fl.size(), 4u);
+  ASSERT_EQ(w.size(), 4u);
+  int shorter = 0;
+  for (size_t i = 0; i < 4; ++i) {
+    const std::string ft = fl[i]["re_caption"], wt = w[i]["re_caption"];
+    EXPECT_LE(word_count(wt), 1) << wt;
+    EXPECT_EQ(ft.rfind(wt, 0), 0u) << ft << " | " << wt;
+    shorter += word_count(ft) > 1 && wt.size() < ft.size();
+  }
+  EXPECT_GT(shorter, 0);
+}
+
+TEST(CaptionCli, NumCaptionsPrefillsEachImageOnce) {
+  auto dir = make_temp_dir("cap_prefill");
+  auto list = write_list(dir, 4);
+  auto one = caption(
+      {"--list", list, "--out", dir + "/one", "--max-new-tokens", "10", "--stats-json", dir + "/one.json"});
+  ASSERT_EQ(one.rc, 0) << one.out;
+  auto three = caption({"--list", list, "--out", dir + "/three", "--max-new-tokens", "10", "--num-captions",
+                        "3", "--stats-json", dir + "/three.json"});
+  ASSERT_EQ(three.rc, 0) << three.out;
+  auto s1 = read_json(dir + "/one.json"), s3 = read_json(dir + "/three.json");
+  int64_t prompt_positions = 0;
+  for (auto& j : read_jsonl(dir + "/three/00000.jsonl")) {
+    ASSERT_EQ(j["status"], "success");
+    prompt_positions += j["tokens_in"].get<int64_t>();
+  }
+  ASSERT_GT(prompt_positions, 0);
+  // Every prompt went through the prefill exactly once, as with one caption per image...
+  EXPECT_EQ(s3["tokens_prefilled"], prompt_positions);
+  EXPECT_EQ(s3["tokens_prefilled"], s1["tokens_prefilled"]);
+  // ...while three captions (identical when greedy) were generated from each.
+  EXPECT_EQ(s3["tokens_out"].get<int64_t>(), 3 * s1["tokens_out"].get<int64_t>());
 }
