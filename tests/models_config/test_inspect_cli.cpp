@@ -119,7 +119,10 @@ INSTANTIATE_TEST_SUITE_P(Tiny, InspectLayout,
                                            LayoutCase{"clip_vision_fp32", "clip-vision", "F32", false},
                                            LayoutCase{"clip_vision_bf16", "clip-vision", "BF16", false},
                                            LayoutCase{"clip_vision_fp16", "clip-vision", "F16", false},
-                                           LayoutCase{"clip_full_fp32", "clip-full", "F32", false}));
+                                           LayoutCase{"clip_full_fp32", "clip-full", "F32", false}),
+                         [](const ::testing::TestParamInfo<LayoutCase>& i) {
+                           return std::string(i.param.dir);
+                         });
 
 TEST(Inspect, ShardedCopy) {
   TempDir tmp;
