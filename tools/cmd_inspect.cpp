@@ -284,6 +284,10 @@ int run_inspect(const std::string& weights, const std::string& vision_weights,
     for (int f = 0; f < 4; ++f) total_memory[f] += r.memory[f];
   }
   const bool usable = problems.empty();
+  // The sizes preprocessing will use (0 in the config means "the tower's image size").
+  const int64_t resize_edge =
+      c.vision.resize_shortest_edge > 0 ? c.vision.resize_shortest_edge : c.vision.image_size;
+  const int64_t crop = c.vision.crop_size > 0 ? c.vision.crop_size : c.vision.image_size;
 
   if (as_json) {
     json j;
@@ -299,9 +303,12 @@ int run_inspect(const std::string& weights, const std::string& vision_weights,
                          {"prefix", c.names.vision_prefix},
                          {"config_source", c.vision_config_source}};
     const auto& v = c.vision;
-    j["preprocessing"] = {{"source", c.preprocessor_source}, {"resize_shortest_edge", v.resize_shortest_edge},
-                          {"crop_size", v.crop_size},        {"image_mean", v.image_mean},
-                          {"image_std", v.image_std},        {"pad_background", v.pad_background}};
+    j["preprocessing"] = {{"source", c.preprocessor_source},
+                          {"resize_shortest_edge", resize_edge},
+                          {"crop_size", crop},
+                          {"image_mean", v.image_mean},
+                          {"image_std", v.image_std},
+                          {"pad_background", v.pad_background}};
     json comps = json::object();
     for (auto& [comp, r] : reps) {
       if ((comp == models::Component::Vision && !c.has_vision) ||
@@ -349,10 +356,9 @@ int run_inspect(const std::string& weights, const std::string& vision_weights,
     std::printf(
         "preprocessing:  %s: resize shortest edge %lld, crop %lld, mean [%g %g %g], std [%g %g %g], pad "
         "(%d,%d,%d)\n",
-        c.preprocessor_source.c_str(), static_cast<long long>(v.resize_shortest_edge),
-        static_cast<long long>(v.crop_size), v.image_mean[0], v.image_mean[1], v.image_mean[2],
-        v.image_std[0], v.image_std[1], v.image_std[2], v.pad_background[0], v.pad_background[1],
-        v.pad_background[2]);
+        c.preprocessor_source.c_str(), static_cast<long long>(resize_edge), static_cast<long long>(crop),
+        v.image_mean[0], v.image_mean[1], v.image_mean[2], v.image_std[0], v.image_std[1], v.image_std[2],
+        v.pad_background[0], v.pad_background[1], v.pad_background[2]);
     for (auto& [comp, r] : reps) {
       if ((comp == models::Component::Vision && !c.has_vision) ||
           (comp != models::Component::Vision && !c.has_text))
