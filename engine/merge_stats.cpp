@@ -44,10 +44,14 @@ std::string shard_of_file(const std::string& f) {
   if (!f.empty() && f[0] == '.') {
     for (const char* suf : {".log.partial", ".tar.partial", ".lock"})
       if (ends_with(f, suf)) return f.substr(1, f.size() - 1 - std::strlen(suf));
+    // A lock file where flock is unavailable: ".{shard}.lock.{generation}".
+    const size_t dot = f.find_last_not_of("0123456789");  // not npos: f[0] is '.'
+    if (dot + 1 < f.size() && f[dot] == '.' && dot >= 7 && f.compare(dot - 5, 5, ".lock") == 0)
+      return f.substr(1, dot - 6);
     return "";
   }
   // A published tar (a shard whose stats are still missing is unfinished: publishing
-  // renames the tar first and creates the stats last).
+  // links the tar first and creates the stats last).
   if (ends_with(f, ".tar") && f.find(".tmp") == std::string::npos) return f.substr(0, f.size() - 4);
   return "";
 }
@@ -166,6 +170,7 @@ MergeSummary merge_shard_stats(const std::string& out_dir, const std::vector<std
       }
     } else if (io::file_exists(log) || io::file_exists(io::join_path(out_dir, "." + name + ".tar.partial")) ||
                io::file_exists(io::join_path(out_dir, "." + name + ".lock")) ||
+               io::file_exists(io::join_path(out_dir, "." + name + ".lock.0")) ||
                io::file_exists(io::join_path(out_dir, name + ".tar"))) {
       sh.state = MergedShardState::Partial;
       sh.samples = io::file_exists(log) ? partial_log_samples(log) : 0;

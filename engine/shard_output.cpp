@@ -2,12 +2,20 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <mutex>
+#include <thread>
 
 #include "io/tar.h"
 
@@ -71,6 +79,291 @@ off_t file_size(const std::string& path) {
 }
 }  // namespace
 
+// ---------------------------------------------------------------- the shard lock
+
+namespace {
+
+enum class LockMode { Auto, Flock, File };
+
+LockMode lock_mode_from_env() {
+  const char* v = std::getenv("RECAP_LOCK_MODE");
+  if (!v || !*v || std::strcmp(v, "auto") == 0) return LockMode::Auto;
+  if (std::strcmp(v, "flock") == 0) return LockMode::Flock;
+  if (std::strcmp(v, "file") == 0) return LockMode::File;
+  throw io::IoError(std::string("RECAP_LOCK_MODE=") + v + ": expected auto, flock or file");
+}
+
+double stale_seconds_from_env() {
+  const char* v = std::getenv("RECAP_LOCK_STALE_SECONDS");
+  if (!v || !*v) return 1800;
+  char* end = nullptr;
+  double s = std::strtod(v, &end);
+  if (end == v || *end != '\0' || !(s > 0))
+    throw io::IoError(std::string("RECAP_LOCK_STALE_SECONDS=") + v +
+                      ": expected a positive number of seconds");
+  return s;
+}
+
+// flock errors that mean "this filesystem cannot flock" rather than "someone holds it".
+bool flock_unsupported(int e) {
+  return e == ENOSYS || e == EOPNOTSUPP || e == ENOTSUP || e == ENOLCK;
+}
+
+std::string first_line_of(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "re");
+  if (!f) return "";
+  char buf[256];
+  std::string s = std::fgets(buf, sizeof buf, f) ? buf : "";
+  std::fclose(f);
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+// What makes two processes "on the same host" for judging a pid: the same hostname, the same
+// boot (a rebooted node's old pids mean nothing) and the same pid namespace (containers).
+struct HostId {
+  std::string host, boot, pidns;
+};
+
+const HostId& this_host() {
+  static const HostId id = [] {
+    HostId h;
+    char name[256] = {};
+    if (::gethostname(name, sizeof name - 1) == 0) h.host = name;
+    h.boot = first_line_of("/proc/sys/kernel/random/boot_id");
+    char ns[128] = {};
+    ssize_t n = ::readlink("/proc/self/ns/pid", ns, sizeof ns - 1);
+    if (n > 0) h.pidns.assign(ns, static_cast<size_t>(n));
+    return h;
+  }();
+  return id;
+}
+
+// Start time of a process in clock ticks since boot (/proc/PID/stat field 22), -1 if unknown:
+// tells a live owner from an unrelated process that reused its pid.
+int64_t process_start_ticks(long pid) {
+  std::string stat;
+  try {
+    stat = io::read_file("/proc/" + std::to_string(pid) + "/stat");
+  } catch (...) {
+    return -1;
+  }
+  size_t p = stat.rfind(')');  // the command name may hold spaces and parentheses
+  if (p == std::string::npos) return -1;
+  // Fields after the name start with field 3 (state); starttime is field 22.
+  int field = 2;
+  for (size_t i = p + 1; i < stat.size(); ++i) {
+    if (stat[i] == ' ') {
+      if (++field == 22) return std::strtoll(stat.c_str() + i + 1, nullptr, 10);
+    }
+  }
+  return -1;
+}
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+// Exclusive ownership of one shard (see the header): flock on .{shard}.lock, or a generation
+// of lock files .{shard}.lock.{gen} refreshed by a heartbeat thread.
+class ShardLock {
+ public:
+  // Null with *busy set when another process holds the shard. Throws io::IoError when the
+  // shard cannot be locked at all.
+  static std::unique_ptr<ShardLock> acquire(const std::string& out_dir, const std::string& shard,
+                                            std::string* busy);
+  ~ShardLock();
+
+  // Throws io::IoError when a lock file was taken over by another worker (or removed).
+  void check_held() const;
+  void mark_finished() { finished_ = true; }
+
+ private:
+  ShardLock() = default;
+  std::string gen_path(int64_t gen) const { return base_ + "." + std::to_string(gen); }
+  bool acquire_file(std::string* busy);
+  void heartbeat();
+
+  std::string out_dir_, shard_, base_;  // base_: {out}/.{shard}.lock
+  bool finished_ = false;
+  // flock
+  int flock_fd_ = -1;
+  bool flock_file_made_ = false;  // .{shard}.lock exists because of us (auto fallback)
+  // lock files
+  int file_fd_ = -1;
+  int64_t gen_ = -1;
+  double stale_s_ = 1800;
+  std::thread beat_;
+  std::mutex beat_mu_;
+  std::condition_variable beat_cv_;
+  bool beat_stop_ = false;
+  std::atomic<bool> beat_failed_{false};
+};
+
+std::unique_ptr<ShardLock> ShardLock::acquire(const std::string& out_dir, const std::string& shard,
+                                              std::string* busy) {
+  const LockMode mode = lock_mode_from_env();
+  std::unique_ptr<ShardLock> l(new ShardLock());
+  l->out_dir_ = out_dir;
+  l->shard_ = shard;
+  l->base_ = io::join_path(out_dir, "." + shard + ".lock");
+  if (mode != LockMode::File) {
+    int fd = ::open(l->base_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0) throw io::IoError("cannot create " + l->base_ + ": " + std::strerror(errno));
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+      l->flock_fd_ = fd;
+      return l;
+    }
+    const int e = errno;
+    ::close(fd);
+    if (e == EWOULDBLOCK || e == EAGAIN) {
+      *busy = "another process is working on shard " + shard;
+      return nullptr;
+    }
+    if (mode == LockMode::Flock || !flock_unsupported(e))
+      throw io::IoError("cannot lock " + l->base_ + ": " + std::strerror(e) +
+                        (flock_unsupported(e) ? " (RECAP_LOCK_MODE=flock; this filesystem has no flock: use "
+                                                "RECAP_LOCK_MODE=file or auto)"
+                                              : ""));
+    l->flock_file_made_ = true;
+    static std::once_flag told;
+    std::call_once(told, [&] {
+      std::fprintf(stderr,
+                   "recap: %s has no flock (%s); shards are locked with lock files .{shard}.lock.N "
+                   "instead (RECAP_LOCK_MODE, RECAP_LOCK_STALE_SECONDS; docs/CAPTION.md)\n",
+                   out_dir.c_str(), std::strerror(e));
+    });
+  }
+  l->stale_s_ = stale_seconds_from_env();
+  if (!l->acquire_file(busy)) return nullptr;
+  return l;
+}
+
+bool ShardLock::acquire_file(std::string* busy) {
+  const HostId& me = this_host();
+  // Creating generation g needs every existing generation below it stale; a generation is
+  // only removed by its owner (or, after the shard is done, by the one who finished it), so
+  // the existing ones always start at 0. Losing the exclusive create to another worker means
+  // looking again.
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    int64_t g = 0;
+    for (;; ++g) {
+      const std::string path = gen_path(g);
+      int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) {
+        if (errno == ENOENT) break;
+        throw io::IoError("cannot read lock file " + path + ": " + std::strerror(errno));
+      }
+      struct stat st {};
+      std::string text(4096, '\0');
+      ssize_t n = ::fstat(fd, &st) == 0 ? ::read(fd, text.data(), text.size()) : -1;
+      ::close(fd);
+      text.resize(n > 0 ? static_cast<size_t>(n) : 0);
+      const double age = now_seconds() - static_cast<double>(st.st_mtime);
+      std::string who = "unreadable";
+      bool stale = age > stale_s_;
+      try {
+        const auto j = nlohmann::json::parse(text);
+        const long pid = j.at("pid").get<long>();
+        const std::string host = j.at("host").get<std::string>();
+        who = host + " pid " + std::to_string(pid);
+        if (host == me.host && j.at("boot_id").get<std::string>() == me.boot &&
+            j.at("pid_ns").get<std::string>() == me.pidns && !me.host.empty() && !me.boot.empty() &&
+            pid > 0) {
+          // Same host: the pid decides, whatever the age.
+          const bool gone = ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+          const int64_t start = j.value("start_ticks", int64_t(-1)), now_start = process_start_ticks(pid);
+          stale = gone || (start >= 0 && now_start >= 0 && start != now_start);
+        }
+      } catch (const std::exception&) {
+        // Being written, or not ours: judged by its age alone.
+      }
+      if (!stale) {
+        char buf[64];
+        std::snprintf(buf, sizeof buf, "%.0f", age < 0 ? 0.0 : age);
+        *busy = "another process is working on shard " + shard_ + " (" + path + ": " + who + ", refreshed " +
+                buf + " s ago)";
+        return false;
+      }
+    }
+    const std::string path = gen_path(g);
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      if (errno == EEXIST) continue;  // another worker took generation g first
+      throw io::IoError("cannot create lock file " + path + ": " + std::strerror(errno));
+    }
+    nlohmann::json j;
+    j["host"] = me.host;
+    j["boot_id"] = me.boot;
+    j["pid_ns"] = me.pidns;
+    j["pid"] = static_cast<long>(::getpid());
+    j["start_ticks"] = process_start_ticks(::getpid());
+    j["time"] = now_seconds();
+    j["shard"] = shard_;
+    const std::string text = j.dump() + "\n";
+    if (::write(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size()) || ::fsync(fd) != 0) {
+      const int e = errno;
+      ::close(fd);
+      ::unlink(path.c_str());
+      throw io::IoError("cannot write lock file " + path + ": " + std::strerror(e));
+    }
+    file_fd_ = fd;
+    gen_ = g;
+    beat_ = std::thread([this] { heartbeat(); });
+    return true;
+  }
+  *busy = "shard " + shard_ + ": its lock files keep changing (other workers are taking it)";
+  return false;
+}
+
+void ShardLock::heartbeat() {
+  const auto every = std::chrono::duration<double>(std::min(60.0, stale_s_ / 10));
+  std::unique_lock<std::mutex> lk(beat_mu_);
+  while (!beat_cv_.wait_for(lk, every, [&] { return beat_stop_; }))
+    if (::futimens(file_fd_, nullptr) != 0) beat_failed_ = true;
+}
+
+void ShardLock::check_held() const {
+  if (file_fd_ < 0) return;
+  struct stat st {};
+  const std::string next = gen_path(gen_ + 1);
+  std::string why;
+  if (::fstat(file_fd_, &st) != 0 || st.st_nlink == 0)
+    why = "its lock file " + gen_path(gen_) + " was removed";
+  else if (::stat(next.c_str(), &st) == 0)
+    why = "another worker judged its lock stale and took it over (" + next +
+          "; was this process stopped longer than RECAP_LOCK_STALE_SECONDS?)";
+  else if (beat_failed_)
+    why = "its lock file " + gen_path(gen_) + " could not be refreshed";
+  if (!why.empty()) throw io::IoError("shard " + shard_ + ": lost the shard lock: " + why);
+}
+
+ShardLock::~ShardLock() {
+  if (beat_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lk(beat_mu_);
+      beat_stop_ = true;
+    }
+    beat_cv_.notify_all();
+    beat_.join();
+  }
+  if (file_fd_ >= 0) {
+    // Once the shard is done, stale generations left by dead owners go too (lowest first: a
+    // worker creating generation 0 meanwhile only finds the shard done). Before that they
+    // must stay, or a newcomer could create a generation below a live one.
+    if (finished_)
+      for (int64_t g = 0; g < gen_; ++g) ::unlink(gen_path(g).c_str());
+    ::unlink(gen_path(gen_).c_str());
+    ::close(file_fd_);
+  }
+  if (finished_ && (flock_fd_ >= 0 || flock_file_made_)) ::unlink(base_.c_str());
+  if (flock_fd_ >= 0) ::close(flock_fd_);
+}
+
+// ---------------------------------------------------------------- probing and opening
+
 ShardProbe probe_shard(const std::string& out_dir, const std::string& shard, const std::string& fingerprint) {
   ShardProbe p;
   std::string why;
@@ -98,38 +391,77 @@ ShardProbe probe_shard(const std::string& out_dir, const std::string& shard, con
       p.detail = log + " " + why;
     }
   }
+  // A published tar without stats is resumable when a finisher was killed between publishing
+  // the tar and creating the stats: its partial log is still there, and its partial tar is
+  // gone or is the same file (killed between link and unlink). Any other tar was not left by
+  // such a run and is never replaced silently.
+  const std::string tar = shard_tar_path(out_dir, shard);
+  struct stat ft {};
+  struct stat pt {};
+  if (p.state == ShardState::Todo && ::stat(tar.c_str(), &ft) == 0) {
+    const bool has_partial = ::stat(tar_partial_path(out_dir, shard).c_str(), &pt) == 0;
+    const bool same = has_partial && pt.st_dev == ft.st_dev && pt.st_ino == ft.st_ino;
+    const bool has_log = io::file_exists(log);
+    if (!has_log || (has_partial && !same)) {
+      // A finisher creates the stats before removing its log: they may have appeared since.
+      if (io::file_exists(stats)) return probe_shard(out_dir, shard, fingerprint);
+      p.state = ShardState::Conflict;
+      p.detail = tar + " exists without " + io::base_name(stats) +
+                 (has_log ? " and is not the unfinished run's partial tar"
+                          : " or a partial log to resume from (not left by an interrupted run)");
+    }
+  }
   return p;
 }
 
 std::unique_ptr<ShardOutput> ShardOutput::open(const std::string& out_dir, const std::string& shard,
                                                const std::string& fingerprint, bool overwrite, int64_t mtime,
                                                ShardProbe* probe) {
+  // A done shard stays done: no need to lock it to skip it.
+  *probe = probe_shard(out_dir, shard, fingerprint);
+  if (probe->state == ShardState::Done) return nullptr;
   std::unique_ptr<ShardOutput> o(new ShardOutput());
   o->out_dir_ = out_dir;
   o->shard_ = shard;
   o->fingerprint_ = fingerprint;
   o->mtime_ = mtime;
-  o->lock_path_ = io::join_path(out_dir, "." + shard + ".lock");
   o->tar_partial_ = tar_partial_path(out_dir, shard);
   o->log_partial_ = log_partial_path(out_dir, shard);
-  o->lock_fd_ = ::open(o->lock_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
-  if (o->lock_fd_ < 0) throw io::IoError("cannot create " + o->lock_path_ + ": " + std::strerror(errno));
-  if (::flock(o->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+  std::string busy;
+  o->lock_ = ShardLock::acquire(out_dir, shard, &busy);
+  if (!o->lock_) {
     probe->state = ShardState::Busy;
-    probe->detail = "another process is working on shard " + shard;
+    probe->detail = busy;
     return nullptr;
   }
   // Under the lock, look again: another worker may have finished it meanwhile.
   *probe = probe_shard(out_dir, shard, fingerprint);
   if (probe->state == ShardState::Done) return nullptr;
+  const std::string tar = shard_tar_path(out_dir, shard);
   if (probe->state == ShardState::Conflict) {
     if (!overwrite) throw FingerprintMismatch(probe->detail + "; pass --overwrite to replace it");
     // Replace: the old done marker goes first, so the shard never looks done with mixed data.
     ::unlink(shard_stats_path(out_dir, shard).c_str());
+    ::unlink(tar.c_str());
+    ::unlink(shard_jsonl_path(out_dir, shard).c_str());
     ::unlink(o->log_partial_.c_str());
     ::unlink(o->tar_partial_.c_str());
     io::fsync_dir(out_dir);
     probe->state = ShardState::Todo;
+  }
+  // A publish cut short (probe_shard found it resumable): the published tar goes back under
+  // the temp name, to be resumed and published again.
+  struct stat ft {};
+  struct stat pt {};
+  if (::stat(tar.c_str(), &ft) == 0) {
+    if (::stat(o->tar_partial_.c_str(), &pt) == 0) {
+      if (pt.st_dev != ft.st_dev || pt.st_ino != ft.st_ino)
+        throw io::IoError(tar + " and " + o->tar_partial_ + " differ (changed while locked?)");
+      if (::unlink(tar.c_str()) != 0) throw io::IoError("cannot remove " + tar + ": " + std::strerror(errno));
+    } else if (::rename(tar.c_str(), o->tar_partial_.c_str()) != 0) {
+      throw io::IoError("cannot rename " + tar + ": " + std::strerror(errno));
+    }
+    io::fsync_dir(out_dir);
   }
   o->load_partial(overwrite);
   return o;
@@ -191,6 +523,7 @@ void ShardOutput::load_partial(bool /*overwrite*/) {
 
 void ShardOutput::append(const SampleOutcome& s) {
   if (finished_) throw std::logic_error("append after finish");
+  lock_->check_held();
   if (!done_.insert(s.index).second) return;  // already recorded (resume): never twice
   if (log_.bytes_written() == 0) {
     ordered_json h;
@@ -273,11 +606,21 @@ nlohmann::ordered_json ShardOutput::finish(const ordered_json& extra, double sta
   for (auto it = extra.begin(); it != extra.end(); ++it) st[it.key()] = it.value();
   st["fingerprint"] = fingerprint_;
 
-  // 1. tar
+  // 1. tar: link, not rename, so that an existing final tar is never replaced.
+  lock_->check_held();
   tar_.write(io::tar_end_bytes());
   tar_.sync();
   tar_.close();
-  io::publish_file(tar_partial_, shard_tar_path(out_dir_, shard_), false);
+  const std::string final_tar = shard_tar_path(out_dir_, shard_);
+  if (::link(tar_partial_.c_str(), final_tar.c_str()) != 0) {
+    const int e = errno;
+    if (e == EEXIST)
+      throw io::IoError(final_tar + " appeared while this process held the shard lock; it is left alone, " +
+                        "this run's tar stays in " + tar_partial_ + " and the shard is not marked done");
+    throw io::IoError("cannot publish " + final_tar + ": " + std::strerror(e));
+  }
+  ::unlink(tar_partial_.c_str());
+  io::fsync_dir(out_dir_);
   // 2. sidecar
   io::atomic_write(shard_jsonl_path(out_dir_, shard_), sidecar);
   // 3. stats, last: the done marker.
@@ -289,14 +632,10 @@ nlohmann::ordered_json ShardOutput::finish(const ordered_json& extra, double sta
                       " appeared while this process held the shard lock");
   ::unlink(log_partial_.c_str());
   finished_ = true;
+  lock_->mark_finished();
   return st;
 }
 
-ShardOutput::~ShardOutput() {
-  if (lock_fd_ >= 0) {
-    if (finished_) ::unlink(lock_path_.c_str());
-    ::close(lock_fd_);
-  }
-}
+ShardOutput::~ShardOutput() = default;
 
 }  // namespace recap::engine

@@ -4,17 +4,43 @@
 //   {out}/.{shard}.lock          flock'ed while a process works on the shard (a second worker
 //                                given the same shard skips it; released by the kernel if the
 //                                process dies, even by kill -9)
+//   {out}/.{shard}.lock.{gen}    instead, where flock is unavailable: a lock file (see below)
 //   {out}/.{shard}.tar.partial   the tar being built: members appended per finished sample
 //   {out}/.{shard}.log.partial   one JSON line per finished sample (its sidecar record, its input
 //                                index and the tar size after its members), appended and flushed
 //                                after the sample's tar members; line 1 records the fingerprint
 //
-// On resume the log is read back, a torn last line dropped, every record whose tar members
-// are not wholly in the partial tar dropped, and the tar truncated to the end of the last
-// kept record; those samples are not recomputed. finish() then publishes, in this order:
-// {shard}.tar (end blocks appended, renamed), {shard}.jsonl (every sample's record sorted
-// by input index, failures included), and LAST {shard}_stats.json (exclusive create), the
-// done marker: a shard is done iff its stats file exists.
+// Only the lock holder ever writes the partial files, so two workers never write the same
+// temp file. On resume the log is read back, a torn last line dropped, every record whose tar
+// members are not wholly in the partial tar dropped, and the tar truncated to the end of the
+// last kept record; those samples are not recomputed. finish() then publishes, in this order:
+// {shard}.tar (end blocks appended, then link()ed to the final name, which fails if that name
+// exists: a published tar is never replaced), {shard}.jsonl (every sample's record sorted by
+// input index, failures included), and LAST {shard}_stats.json (exclusive create), the done
+// marker: a shard is done iff its stats file exists. A run killed between publishing the tar
+// and the stats resumes from the published tar (it goes back under its temp name).
+//
+// Locking, RECAP_LOCK_MODE=auto|flock|file (default auto):
+//   flock  flock(LOCK_EX|LOCK_NB) on .{shard}.lock; only EWOULDBLOCK means busy, any other
+//          error fails loudly (io::IoError).
+//   auto   flock, but where the filesystem has none (ENOSYS, EOPNOTSUPP, ENOLCK: Lustre
+//          mounted noflock, NFS without lockd, some FUSE) lock files instead.
+//   file   lock files only. Every worker on one output directory must lock the same way:
+//          set file on all of them when some nodes lack flock, or when flock is node-local
+//          (Lustre localflock).
+// A lock file .{shard}.lock.{gen} is created with O_CREAT|O_EXCL and holds the owner's host,
+// boot id, pid namespace, pid, process start time and the time; the owner refreshes its mtime
+// every min(60 s, stale/10) and removes it when done. A worker takes the shard by creating
+// the next generation, which it may only do when every existing generation is stale:
+//   - its owner is on this host (same hostname, boot id and pid namespace) and that pid is
+//     gone or belongs to another process (start time differs), or
+//   - its mtime is older than RECAP_LOCK_STALE_SECONDS (default 1800; clocks are assumed to
+//     agree within minutes).
+// A live owner on this host is never judged stale, however old its file. Two workers breaking
+// the same stale lock race for one exclusive create: exactly one wins. A holder whose lock was
+// taken over anyway (stopped longer than the stale time) notices before its next write (a
+// newer generation exists) and fails instead of writing. Old generations are removed when the
+// shard is done.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -28,6 +54,8 @@
 #include "io/fileutil.h"
 
 namespace recap::engine {
+
+class ShardLock;  // shard_output.cpp
 
 // A shard output that exists with another fingerprint (refused unless --overwrite).
 struct FingerprintMismatch : std::runtime_error {
@@ -53,7 +81,7 @@ enum class ShardState {
 
 struct ShardProbe {
   ShardState state = ShardState::Todo;
-  std::string detail;  // for Conflict: which file and which fingerprint
+  std::string detail;  // for Conflict: which file and which fingerprint; for Busy: who holds it
 };
 
 std::string shard_stats_path(const std::string& out_dir, const std::string& shard);
@@ -67,7 +95,8 @@ class ShardOutput {
  public:
   // Locks and opens the shard (resuming a partial run). Returns null with *probe set when
   // the shard is Busy or Done (nothing to do). Throws FingerprintMismatch on a conflict
-  // unless `overwrite` (then the old outputs and partial files are discarded).
+  // unless `overwrite` (then the old outputs and partial files are discarded), io::IoError
+  // when the shard cannot be locked (see RECAP_LOCK_MODE above).
   static std::unique_ptr<ShardOutput> open(const std::string& out_dir, const std::string& shard,
                                            const std::string& fingerprint, bool overwrite, int64_t mtime,
                                            ShardProbe* probe);
@@ -79,9 +108,11 @@ class ShardOutput {
   int64_t resumed_count() const { return resumed_; }
 
   // Appends one sample (tar members for a success, then its log line). Not thread safe.
+  // Throws io::IoError when the shard lock was lost (lock files only).
   void append(const SampleOutcome& s);
   // Publishes tar, sidecar and stats (extra keys merged into the computed stats). Returns
   // the stats written. After finish() the object only holds its lock until destroyed.
+  // Throws io::IoError, leaving the shard not done, when {shard}.tar already exists.
   nlohmann::ordered_json finish(const nlohmann::ordered_json& extra_stats, double start_time,
                                 double end_time);
 
@@ -91,9 +122,9 @@ class ShardOutput {
 
   std::string out_dir_, shard_, fingerprint_;
   int64_t mtime_ = 0;
-  int lock_fd_ = -1;
+  std::unique_ptr<ShardLock> lock_;  // declared before the files: released after they close
   io::OutFile tar_, log_;
-  std::string tar_partial_, log_partial_, lock_path_;
+  std::string tar_partial_, log_partial_;
   std::set<int64_t> done_;
   std::map<int64_t, std::string> records_;  // index -> sidecar line (compact JSON)
   int64_t resumed_ = 0;

@@ -1,5 +1,12 @@
 #include "engine/sources.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <set>
@@ -35,18 +42,240 @@ std::string shard_name(int64_t id) {
 }
 }  // namespace
 
+// ---------------------------------------------------------------- counting list records
+
+namespace {
+
+// A list file's bytes in chunks, gunzipped when it starts with the gzip magic (whatever its
+// name, like io::read_maybe_gzip; concatenated members included), without holding the file.
+class ChunkReader {
+ public:
+  explicit ChunkReader(const std::string& path) : path_(path) {
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) throw InputError("cannot open " + path + ": " + std::strerror(errno));
+    raw_.resize(1 << 20);
+    fill();
+    if (raw_len_ >= 2 && static_cast<unsigned char>(raw_[0]) == 0x1f &&
+        static_cast<unsigned char>(raw_[1]) == 0x8b) {
+      gzip_ = true;
+      if (inflateInit2(&zs_, 16 + MAX_WBITS) != Z_OK) throw InputError(path + ": zlib init failed");
+      zs_.next_in = reinterpret_cast<Bytef*>(raw_.data());
+      zs_.avail_in = static_cast<uInt>(raw_len_);
+      out_.resize(1 << 20);
+    }
+  }
+  ~ChunkReader() {
+    if (gzip_) inflateEnd(&zs_);
+    ::close(fd_);
+  }
+  ChunkReader(const ChunkReader&) = delete;
+  ChunkReader& operator=(const ChunkReader&) = delete;
+
+  // The next chunk of (decompressed) text; false at the end. Throws InputError.
+  bool next(const char** data, size_t* n) {
+    if (!gzip_) {
+      if (!first_done_) {
+        first_done_ = true;
+      } else {
+        fill();
+      }
+      *data = raw_.data();
+      *n = raw_len_;
+      return raw_len_ > 0;
+    }
+    while (!ended_) {
+      if (zs_.avail_in == 0) {
+        fill();
+        if (raw_len_ == 0) throw InputError(path_ + ": truncated gzip stream");
+        zs_.next_in = reinterpret_cast<Bytef*>(raw_.data());
+        zs_.avail_in = static_cast<uInt>(raw_len_);
+      }
+      zs_.next_out = reinterpret_cast<Bytef*>(out_.data());
+      zs_.avail_out = static_cast<uInt>(out_.size());
+      int rc = inflate(&zs_, Z_NO_FLUSH);
+      const size_t got = out_.size() - zs_.avail_out;
+      if (rc == Z_STREAM_END) {
+        // Another member may follow, in this buffer or the next read.
+        if (zs_.avail_in == 0) {
+          fill();
+          zs_.next_in = reinterpret_cast<Bytef*>(raw_.data());
+          zs_.avail_in = static_cast<uInt>(raw_len_);
+        }
+        if (zs_.avail_in == 0)
+          ended_ = true;
+        else
+          inflateReset(&zs_);
+      } else if (rc != Z_OK && !(rc == Z_BUF_ERROR && zs_.avail_in == 0)) {
+        throw InputError(path_ + ": corrupt gzip stream (" + (zs_.msg ? zs_.msg : "invalid data") + ")");
+      }
+      if (got > 0) {
+        *data = out_.data();
+        *n = got;
+        return true;
+      }
+    }
+    return false;
+  }
+
+ private:
+  void fill() {
+    for (;;) {
+      ssize_t r = ::read(fd_, raw_.data(), raw_.size());
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) throw InputError("cannot read " + path_ + ": " + std::strerror(errno));
+      raw_len_ = static_cast<size_t>(r);
+      return;
+    }
+  }
+
+  std::string path_;
+  int fd_ = -1;
+  std::string raw_, out_;
+  size_t raw_len_ = 0;
+  bool gzip_ = false, first_done_ = false, ended_ = false;
+  z_stream zs_{};
+};
+
+// The header checks of io::read_list_file for TSV/CSV (mirrored here so that counting needs no
+// parse; tests/scaleout/test_plan_shards.cpp checks that both accept and refuse the same
+// headers): the url column, by its configured name or else an img2dataset alias, must exist.
+bool split_csv_header(const std::string& line, std::vector<std::string>* out, std::string* err) {
+  out->clear();
+  std::string cur;
+  size_t i = 0;
+  for (;;) {
+    cur.clear();
+    if (i < line.size() && line[i] == '"') {
+      ++i;
+      for (;;) {
+        if (i >= line.size()) {
+          *err = "unterminated quoted field";
+          return false;
+        }
+        if (line[i] == '"') {
+          if (i + 1 < line.size() && line[i + 1] == '"') {
+            cur.push_back('"');
+            i += 2;
+            continue;
+          }
+          ++i;
+          break;
+        }
+        cur.push_back(line[i++]);
+      }
+      if (i < line.size() && line[i] != ',') {
+        *err = "characters after a closing quote";
+        return false;
+      }
+    } else {
+      while (i < line.size() && line[i] != ',') cur.push_back(line[i++]);
+    }
+    out->push_back(cur);
+    if (i >= line.size()) return true;
+    ++i;
+  }
+}
+
+void check_list_header(const std::string& path, io::ListFormat format, int64_t line_no,
+                       const std::string& line, const io::ListColumns& columns) {
+  const std::string where = path + ":" + std::to_string(line_no) + ": ";
+  std::vector<std::string> header;
+  if (format == io::ListFormat::Csv) {
+    std::string err;
+    if (!split_csv_header(line, &header, &err)) throw InputError(where + "malformed header (" + err + ")");
+  } else {
+    size_t start = 0;
+    for (;;) {
+      size_t t = line.find('\t', start);
+      header.push_back(line.substr(start, t == std::string::npos ? std::string::npos : t - start));
+      if (t == std::string::npos) break;
+      start = t + 1;
+    }
+  }
+  auto has = [&](const std::string& c) {
+    return !c.empty() && std::find(header.begin(), header.end(), c) != header.end();
+  };
+  if (has(columns.url)) return;
+  if (!columns.strict)
+    for (const char* alias : {"url", "URL", "image_url", "img_url", "link", "image"})
+      if (has(alias)) return;
+  std::string names;
+  for (auto& h : header) {
+    if (!names.empty()) names += ", ";
+    names += h;
+  }
+  throw InputError(where + "header has no '" + columns.url + "' column (columns: " + names + ")");
+}
+
+}  // namespace
+
+int64_t count_list_records(const std::string& path, const io::ListColumns& columns) {
+  io::ListFormat format;
+  try {
+    format = io::list_format_from_name(path);
+  } catch (const io::ListError& e) {
+    throw InputError(e.what());
+  }
+  const bool has_header = format == io::ListFormat::Tsv || format == io::ListFormat::Csv;
+  ChunkReader reader(path);
+  // io::read_list_file's lines: split at '\n', one trailing '\r' dropped, blank when only
+  // spaces and tabs remain. Per line: has a character other than space or tab been seen
+  // (`content`), and is the last one seen a '\r' that only counts if more follows (`cr`).
+  int64_t records = 0, line_no = 1;
+  bool content = false, cr = false, header_seen = !has_header;
+  std::string header;  // the header line, while it is being read
+  auto end_line = [&] {
+    if (content) {
+      if (header_seen) {
+        ++records;
+      } else {
+        check_list_header(path, format, line_no, header, columns);
+        header_seen = true;
+      }
+    }
+    header.clear();
+    content = cr = false;
+    ++line_no;
+  };
+  const char* data;
+  size_t n;
+  while (reader.next(&data, &n)) {
+    const char* p = data;
+    const char* const end = data + n;
+    while (p < end) {
+      const char* nl = static_cast<const char*>(std::memchr(p, '\n', static_cast<size_t>(end - p)));
+      const char* stop = nl ? nl : end;
+      if (!header_seen) header.append(p, static_cast<size_t>(stop - p));
+      // Once a line has content the rest of it need not be looked at.
+      for (const char* q = p; q < stop && !content; ++q) {
+        if (*q == '\r') {
+          content = cr;  // a '\r' followed by anything is content
+          cr = true;
+        } else if (*q == ' ' || *q == '\t') {
+          content = cr;
+          cr = false;
+        } else {
+          content = true;
+        }
+      }
+      if (!nl) break;
+      if (!header_seen && !header.empty() && header.back() == '\r') header.pop_back();
+      end_line();
+      p = nl + 1;
+    }
+  }
+  if (!header_seen && !header.empty() && header.back() == '\r') header.pop_back();
+  end_line();  // a last line without '\n' (nothing happens for an empty one)
+  return records;
+}
+
 std::vector<ShardSpec> plan_shards(const InputOptions& opts, std::vector<std::string>* warnings) {
   if (opts.samples_per_shard < 1) throw InputError("--samples-per-shard must be at least 1");
   std::vector<ShardSpec> shards;
   int64_t shard_id = 0;
   for (auto& path : expand_all(opts.lists)) {
-    io::ListFile lf;
-    try {
-      lf = io::read_list_file(path, opts.columns);
-    } catch (const io::ListError& e) {
-      throw InputError(e.what());
-    }
-    const int64_t n = static_cast<int64_t>(lf.records.size());
+    // Only counted here: the rows are parsed by the worker that opens one of the shards.
+    const int64_t n = count_list_records(path, opts.columns);
     if (n == 0 && warnings) warnings->push_back(path + ": no samples");
     for (int64_t first = 0; first < n; first += opts.samples_per_shard) {
       ShardSpec s;

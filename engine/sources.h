@@ -3,7 +3,8 @@
 // List inputs (--list, brace patterns allowed): each list file is cut into shards of
 // --samples-per-shard data lines, numbered globally in input order (img2dataset style:
 // names "00000", "00001", ...; keys from the key column, else img2dataset's compute_key).
-// A malformed line keeps its position and key and becomes a failed sample.
+// A malformed line keeps its position and key and becomes a failed sample. Planning only
+// counts records; a list's rows are parsed when a shard of it is opened (open_shard).
 // Tar inputs (--input, webdataset shards): one output shard per input tar, named after the
 // input's basename; members are grouped into samples by key; keys are preserved.
 #pragma once
@@ -53,10 +54,17 @@ struct InputOptions {
   int64_t samples_per_shard = 10000;
 };
 
-// Expands patterns, reads each list once to count its lines, and returns every shard in
-// input order. Throws InputError (missing list/tar, bad list header, duplicate tar names,
-// no input at all).
+// Expands patterns, counts each list's records (count_list_records: no row is parsed or
+// kept, so planning 10,000 lists costs one read of each, not a parse) and returns every shard
+// in input order. Throws InputError (missing list/tar, bad list header, corrupt .gz,
+// duplicate tar names, no input at all).
 std::vector<ShardSpec> plan_shards(const InputOptions& opts, std::vector<std::string>* warnings);
+
+// The number of records io::read_list_file(path, columns) would return (data lines that are
+// not blank, malformed ones included; the header line of a TSV/CSV is checked, not counted),
+// found with a byte scan of the (decompressed) file. Throws InputError where read_list_file
+// throws ListError.
+int64_t count_list_records(const std::string& path, const io::ListColumns& columns);
 
 // Iterates the samples of one shard in order.
 class SampleStream {
