@@ -725,8 +725,13 @@ void CaptionRun::encode_ready() {
   if (vision_) {
     VisionBatch done;
     if (vision_->collect(&done, 0)) finish_encoded(done);
-    if (!vision_->busy() && !ready_.empty() && encoded_.size() < want && !stop_requested()) {
-      // Alone, the tower gets every thread; beside a running decoder, half of them.
+    // The tower overlaps decode steps, which are memory-bound and leave compute to spare;
+    // beside a prefill (compute-bound like the tower) splitting the cores gains nothing, so a
+    // batch starts only when the scheduler is idle (all threads) or will only decode (half
+    // of them): prompts already encoded and waiting will be prefilled first.
+    const bool decode_only = !sched_->idle() && !sched_->has_pending_prefill() && encoded_.empty();
+    if (!vision_->busy() && !ready_.empty() && encoded_.size() < want && !stop_requested() &&
+        (sched_->idle() || decode_only)) {
       const int t = sched_->idle() ? threads_ : std::max(1, threads_ / 2);
       vision_->submit(take_ready_batch(t));
     }
@@ -903,8 +908,18 @@ int CaptionRun::run() {
       encode_ready();
       admit_encoded();
       if (!sched_->idle()) {
-        // The decoder gets the threads the tower is not using.
-        if (vision_) apply_threads(std::max(1, threads_ - vision_->threads_in_use()));
+        if (vision_) {
+          // A step's thread count holds for the whole step, and a prefill step can be long:
+          // let a tower batch started beside decoding finish first, so the prefill gets
+          // every thread.
+          if (sched_->has_pending_prefill()) {
+            VisionBatch done;
+            while (vision_->busy())
+              if (vision_->collect(&done, 100)) finish_encoded(done);
+          }
+          // The decoder gets the threads the tower is not using.
+          apply_threads(std::max(1, threads_ - vision_->threads_in_use()));
+        }
         for (auto& r : sched_->step()) on_caption(r);
       } else if (vision_ && vision_->busy()) {
         // Nothing to decode until the tower finishes (the start of a run, or the input

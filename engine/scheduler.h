@@ -63,6 +63,9 @@ class Scheduler {
   std::vector<CaptionResult> step();
 
   bool idle() const { return running_.empty() && pending_.empty(); }
+  // True when the next step prefills admitted prompts (compute-bound) rather than only
+  // decoding one token per running sequence (memory-bound).
+  bool has_pending_prefill() const { return !pending_.empty(); }
   int running_sequences() const { return static_cast<int>(running_.size()); }
   int64_t tokens_generated() const { return tokens_generated_; }
   int64_t tokens_prefilled() const { return tokens_prefilled_; }
