@@ -612,14 +612,27 @@ nlohmann::ordered_json ShardOutput::finish(const ordered_json& extra, double sta
   tar_.sync();
   tar_.close();
   const std::string final_tar = shard_tar_path(out_dir_, shard_);
-  if (::link(tar_partial_.c_str(), final_tar.c_str()) != 0) {
+  const std::string appeared = final_tar + " appeared while this process held the shard lock; it is left " +
+                               "alone, this run's tar stays in " + tar_partial_ +
+                               " and the shard is not marked done";
+  if (::link(tar_partial_.c_str(), final_tar.c_str()) == 0) {
+    ::unlink(tar_partial_.c_str());
+  } else {
     const int e = errno;
-    if (e == EEXIST)
-      throw io::IoError(final_tar + " appeared while this process held the shard lock; it is left alone, " +
-                        "this run's tar stays in " + tar_partial_ + " and the shard is not marked done");
-    throw io::IoError("cannot publish " + final_tar + ": " + std::strerror(e));
+    if (e == EEXIST) throw io::IoError(appeared);
+    // Filesystems without hard links (some FUSE and object-store mounts, SMB) refuse link():
+    // rename with RENAME_NOREPLACE where supported, else, under the shard lock that keeps a
+    // second writer out, a check that nothing is there yet and a plain rename.
+    if (e != EPERM && e != ENOTSUP && e != EOPNOTSUPP && e != ENOSYS && e != EXDEV && e != EMLINK)
+      throw io::IoError("cannot publish " + final_tar + ": " + std::strerror(e));
+    if (::renameat2(AT_FDCWD, tar_partial_.c_str(), AT_FDCWD, final_tar.c_str(), RENAME_NOREPLACE) != 0) {
+      if (errno == EEXIST) throw io::IoError(appeared);
+      struct stat existing;
+      if (::stat(final_tar.c_str(), &existing) == 0) throw io::IoError(appeared);
+      if (::rename(tar_partial_.c_str(), final_tar.c_str()) != 0)
+        throw io::IoError("cannot publish " + final_tar + ": " + std::strerror(errno));
+    }
   }
-  ::unlink(tar_partial_.c_str());
   io::fsync_dir(out_dir_);
   // 2. sidecar
   io::atomic_write(shard_jsonl_path(out_dir_, shard_), sidecar);

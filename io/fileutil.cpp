@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>  // renameat2 (glibc >= 2.28)
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -121,6 +122,53 @@ std::string write_temp(const std::string& final_path, std::string_view data) {
 }
 }  // namespace
 
+namespace {
+// Exclusive publish where the filesystem refuses hard links (some FUSE and object-store
+// mounts, SMB): rename with RENAME_NOREPLACE (atomic and exclusive) where the filesystem
+// supports it, else create the final name with O_EXCL and copy the data in (exclusive, but a
+// reader may see the file before it is complete).
+bool publish_without_link(const std::string& temp_path, const std::string& final_path) {
+  if (::renameat2(AT_FDCWD, temp_path.c_str(), AT_FDCWD, final_path.c_str(), RENAME_NOREPLACE) == 0) {
+    fsync_dir(dir_name(final_path));
+    return true;
+  }
+  if (errno == EEXIST) {
+    ::unlink(temp_path.c_str());
+    return false;
+  }
+  std::string data;
+  try {
+    data = read_file(temp_path);
+  } catch (...) {
+    ::unlink(temp_path.c_str());
+    throw;
+  }
+  ::unlink(temp_path.c_str());
+  const int fd = ::open(final_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+  if (fd < 0) {
+    if (errno == EEXIST) return false;
+    throw IoError(errno_text("cannot create", final_path));
+  }
+  size_t off = 0;
+  while (off < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + off, data.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int e = errno;
+      ::close(fd);
+      ::unlink(final_path.c_str());
+      errno = e;
+      throw IoError(errno_text("cannot write", final_path));
+    }
+    off += static_cast<size_t>(n);
+  }
+  ::fsync(fd);
+  ::close(fd);
+  fsync_dir(dir_name(final_path));
+  return true;
+}
+}  // namespace
+
 bool publish_file(const std::string& temp_path, const std::string& final_path, bool exclusive) {
   if (!exclusive) {
     if (::rename(temp_path.c_str(), final_path.c_str()) != 0) {
@@ -134,8 +182,13 @@ bool publish_file(const std::string& temp_path, const std::string& final_path, b
   }
   if (::link(temp_path.c_str(), final_path.c_str()) != 0) {
     int e = errno;
+    if (e == EEXIST) {
+      ::unlink(temp_path.c_str());
+      return false;
+    }
+    if (e == EPERM || e == ENOTSUP || e == EOPNOTSUPP || e == ENOSYS || e == EMLINK || e == EXDEV)
+      return publish_without_link(temp_path, final_path);
     ::unlink(temp_path.c_str());
-    if (e == EEXIST) return false;
     errno = e;
     throw IoError(errno_text("cannot create", final_path));
   }

@@ -32,6 +32,7 @@ namespace io = recap::io;
 
 namespace {
 std::atomic<int> g_flock_errno{0};  // nonzero: flock fails with it
+std::atomic<int> g_link_errno{0};   // nonzero: link fails with it (a filesystem without hard links)
 enum class Crash { None, AfterTarLink, AfterPartialUnlink };
 Crash g_crash = Crash::None;  // set in forked children only
 
@@ -52,6 +53,10 @@ extern "C" int flock(int fd, int op) noexcept {
 
 extern "C" int link(const char* from, const char* to) noexcept {
   static auto real = reinterpret_cast<int (*)(const char*, const char*)>(dlsym(RTLD_NEXT, "link"));
+  if (int e = g_link_errno.load()) {
+    errno = e;
+    return -1;
+  }
   int rc = real(from, to);
   if (rc == 0 && g_crash == Crash::AfterTarLink && ends_with(to, ".tar")) ::_exit(137);
   return rc;
@@ -414,6 +419,50 @@ TEST(ShardOutputPublish, NeverReplacesAnExistingFinalTar) {
   ShardProbe p;
   EXPECT_THROW(open_shard(dir, "00005", &p), FingerprintMismatch);
   EXPECT_EQ(io::read_file(dir + "/00005.tar"), "stray");
+}
+
+// Where link() is refused (FUSE/object-store mounts, SMB: EPERM, EOPNOTSUPP, ...) the tar is
+// published by rename under the shard lock, still never over an existing final tar; another
+// link error stops the shard with the reason.
+TEST(ShardOutputPublish, WithoutHardLinksRenamePublishes) {
+  struct LinkFails {
+    explicit LinkFails(int e) { g_link_errno = e; }
+    ~LinkFails() { g_link_errno = 0; }
+  };
+  for (int e : {EPERM, EOPNOTSUPP}) {
+    LinkFails lf(e);
+    auto dir = make_temp_dir("publish_nolink");
+    ShardProbe p;
+    auto o = open_shard(dir, "00006", &p);
+    ASSERT_TRUE(o);
+    for (int i = 0; i < 4; ++i) o->append(outcome(i, i % 3 != 1));
+    o->finish({}, 1, 2);
+    o.reset();
+    expect_published(dir, "00006", 4);
+    // An existing final tar is still left alone.
+    auto o2 = open_shard(dir, "00007", &p);
+    ASSERT_TRUE(o2);
+    o2->append(outcome(0));
+    io::atomic_write(dir + "/00007.tar", "someone else's tar");
+    EXPECT_THROW(o2->finish({}, 1, 2), io::IoError);
+    o2.reset();
+    EXPECT_EQ(io::read_file(dir + "/00007.tar"), "someone else's tar");
+  }
+  LinkFails lf(EIO);
+  auto dir = make_temp_dir("publish_eio");
+  ShardProbe p;
+  auto o = open_shard(dir, "00008", &p);
+  ASSERT_TRUE(o);
+  o->append(outcome(0));
+  try {
+    o->finish({}, 1, 2);
+    ADD_FAILURE() << "finish succeeded although link() failed with EIO";
+  } catch (const io::IoError& err) {
+    EXPECT_NE(std::string(err.what()).find("cannot publish"), std::string::npos) << err.what();
+  }
+  o.reset();
+  EXPECT_FALSE(io::file_exists(dir + "/00008.tar"));
+  EXPECT_FALSE(io::file_exists(dir + "/00008_stats.json"));
 }
 
 TEST(ShardOutputPublish, KilledWhilePublishingTheRerunFinishes) {
