@@ -111,7 +111,8 @@ struct OpenShard {
   std::unique_ptr<ShardOutput> out;
   std::unique_ptr<SampleStream> stream;
   bool exhausted = false;
-  std::string failure;  // input error: the shard cannot be finished
+  std::string failure;         // input or output error: the shard cannot be finished
+  bool output_failed = false;  // its files cannot be written (lost lock, disk error): no more appends
   int64_t in_flight = 0;
   int64_t new_samples = 0, new_successes = 0;
   double start_time = 0;
@@ -300,6 +301,11 @@ void CaptionRun::setup() {
     rep_.line(
         "warning: --num-captions " + std::to_string(o_.num_captions) +
         " with greedy decoding gives identical captions; set --temperature (and --top-k/--top-p) to sample");
+  try {
+    validate_lock_settings();
+  } catch (const io::IoError& e) {
+    throw UsageError(e.what());
+  }
   ThreadBudget tb = resolve_threads(o_.threads);
   apply_threads(tb.threads);
   threads_ = tb.threads;
@@ -512,6 +518,11 @@ bool CaptionRun::open_next_shard() {
       out = ShardOutput::open(o_.out_dir, spec.name, fingerprint_, o_.overwrite, mtime_, &probe);
     } catch (const FingerprintMismatch& e) {
       throw UsageError(e.what());
+    } catch (const io::IoError& e) {  // this shard's files or lock: the others may still work
+      rep_.line("shard " + spec.name + ": error: " + e.what(), true);
+      tot_.shards_failed++;
+      had_failure_ = true;
+      continue;
     }
     if (!out) {
       if (probe.state == ShardState::Done) {
@@ -606,9 +617,18 @@ void CaptionRun::write_outcome(OpenShard* sh, SampleOutcome&& oc) {
   tot_.by_status[oc.meta.value("status", std::string("?"))]++;
   tot_.tokens_out += oc.meta.value("tokens_out", int64_t(0));
   tot_.tokens_in += oc.meta.value("tokens_in", int64_t(0));
-  sh->out->append(oc);
-  sh->new_samples++;
   sh->in_flight--;
+  if (sh->output_failed) return;  // not written; a rerun redoes it
+  try {
+    sh->out->append(oc);
+  } catch (const io::IoError& e) {
+    // One shard's output failing (a lost lock, a full disk) fails that shard; the others go on.
+    sh->output_failed = true;
+    sh->exhausted = true;
+    sh->failure = std::string("output: ") + e.what();
+    return;
+  }
+  sh->new_samples++;
 }
 
 // A malformed list line or tar sample is recorded like any failure (the loader turns its
@@ -731,7 +751,7 @@ void CaptionRun::encode_ready() {
     // of them): prompts already encoded and waiting will be prefilled first.
     const bool decode_only = !sched_->idle() && !sched_->has_pending_prefill() && encoded_.empty();
     if (!vision_->busy() && !ready_.empty() && encoded_.size() < want && !stop_requested() &&
-        (sched_->idle() || decode_only)) {
+        ((sched_->idle() && encoded_.empty()) || decode_only)) {
       const int t = sched_->idle() ? threads_ : std::max(1, threads_ / 2);
       vision_->submit(take_ready_batch(t));
     }
@@ -742,7 +762,11 @@ void CaptionRun::encode_ready() {
     const auto& cfg = model_->config();
     b.features.resize(b.tags.size() * static_cast<size_t>(cfg.vision.num_patches() * cfg.text.hidden));
     auto t0 = Clock::now();
-    model_->encode_images(b.pixels.data(), static_cast<int64_t>(b.tags.size()), b.features.data());
+    try {  // as on the tower's thread: a failed batch fails its samples, the run goes on
+      model_->encode_images(b.pixels.data(), static_cast<int64_t>(b.tags.size()), b.features.data());
+    } catch (const std::exception& e) {
+      b.error = e.what();
+    }
     b.ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
     finish_encoded(b);
   }
@@ -838,11 +862,18 @@ void CaptionRun::close_finished_shards() {
       extra["engine_version"] = o_.engine_version;
       extra["shard"] = sh.spec.name;
       extra["input"] = sh.spec.path;
-      auto st = sh.out->finish(extra, sh.start_time, end);
-      tot_.shards_done++;
-      rep_.line("shard " + sh.spec.name + ": done, " + std::to_string(st["count"].get<int64_t>()) +
-                " samples (" + std::to_string(st["successes"].get<int64_t>()) + " ok) in " +
-                fmt_duration(dur) + " -> " + shard_tar_path(o_.out_dir, sh.spec.name));
+      try {
+        auto st = sh.out->finish(extra, sh.start_time, end);
+        tot_.shards_done++;
+        rep_.line("shard " + sh.spec.name + ": done, " + std::to_string(st["count"].get<int64_t>()) +
+                  " samples (" + std::to_string(st["successes"].get<int64_t>()) + " ok) in " +
+                  fmt_duration(dur) + " -> " + shard_tar_path(o_.out_dir, sh.spec.name));
+      } catch (const io::IoError& e) {
+        rep_.line("shard " + sh.spec.name + ": error: cannot publish: " + e.what() + " (not marked done)",
+                  true);
+        tot_.shards_failed++;
+        had_failure_ = true;
+      }
     }
     it = open_.erase(it);
   }

@@ -105,8 +105,11 @@ double stale_seconds_from_env() {
 }
 
 // flock errors that mean "this filesystem cannot flock" rather than "someone holds it".
+// ENOLCK is not one of them: NFS returns it when lockd is unreachable, which can be
+// transient, and a worker that fell back to lock files then would not see a flock holder.
+// It stops the run with a hint instead (RECAP_LOCK_MODE=file on every worker).
 bool flock_unsupported(int e) {
-  return e == ENOSYS || e == EOPNOTSUPP || e == ENOTSUP || e == ENOLCK;
+  return e == ENOSYS || e == EOPNOTSUPP || e == ENOTSUP;
 }
 
 std::string first_line_of(const std::string& path) {
@@ -202,6 +205,11 @@ class ShardLock {
   std::atomic<bool> beat_failed_{false};
 };
 
+void validate_lock_settings() {
+  (void)lock_mode_from_env();
+  (void)stale_seconds_from_env();
+}
+
 std::unique_ptr<ShardLock> ShardLock::acquire(const std::string& out_dir, const std::string& shard,
                                               std::string* busy) {
   const LockMode mode = lock_mode_from_env();
@@ -223,10 +231,14 @@ std::unique_ptr<ShardLock> ShardLock::acquire(const std::string& out_dir, const 
       return nullptr;
     }
     if (mode == LockMode::Flock || !flock_unsupported(e))
-      throw io::IoError("cannot lock " + l->base_ + ": " + std::strerror(e) +
-                        (flock_unsupported(e) ? " (RECAP_LOCK_MODE=flock; this filesystem has no flock: use "
-                                                "RECAP_LOCK_MODE=file or auto)"
-                                              : ""));
+      throw io::IoError(
+          "cannot lock " + l->base_ + ": " + std::strerror(e) +
+          (flock_unsupported(e)
+               ? " (RECAP_LOCK_MODE=flock; this filesystem has no flock: use RECAP_LOCK_MODE=file "
+                 "or auto)"
+           : e == ENOLCK ? " (no lock manager for this filesystem, e.g. NFS without lockd: set "
+                           "RECAP_LOCK_MODE=file on every worker)"
+                         : ""));
     l->flock_file_made_ = true;
     static std::once_flag told;
     std::call_once(told, [&] {
@@ -355,7 +367,11 @@ ShardLock::~ShardLock() {
     // must stay, or a newcomer could create a generation below a live one.
     if (finished_)
       for (int64_t g = 0; g < gen_; ++g) ::unlink(gen_path(g).c_str());
-    ::unlink(gen_path(gen_).c_str());
+    // A holder that was taken over leaves its generation in place: removing it would open a
+    // gap below the new owner's, and a newcomer scanning from 0 would stop at the gap and
+    // create a generation while the new owner still works.
+    struct stat next {};
+    if (finished_ || ::stat(gen_path(gen_ + 1).c_str(), &next) != 0) ::unlink(gen_path(gen_).c_str());
     ::close(file_fd_);
   }
   if (finished_ && (flock_fd_ >= 0 || flock_file_made_)) ::unlink(base_.c_str());
@@ -434,6 +450,9 @@ std::unique_ptr<ShardOutput> ShardOutput::open(const std::string& out_dir, const
     probe->detail = busy;
     return nullptr;
   }
+  // Before touching any file of the shard: the lock must really be ours (a lock-file
+  // generation can be superseded between its creation and here).
+  o->lock_->check_held();
   // Under the lock, look again: another worker may have finished it meanwhile.
   *probe = probe_shard(out_dir, shard, fingerprint);
   if (probe->state == ShardState::Done) return nullptr;

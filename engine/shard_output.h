@@ -88,6 +88,10 @@ std::string shard_stats_path(const std::string& out_dir, const std::string& shar
 std::string shard_tar_path(const std::string& out_dir, const std::string& shard);
 std::string shard_jsonl_path(const std::string& out_dir, const std::string& shard);
 
+// Throws io::IoError naming the variable when RECAP_LOCK_MODE (auto|flock|file) or
+// RECAP_LOCK_STALE_SECONDS (a positive number) is malformed: checked once at start.
+void validate_lock_settings();
+
 // Looks at a shard's outputs without locking (for skipping and up-front refusal).
 ShardProbe probe_shard(const std::string& out_dir, const std::string& shard, const std::string& fingerprint);
 

@@ -66,18 +66,24 @@ std::vector<std::pair<std::string, std::string>> cgroup_v1_cpu_paths() {
 
 int cgroup_cpu_limit() {
   // cgroup v2: "max 100000" or "<quota> <period>", looked up from our cgroup to the root.
+  // The tightest quota on the way up applies (a parent's can be smaller than the leaf's).
   std::string dir = cgroup_v2_dir();
+  int v2 = 0;
   while (!dir.empty()) {
     std::ifstream f(dir + "/cpu.max");
     std::string quota;
     long period = 0;
     if (f >> quota >> period && quota != "max" && period > 0) {
       double q = std::atof(quota.c_str());
-      if (q > 0) return std::max(1, static_cast<int>(std::ceil(q / static_cast<double>(period))));
+      if (q > 0) {
+        const int n = std::max(1, static_cast<int>(std::ceil(q / static_cast<double>(period))));
+        if (v2 == 0 || n < v2) v2 = n;
+      }
     }
     if (dir == "/sys/fs/cgroup") break;
     dir = dir.substr(0, dir.find_last_of('/'));
   }
+  if (v2 > 0) return v2;
   // cgroup v1: our cpu controller's path ("N:cpu,cpuacct:/path" in /proc/self/cgroup) under
   // its mount, walked up to the mount; the tightest quota on the way applies.
   int best = 0;

@@ -125,45 +125,24 @@ std::string write_temp(const std::string& final_path, std::string_view data) {
 namespace {
 // Exclusive publish where the filesystem refuses hard links (some FUSE and object-store
 // mounts, SMB): rename with RENAME_NOREPLACE (atomic and exclusive) where the filesystem
-// supports it, else create the final name with O_EXCL and copy the data in (exclusive, but a
-// reader may see the file before it is complete).
+// supports it; else a check that nothing is there and a plain rename, which keeps readers
+// from ever seeing a partial file but is exclusive only among writers serialised otherwise
+// (the caption engine publishes under its shard lock).
 bool publish_without_link(const std::string& temp_path, const std::string& final_path) {
-  if (::renameat2(AT_FDCWD, temp_path.c_str(), AT_FDCWD, final_path.c_str(), RENAME_NOREPLACE) == 0) {
-    fsync_dir(dir_name(final_path));
-    return true;
-  }
-  if (errno == EEXIST) {
-    ::unlink(temp_path.c_str());
-    return false;
-  }
-  std::string data;
-  try {
-    data = read_file(temp_path);
-  } catch (...) {
-    ::unlink(temp_path.c_str());
-    throw;
-  }
-  ::unlink(temp_path.c_str());
-  const int fd = ::open(final_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-  if (fd < 0) {
-    if (errno == EEXIST) return false;
-    throw IoError(errno_text("cannot create", final_path));
-  }
-  size_t off = 0;
-  while (off < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + off, data.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int e = errno;
-      ::close(fd);
-      ::unlink(final_path.c_str());
-      errno = e;
-      throw IoError(errno_text("cannot write", final_path));
+  if (::renameat2(AT_FDCWD, temp_path.c_str(), AT_FDCWD, final_path.c_str(), RENAME_NOREPLACE) != 0) {
+    const int e = errno;
+    struct stat st {};
+    if (e == EEXIST || ::stat(final_path.c_str(), &st) == 0) {
+      ::unlink(temp_path.c_str());
+      return false;
     }
-    off += static_cast<size_t>(n);
+    if (::rename(temp_path.c_str(), final_path.c_str()) != 0) {
+      const int e2 = errno;
+      ::unlink(temp_path.c_str());
+      errno = e2;
+      throw IoError(errno_text("cannot create", final_path));
+    }
   }
-  ::fsync(fd);
-  ::close(fd);
   fsync_dir(dir_name(final_path));
   return true;
 }

@@ -39,7 +39,8 @@ void atomic_write(const std::string& path, std::string_view data);
 // already exists: the data goes to a temp name and is hard-linked to `path` (link() is
 // atomic and exclusive), then the temp name is removed. Two writers racing for the same
 // final name: exactly one wins. Where the filesystem refuses hard links: rename with
-// RENAME_NOREPLACE, else an O_EXCL create of the final name (still exclusive).
+// RENAME_NOREPLACE, else check-then-rename (atomic for readers; exclusive only among writers
+// serialised by a lock, as the caption engine's are).
 bool exclusive_write(const std::string& path, std::string_view data);
 
 // Publishes an already written and closed temp file under `final_path`.

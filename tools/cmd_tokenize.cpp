@@ -28,8 +28,8 @@ struct TokenizeOptions {
   bool plain = false;
 };
 
-std::vector<int32_t> parse_id_list(const std::string& s) {
-  std::vector<int32_t> ids;
+std::vector<int64_t> parse_id_list(const std::string& s) {
+  std::vector<int64_t> ids;
   std::stringstream ss(s);
   std::string item;
   while (std::getline(ss, item, ',')) {
@@ -37,7 +37,7 @@ std::vector<int32_t> parse_id_list(const std::string& s) {
     long long v = std::stoll(item, &pos);
     while (pos < item.size() && (item[pos] == ' ' || item[pos] == '\t')) ++pos;
     if (pos != item.size()) throw std::invalid_argument("not an integer: \"" + item + "\"");
-    ids.push_back(static_cast<int32_t>(v));
+    ids.push_back(static_cast<int64_t>(v));
   }
   return ids;
 }
@@ -52,14 +52,22 @@ json process(const Tokenizer& tok, const TokenizeOptions& o, const json& in) {
   json out = json::object();
   if (o.decode) {
     const json& ids = in.at("ids");
-    std::vector<int32_t> v = ids.get<std::vector<int32_t>>();
-    // HF's decode skips ids it does not know; so do we, but not silently.
-    for (int32_t id : v)
-      if (id < 0 || id >= tok.vocab_size())
+    if (!ids.is_array()) throw std::invalid_argument("\"ids\" is not an array");
+    // HF's decode skips ids it does not know; so do we, but not silently. Non-integers are
+    // errors (never truncated or wrapped into some other id).
+    std::vector<int32_t> v;
+    for (const json& x : ids) {
+      if (!x.is_number_integer()) throw std::invalid_argument("\"ids\" holds a non-integer: " + x.dump());
+      const bool negative = !x.is_number_unsigned() && x.get<int64_t>() < 0;
+      if (negative || x.get<uint64_t>() >= static_cast<uint64_t>(tok.vocab_size())) {
         std::fprintf(stderr,
-                     "recap-engine tokenize: warning: id %d is not in the vocabulary (size %d); skipped\n",
-                     id, tok.vocab_size());
-    out["ids"] = v;
+                     "recap-engine tokenize: warning: id %s is not in the vocabulary (size %d); skipped\n",
+                     x.dump().c_str(), tok.vocab_size());
+        continue;
+      }
+      v.push_back(static_cast<int32_t>(x.get<int64_t>()));
+    }
+    out["ids"] = ids;
     out["text"] = tok.decode(v, o.skip_special);
   } else {
     const json& text = in.at("text");

@@ -202,7 +202,7 @@ void expect_published(const std::string& dir, const std::string& shard, int n) {
 
 TEST(ShardOutputLock, AutoFallsBackToLockFilesWhereFlockIsUnsupported) {
   ScopedEnv mode("RECAP_LOCK_MODE", nullptr);
-  for (int e : {ENOSYS, EOPNOTSUPP, ENOLCK}) {
+  for (int e : {ENOSYS, EOPNOTSUPP}) {
     SCOPED_TRACE(std::strerror(e));
     FlockFails nf(e);
     auto dir = make_temp_dir("lock_fallback");
@@ -222,6 +222,18 @@ TEST(ShardOutputLock, AutoFallsBackToLockFilesWhereFlockIsUnsupported) {
     o.reset();
     expect_published(dir, "00001", 1);
   }
+  // ENOLCK (NFS without a reachable lockd) can be transient: a worker falling back to lock
+  // files then would not see another's flock. It stops with a hint instead.
+  FlockFails nolck(ENOLCK);
+  auto dir = make_temp_dir("lock_enolck");
+  ShardProbe p;
+  try {
+    open_shard(dir, "00001", &p);
+    ADD_FAILURE() << "ENOLCK fell back to lock files";
+  } catch (const io::IoError& err) {
+    EXPECT_NE(std::string(err.what()).find("RECAP_LOCK_MODE=file"), std::string::npos) << err.what();
+  }
+  EXPECT_FALSE(io::file_exists(lock_file(dir, "00001", 0)));
 }
 
 TEST(ShardOutputLock, OnlyEwouldblockMeansBusy) {
@@ -341,6 +353,17 @@ TEST(ShardOutputLock, HolderRefreshesItsLockAndStopsWhenTakenOver) {
   EXPECT_THROW(o->finish({}, 1, 2), io::IoError);
   EXPECT_FALSE(io::file_exists(dir + "/00003.tar"));
   EXPECT_FALSE(io::file_exists(dir + "/00003_stats.json"));
+  // Closing, the superseded holder leaves its generation: removing it would open a gap below
+  // the new owner's, and a newcomer scanning from 0 would take the shard beside it.
+  const std::string partial = dir + "/.00003.tar.partial";
+  const auto size_before = io::read_file(partial).size();
+  o.reset();
+  EXPECT_TRUE(io::file_exists(mine));
+  ScopedEnv fresh("RECAP_LOCK_STALE_SECONDS", "1800");  // the new owner's lock is live
+  auto newcomer = open_shard(dir, "00003", &p);
+  EXPECT_FALSE(newcomer);
+  EXPECT_EQ(p.state, ShardState::Busy) << p.detail;
+  EXPECT_EQ(io::read_file(partial).size(), size_before);  // the owner's files untouched
 }
 
 TEST(ShardOutputLock, RacingWorkersNeverShareAShard) {

@@ -94,6 +94,11 @@ TEST(CliTokenize, TextAndDecode) {
   r = run(bin() + " tokenize --tokenizer '" + kTokenizer + "' --decode --text '9906,999999' 2>&1");
   ASSERT_EQ(r.exit_code, 0);
   EXPECT_NE(r.out.find("id 999999 is not in the vocabulary"), std::string::npos) << r.out;
+  // Never wrapped into another id: 2^32 + 1 is not id 1.
+  r = run(bin() + " tokenize --tokenizer '" + kTokenizer + "' --decode --text '9906,4294967297' 2>&1");
+  ASSERT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.out.find("id 4294967297 is not in the vocabulary"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"text\":\"Hello\""), std::string::npos) << r.out;
 
   r = run(bin() + " tokenize --tokenizer '" + kTokenizer + "' --plain --text '<|eot_id|>'");
   ASSERT_EQ(r.exit_code, 0);
