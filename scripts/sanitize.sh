@@ -8,7 +8,10 @@ JOBS=${JOBS:-$(nproc)}
 # shellcheck source=scripts/ctest_lib.sh
 source scripts/ctest_lib.sh
 
-BUILD_DIR=build-asan BUILD_TYPE=RelWithDebInfo JOBS=$JOBS scripts/build.sh \
+# Warnings are not errors here even in CI: instrumentation makes g++ 12 report
+# -Wmaybe-uninitialized inside libstdc++ (std::function, std::regex) that the plain build does
+# not; the Release build of scripts/test.sh is the one kept warning-free with -Werror.
+BUILD_DIR=build-asan BUILD_TYPE=RelWithDebInfo JOBS=$JOBS RECAP_WERROR=OFF scripts/build.sh \
   -DRECAP_SANITIZE=ON -DRECAP_BUILD_BENCH=OFF
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:detect_stack_use_after_return=1}

@@ -12,8 +12,6 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <regex>
-
 #include "../io_lists/loopback_http.h"
 #include "scaleout_util.h"
 
@@ -73,16 +71,25 @@ class SlurmArray : public ::testing::Test {
         limit_s);
   }
 
-  // "ArrayTaskId -> JobState ExitCode" of a finished job, from the controller.
+  // "ArrayTaskId -> JobState ExitCode" of a finished job, from the controller (one line per
+  // task of `scontrol -o`: space-separated Key=Value fields).
   static std::map<int, std::string> task_states(const std::string& job) {
     std::map<int, std::string> m;
     auto r = run_cmd({"scontrol", "-o", "show", "job", job});
-    std::regex re(R"(ArrayTaskId=(\d+) .*JobState=(\S+) .*ExitCode=(\S+))");
     std::istringstream lines(r.out);
     std::string line;
     while (std::getline(lines, line)) {
-      std::smatch s;
-      if (std::regex_search(line, s, re)) m[std::stoi(s[1])] = s[2].str() + " " + s[3].str();
+      std::map<std::string, std::string> fields;
+      std::istringstream words(line);
+      for (std::string w; words >> w;) {
+        const size_t eq = w.find('=');
+        if (eq != std::string::npos) fields.emplace(w.substr(0, eq), w.substr(eq + 1));
+      }
+      const auto id = fields.find("ArrayTaskId"), st = fields.find("JobState"), ec = fields.find("ExitCode");
+      if (id == fields.end() || st == fields.end() || ec == fields.end() || id->second.empty() ||
+          id->second.find_first_not_of("0123456789") != std::string::npos)
+        continue;
+      m[std::stoi(id->second)] = st->second + " " + ec->second;
     }
     return m;
   }
