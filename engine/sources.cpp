@@ -136,75 +136,14 @@ class ChunkReader {
   z_stream zs_{};
 };
 
-// The header checks of io::read_list_file for TSV/CSV (mirrored here so that counting needs no
-// parse; tests/scaleout/test_plan_shards.cpp checks that both accept and refuse the same
-// headers): the url column, by its configured name or else an img2dataset alias, must exist.
-bool split_csv_header(const std::string& line, std::vector<std::string>* out, std::string* err) {
-  out->clear();
-  std::string cur;
-  size_t i = 0;
-  for (;;) {
-    cur.clear();
-    if (i < line.size() && line[i] == '"') {
-      ++i;
-      for (;;) {
-        if (i >= line.size()) {
-          *err = "unterminated quoted field";
-          return false;
-        }
-        if (line[i] == '"') {
-          if (i + 1 < line.size() && line[i + 1] == '"') {
-            cur.push_back('"');
-            i += 2;
-            continue;
-          }
-          ++i;
-          break;
-        }
-        cur.push_back(line[i++]);
-      }
-      if (i < line.size() && line[i] != ',') {
-        *err = "characters after a closing quote";
-        return false;
-      }
-    } else {
-      while (i < line.size() && line[i] != ',') cur.push_back(line[i++]);
-    }
-    out->push_back(cur);
-    if (i >= line.size()) return true;
-    ++i;
-  }
-}
-
+// io::read_list_file's header check (the url column must exist), as an InputError.
 void check_list_header(const std::string& path, io::ListFormat format, int64_t line_no,
                        const std::string& line, const io::ListColumns& columns) {
-  const std::string where = path + ":" + std::to_string(line_no) + ": ";
-  std::vector<std::string> header;
-  if (format == io::ListFormat::Csv) {
-    std::string err;
-    if (!split_csv_header(line, &header, &err)) throw InputError(where + "malformed header (" + err + ")");
-  } else {
-    size_t start = 0;
-    for (;;) {
-      size_t t = line.find('\t', start);
-      header.push_back(line.substr(start, t == std::string::npos ? std::string::npos : t - start));
-      if (t == std::string::npos) break;
-      start = t + 1;
-    }
+  try {
+    io::check_list_header(format, line, columns, path + ":" + std::to_string(line_no) + ": ");
+  } catch (const io::ListError& e) {
+    throw InputError(e.what());
   }
-  auto has = [&](const std::string& c) {
-    return !c.empty() && std::find(header.begin(), header.end(), c) != header.end();
-  };
-  if (has(columns.url)) return;
-  if (!columns.strict)
-    for (const char* alias : {"url", "URL", "image_url", "img_url", "link", "image"})
-      if (has(alias)) return;
-  std::string names;
-  for (auto& h : header) {
-    if (!names.empty()) names += ", ";
-    names += h;
-  }
-  throw InputError(where + "header has no '" + columns.url + "' column (columns: " + names + ")");
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -257,6 +258,29 @@ std::string json_scalar_text(const nlohmann::ordered_json& v) {
 
 }  // namespace
 
+std::vector<std::string> check_list_header(ListFormat format, const std::string& line,
+                                           const ListColumns& columns, const std::string& where) {
+  std::vector<std::string> header;
+  if (format == ListFormat::Csv) {
+    std::string err;
+    if (!split_csv(line, &header, &err)) throw ListError(where + "malformed header (" + err + ")");
+  } else {
+    header = split_tsv(line);
+  }
+  auto has = [&](const std::string& c) {
+    return !c.empty() && std::find(header.begin(), header.end(), c) != header.end();
+  };
+  if (pick_column(columns.url, url_aliases(), columns.strict, has).empty()) {
+    std::string names;
+    for (auto& h : header) {
+      if (!names.empty()) names += ", ";
+      names += h;
+    }
+    throw ListError(where + "header has no '" + columns.url + "' column (columns: " + names + ")");
+  }
+  return header;
+}
+
 ListFile read_list_file(const std::string& path, const ListColumns& columns) {
   ListFile lf;
   lf.path = path;
@@ -336,15 +360,10 @@ ListFile read_list_file(const std::string& path, const ListColumns& columns) {
   size_t first = 0;
   while (first < lines.size() && blank(lines[first].second)) ++first;
   if (first == lines.size()) return lf;  // empty list
-  std::vector<std::string> header;
-  std::string err;
   const bool csv = lf.format == ListFormat::Csv;
-  if (csv) {
-    if (!split_csv(lines[first].second, &header, &err))
-      throw ListError(where(lines[first].first) + "malformed header (" + err + ")");
-  } else {
-    header = split_tsv(lines[first].second);
-  }
+  std::string err;
+  const std::vector<std::string> header =
+      check_list_header(lf.format, lines[first].second, columns, where(lines[first].first));
   auto col_index = [&](const std::string& c) -> int {
     for (size_t i = 0; i < header.size(); ++i)
       if (header[i] == c) return static_cast<int>(i);
@@ -354,14 +373,6 @@ ListFile read_list_file(const std::string& path, const ListColumns& columns) {
   std::string uc = pick_column(columns.url, url_aliases(), columns.strict, has);
   std::string cc = pick_column(columns.caption, caption_aliases(), columns.strict, has);
   std::string kc = pick_column(columns.key, key_aliases(), columns.strict, has);
-  if (uc.empty())
-    throw ListError(where(lines[first].first) + "header has no '" + columns.url + "' column (columns: " +
-                    [&] {
-                      std::string s;
-                      for (auto& h : header) s += (s.empty() ? "" : ", ") + h;
-                      return s;
-                    }() +
-                    ")");
   int ui = col_index(uc), ci = cc.empty() ? -1 : col_index(cc), ki = kc.empty() ? -1 : col_index(kc);
   std::vector<std::string> fields;
   for (size_t li = first + 1; li < lines.size(); ++li) {

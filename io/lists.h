@@ -58,6 +58,13 @@ struct ListFile {
 // per-line problems become records with `error`.
 ListFile read_list_file(const std::string& path, const ListColumns& columns = {});
 
+// The TSV/CSV header check of read_list_file, for callers that count records without
+// parsing them: splits `line` (CSV quoting rules for Csv) and requires the url column (the
+// configured name, else an img2dataset alias unless columns.strict). Throws ListError
+// prefixed with `where` ("path:line: ") otherwise. Returns the column names.
+std::vector<std::string> check_list_header(ListFormat format, const std::string& line,
+                                           const ListColumns& columns, const std::string& where);
+
 // Decompresses (if gzip) a whole file. Throws ListError naming the file.
 std::string read_maybe_gzip(const std::string& path);
 
