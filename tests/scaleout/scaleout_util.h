@@ -102,6 +102,23 @@ inline RunResult merge_stats(const std::string& out, const std::string& list, in
   return run_cmd(a);
 }
 
+// `recap-engine caption flags...` run through env(1): `env` set, `unset` (and always
+// OMP_NUM_THREADS, so the thread budget comes from the Slurm variables) removed.
+inline std::vector<std::string> worker_cmd(const std::vector<std::string>& env,
+                                           const std::vector<std::string>& flags,
+                                           const std::vector<std::string>& unset = {}) {
+  std::vector<std::string> a{"env", "-u", "OMP_NUM_THREADS"};
+  for (const auto& u : unset) {
+    a.push_back("-u");
+    a.push_back(u);
+  }
+  a.insert(a.end(), env.begin(), env.end());
+  a.push_back(RECAP_BIN);
+  a.push_back("caption");
+  a.insert(a.end(), flags.begin(), flags.end());
+  return a;
+}
+
 inline int count_substr(const std::string& s, const std::string& what) {
   int n = 0;
   for (size_t p = s.find(what); p != std::string::npos; p = s.find(what, p + 1)) ++n;

@@ -18,14 +18,10 @@ namespace {
 
 constexpr int kShards = 8, kPerShard = 3;
 
-std::vector<std::string> worker_cmd(const std::vector<std::string>& env,
-                                    const std::vector<std::string>& flags) {
-  std::vector<std::string> a{"env", "-u", "OMP_NUM_THREADS", "-u", "RECAP_LOCK_MODE"};
-  a.insert(a.end(), env.begin(), env.end());
-  a.push_back(RECAP_BIN);
-  a.push_back("caption");
-  a.insert(a.end(), flags.begin(), flags.end());
-  return a;
+// Every worker here also leaves RECAP_LOCK_MODE to the test's own setting.
+std::vector<std::string> lock_worker_cmd(const std::vector<std::string>& env,
+                                         const std::vector<std::string>& flags) {
+  return recap::testing::worker_cmd(env, flags, {"RECAP_LOCK_MODE"});
 }
 
 std::vector<std::string> no_flock_env(int task) {
@@ -63,8 +59,9 @@ TEST(ScaleoutLockFiles, WorkersWithoutFlockShareOneOutput) {
 
   std::vector<pid_t> pids;
   for (int t = 0; t < 4; ++t)
-    pids.push_back(spawn_cmd(worker_cmd(no_flock_env(t), flags), dir + "/w" + std::to_string(t) + ".log"));
-  pids.push_back(spawn_cmd(worker_cmd(no_flock_env(1), flags), dir + "/dup.log"));
+    pids.push_back(
+        spawn_cmd(lock_worker_cmd(no_flock_env(t), flags), dir + "/w" + std::to_string(t) + ".log"));
+  pids.push_back(spawn_cmd(lock_worker_cmd(no_flock_env(1), flags), dir + "/dup.log"));
   for (size_t i = 0; i < pids.size(); ++i) {
     ASSERT_GT(pids[i], 0);
     int rc = wait_exit(pids[i]);
@@ -106,7 +103,7 @@ TEST(ScaleoutLockFiles, KilledWorkerIsTakenOverAtOnceOnTheSameHost) {
   flags.insert(flags.end(), {"--http-timeout", "120"});
   const std::vector<std::string> env{"RECAP_LOCK_MODE=file", "SLURM_CPUS_PER_TASK=1"};
 
-  pid_t w = spawn_cmd(worker_cmd(env, flags), dir + "/w.log");
+  pid_t w = spawn_cmd(lock_worker_cmd(env, flags), dir + "/w.log");
   ASSERT_GT(w, 0);
   const std::string partial = out + "/.00000.log.partial";
   bool reached = wait_until([&] { return count_lines(partial) >= 2; });  // header + sample 0

@@ -17,16 +17,6 @@ namespace {
 
 constexpr int kShards = 8, kPerShard = 3;
 
-std::vector<std::string> worker_cmd(const std::vector<std::string>& env,
-                                    const std::vector<std::string>& flags) {
-  std::vector<std::string> a{"env", "-u", "OMP_NUM_THREADS"};
-  a.insert(a.end(), env.begin(), env.end());
-  a.push_back(RECAP_BIN);
-  a.push_back("caption");
-  a.insert(a.end(), flags.begin(), flags.end());
-  return a;
-}
-
 std::vector<std::string> array_env(int task) {
   return {"SLURM_ARRAY_TASK_ID=" + std::to_string(10 + task), "SLURM_ARRAY_TASK_MIN=10",
           "SLURM_ARRAY_TASK_COUNT=4", "SLURM_CPUS_PER_TASK=1"};
