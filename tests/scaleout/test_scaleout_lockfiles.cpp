@@ -118,7 +118,7 @@ TEST(ScaleoutLockFiles, KilledWorkerIsTakenOverAtOnceOnTheSameHost) {
   EXPECT_EQ(json::parse(m.out)["partial"][0]["shard"], "00000") << m.out;
 
   set_stall(0);
-  auto r = run_cmd(worker_cmd(env, flags));
+  auto r = run_cmd(lock_worker_cmd(env, flags));
   ASSERT_EQ(r.rc, 0) << r.out;
   EXPECT_NE(r.out.find("shard 00000: resuming"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find(", 0 busy;"), std::string::npos) << r.out;  // not skipped as busy
