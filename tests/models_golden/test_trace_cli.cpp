@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "golden_util.h"
 #include "io/safetensors.h"
 
 namespace {
@@ -111,15 +112,6 @@ std::vector<float> f32_tensor(const recap::io::SafetensorsFile& f, const std::st
   return v;
 }
 
-double nmse(const std::vector<float>& a, const std::vector<float>& ref) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size() && i < a.size(); ++i) {
-    num += (double(a[i]) - ref[i]) * (double(a[i]) - ref[i]);
-    den += double(ref[i]) * ref[i];
-  }
-  return a.size() == ref.size() && den > 0 ? num / den : 1e30;
-}
-
 // A reduced-precision trace is the f32 trace within the precision's derived NMSE bound
 // (docs/NUMERICS.md; tiny model: 1 encoder layer run -> 7 GEMMs to projector.out, 2 decoder
 // layers -> 10 to the logits, so 2*7*1e-2 and 2*17*1e-2 at int4), and not equal to it.
@@ -135,8 +127,10 @@ TEST(TraceCli, ReducedPrecisionIsWithinItsBound) {
   ASSERT_EQ(r.status, 0) << r.output;
   auto fr = recap::io::SafetensorsFile::open(ref);
   auto fq = recap::io::SafetensorsFile::open(q);
-  const double proj = nmse(f32_tensor(*fq, "projector.out"), f32_tensor(*fr, "projector.out"));
-  const double logits = nmse(f32_tensor(*fq, "llm.logits"), f32_tensor(*fr, "llm.logits"));
+  const double proj =
+      recap::models::testing::nmse(f32_tensor(*fq, "projector.out"), f32_tensor(*fr, "projector.out"));
+  const double logits =
+      recap::models::testing::nmse(f32_tensor(*fq, "llm.logits"), f32_tensor(*fr, "llm.logits"));
   EXPECT_GT(proj, 0.0);
   EXPECT_LE(proj, 2 * 7 * 1e-2);
   EXPECT_GT(logits, 0.0);
