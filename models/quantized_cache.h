@@ -52,13 +52,16 @@ class QuantizedCacheWeightSource : public WeightSource {
   using WeightSource::matrix;
   kernels::WeightFormat precision() const { return precision_; }
 
- private:
-  std::shared_ptr<const io::WeightStore> store_;
-  kernels::WeightFormat precision_;
   struct Entry {
     kernels::WeightFormat format;
     int64_t n, k;
   };
+  // Every packed matrix (recap.matrices), sorted by key (tensor names joined with '+').
+  const std::vector<std::pair<std::string, Entry>>& matrices() const { return entries_; }
+
+ private:
+  std::shared_ptr<const io::WeightStore> store_;
+  kernels::WeightFormat precision_;
   std::vector<std::pair<std::string, Entry>> entries_;  // sorted by key
 };
 

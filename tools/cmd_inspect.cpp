@@ -154,25 +154,25 @@ CacheReport describe_quantized_cache(const models::Checkpoint& ck,
                                      std::set<std::string>& known) {
   CacheReport out;
   const io::WeightStore& store = *ck.text_store;
-  const auto& md = store.metadata();
-  out.precision = md.count("recap.precision") ? md.at("recap.precision") : "?";
+  // The cache's own reader: it has parsed and checked recap.matrices on open.
+  const models::QuantizedCacheWeightSource cache(ck.text_store);
+  out.precision = kernels::weight_format_name(cache.precision());
   std::map<std::string, const models::ExpectedTensor*> expected;
   const auto all = models::expected_tensors(ck.config);
   for (const auto& e : all) expected[e.name] = &e;
   std::set<std::string> covered;
-  const json matrices = json::parse(md.at("recap.matrices"));
-  for (auto m = matrices.begin(); m != matrices.end(); ++m) {
+  for (const auto& [key, m] : cache.matrices()) {
     ++out.matrices;
-    known.insert(m.key());
+    known.insert(key);
     std::vector<std::string> parts;
-    std::stringstream ss(m.key());
+    std::stringstream ss(key);
     for (std::string part; std::getline(ss, part, '+');) parts.push_back(part);
     auto first = expected.find(parts.front());
     ComponentReport& r = reps[first != expected.end() ? first->second->component : models::Component::Text];
     r.tensors += static_cast<int64_t>(parts.size());
-    r.dtype_counts[m.value().at("format").get<std::string>() + " packed"] +=
+    r.dtype_counts[std::string(kernels::weight_format_name(m.format)) + " packed"] +=
         static_cast<int64_t>(parts.size());
-    r.params += m.value().at("n").get<int64_t>() * m.value().at("k").get<int64_t>();
+    r.params += m.n * m.k;
     covered.insert(parts.begin(), parts.end());
   }
   for (const auto& e : all) {
