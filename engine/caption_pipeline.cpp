@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -205,6 +206,8 @@ ordered_json base_meta(const SampleInput& in) {
   ordered_json m;
   m["url"] = in.url;
   m["caption"] = in.caption;
+  // Tar inputs: the {key}.txt this run replaces (the output's {key}.txt is the new caption).
+  if (in.has_caption_member) m["org_caption"] = in.caption;
   for (auto it = in.extra.begin(); it != in.extra.end(); ++it)
     if (!m.contains(it.key())) m[it.key()] = it.value();
   m["key"] = in.key;
@@ -320,6 +323,7 @@ void CaptionRun::setup() {
   inputs_.tars = o_.inputs;
   inputs_.columns = o_.columns;
   inputs_.samples_per_shard = o_.samples_per_shard;
+  inputs_.max_member_bytes = o_.max_image_bytes;
   std::vector<std::string> warnings;
   std::vector<ShardSpec> all;
   try {
@@ -548,6 +552,8 @@ bool CaptionRun::open_next_shard() {
     if (out->resumed_count() > 0)
       rep_.line("shard " + spec.name + ": resuming, " + std::to_string(out->resumed_count()) +
                 " sample(s) already done");
+    // A webdataset shard keeps its input's sample order (captions finish out of order).
+    if (spec.is_tar) out->keep_input_order(true);
     sh->out = std::move(out);
     open_.push_back(std::move(sh));
     return true;
@@ -562,6 +568,11 @@ void CaptionRun::feed() {
   auto limit_reached = [&] { return o_.max_samples > 0 && admitted_new_ >= o_.max_samples; };
   while (!sources_done_ && !stop_requested()) {
     if (loader_->outstanding() + ready_.size() + encoded_.size() >= lookahead) break;
+    // Outcomes held back for input order count too (generously: a long caption holds later
+    // ones back while the batch keeps decoding), so memory stays bounded.
+    size_t held = 0;
+    for (auto& o : open_) held += o->out->held();
+    if (held >= 4 * lookahead) break;
     OpenShard* sh = open_.empty() || open_.back()->exhausted ? nullptr : open_.back().get();
     if (!sh) {
       if (limit_reached()) {
@@ -584,6 +595,7 @@ void CaptionRun::feed() {
       sh->exhausted = true;
       continue;
     }
+    for (auto& w : sh->stream->take_warnings()) rep_.line("warning: " + w);
     if (!got) {
       sh->exhausted = true;
       continue;
@@ -620,7 +632,7 @@ void CaptionRun::write_outcome(OpenShard* sh, SampleOutcome&& oc) {
   sh->in_flight--;
   if (sh->output_failed) return;  // not written; a rerun redoes it
   try {
-    sh->out->append(oc);
+    sh->out->append(std::move(oc));
   } catch (const io::IoError& e) {
     // One shard's output failing (a lost lock, a full disk) fails that shard; the others go on.
     sh->output_failed = true;
@@ -829,10 +841,25 @@ void CaptionRun::on_caption(const CaptionResult& r) {
                            {"prefill", r.prefill_ms},
                            {"generate", r.decode_ms}};
   oc.meta["fingerprint"] = fingerprint_;
+  // Carried members of a tar sample; one named like a caption this run writes ({key}.1.txt
+  // with --num-captions 2) is replaced, its text kept in org_captions.
+  for (auto& m : f.load.in.carried) {
+    std::string lower = m.suffix;
+    for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    bool replaced = false;
+    for (size_t c = 1; c < captions.size(); ++c) replaced = replaced || lower == std::to_string(c) + ".txt";
+    if (replaced)
+      oc.meta["org_captions"][m.suffix] = m.bytes;
+    else
+      oc.carried.push_back(std::move(m));
+  }
   oc.captions = std::move(captions);
   if (!o_.no_images) {
     oc.image_bytes = std::move(f.load.in.image_bytes);
-    oc.image_ext = f.load.image_ext.empty() ? "jpg" : f.load.image_ext;
+    // A tar's image keeps its member name ({key}.JPEG stays {key}.JPEG); a fetched one gets
+    // the extension of what its bytes are.
+    oc.image_ext = f.load.in.has_inline_image ? f.load.in.image_ext
+                                              : (f.load.image_ext.empty() ? "jpg" : f.load.image_ext);
   }
   write_outcome(f.shard, std::move(oc));
   flight_.erase(it);

@@ -160,7 +160,7 @@ LoadResult Loader::load(LoadJob job) {
   r.tag = job.tag;
   r.in = std::move(job.in);
   if (!r.in.parse_error.empty()) {
-    r.status = "failed_to_parse";
+    r.status = r.in.input_status.empty() ? "failed_to_parse" : r.in.input_status;
     r.error = r.in.parse_error;
     return r;
   }

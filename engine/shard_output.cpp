@@ -17,6 +17,7 @@
 #include <mutex>
 #include <thread>
 
+#include "io/keys.h"
 #include "io/tar.h"
 
 namespace recap::engine {
@@ -540,8 +541,39 @@ void ShardOutput::load_partial(bool /*overwrite*/) {
   log_ = io::OutFile(log_partial_, io::OutFile::Mode::Append);
 }
 
-void ShardOutput::append(const SampleOutcome& s) {
+void ShardOutput::append(SampleOutcome&& s) {
   if (finished_) throw std::logic_error("append after finish");
+  if (!ordered_) {
+    write_sample(s);
+    return;
+  }
+  if (done_.count(s.index) || held_.count(s.index)) return;  // already recorded: never twice
+  while (done_.count(next_index_)) ++next_index_;
+  if (s.index != next_index_) {
+    held_.emplace(s.index, std::move(s));
+    return;
+  }
+  write_sample(s);
+  for (;;) {
+    while (done_.count(next_index_)) ++next_index_;
+    auto it = held_.find(next_index_);
+    if (it == held_.end()) break;
+    write_sample(it->second);
+    held_.erase(it);
+  }
+}
+
+namespace {
+// A carried suffix becomes part of a member name: only dots, not separators or control bytes.
+bool safe_suffix(const std::string& suffix) {
+  if (suffix.empty()) return false;
+  for (unsigned char c : suffix)
+    if (c == '/' || c == '\\' || c < 0x20 || c == 0x7f) return false;
+  return true;
+}
+}  // namespace
+
+void ShardOutput::write_sample(const SampleOutcome& s) {
   lock_->check_held();
   if (!done_.insert(s.index).second) return;  // already recorded (resume): never twice
   if (log_.bytes_written() == 0) {
@@ -553,9 +585,23 @@ void ShardOutput::append(const SampleOutcome& s) {
     log_.write(h.dump() + "\n");
   }
   if (s.success) {
+    // Member names are built from the key: a key that could escape the output folder, cut a
+    // name short or split a sample never gets that far (sources fail such samples first).
+    const std::string bad = io::key_problem(s.key);
+    if (!bad.empty())
+      throw io::IoError("shard " + shard_ + ": refusing to write members for key '" +
+                        io::printable_key(s.key) + "': " + bad);
+    if (!s.image_bytes.empty() && !safe_suffix(s.image_ext))
+      throw io::IoError("shard " + shard_ + ": refusing to write image suffix '" +
+                        io::printable_key(s.image_ext) + "' of key " + s.key);
+    for (auto& m : s.carried)
+      if (!safe_suffix(m.suffix))
+        throw io::IoError("shard " + shard_ + ": refusing to write member suffix '" +
+                          io::printable_key(m.suffix) + "' of key " + s.key);
     std::string members;
     if (!s.image_bytes.empty())
       members += io::tar_member_bytes(s.key + "." + s.image_ext, s.image_bytes, mtime_);
+    for (auto& m : s.carried) members += io::tar_member_bytes(s.key + "." + m.suffix, m.bytes, mtime_);
     for (size_t c = 0; c < s.captions.size(); ++c) {
       std::string name = c == 0 ? s.key + ".txt" : s.key + "." + std::to_string(c) + ".txt";
       members += io::tar_member_bytes(name, s.captions[c], mtime_);

@@ -51,6 +51,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/sources.h"
 #include "io/fileutil.h"
 
 namespace recap::engine {
@@ -66,10 +67,11 @@ struct SampleOutcome {
   int64_t index = 0;  // position in the input shard
   std::string key;
   bool success = false;
-  nlohmann::ordered_json meta;        // the {key}.json / sidecar record
-  std::vector<std::string> captions;  // {key}.txt, then {key}.1.txt ... when several
-  std::string image_bytes;            // original bytes (empty: no image member)
-  std::string image_ext;              // "jpg", "png", "webp"
+  nlohmann::ordered_json meta;         // the {key}.json / sidecar record
+  std::vector<std::string> captions;   // {key}.txt, then {key}.1.txt ... when several
+  std::string image_bytes;             // original bytes (empty: no image member)
+  std::string image_ext;               // "jpg", "png", "webp"; tar inputs: the input's suffix ("JPEG")
+  std::vector<CarriedMember> carried;  // tar inputs: the other members, written as {key}.{suffix}
 };
 
 enum class ShardState {
@@ -112,8 +114,17 @@ class ShardOutput {
   int64_t resumed_count() const { return resumed_; }
 
   // Appends one sample (tar members for a success, then its log line). Not thread safe.
-  // Throws io::IoError when the shard lock was lost (lock files only).
-  void append(const SampleOutcome& s);
+  // Throws io::IoError when the shard lock was lost (lock files only), or, for a success,
+  // when its key fails io::key_problem() or a carried suffix holds '/', '\\' or control
+  // bytes (no member name is ever built from those).
+  // With keep_input_order(true) an outcome is held until every earlier input index has been
+  // appended (or was done by an earlier run), so the tar lists samples in input order; held
+  // outcomes are lost if the object is destroyed first (a rerun recomputes them).
+  void append(const SampleOutcome& s) { append(SampleOutcome(s)); }
+  void append(SampleOutcome&& s);
+  void keep_input_order(bool on) { ordered_ = on; }
+  // Outcomes held back by keep_input_order.
+  size_t held() const { return held_.size(); }
   // Publishes tar, sidecar and stats (extra keys merged into the computed stats). Returns
   // the stats written. After finish() the object only holds its lock until destroyed.
   // Throws io::IoError, leaving the shard not done, when {shard}.tar already exists.
@@ -135,6 +146,10 @@ class ShardOutput {
   bool finished_ = false;
   double first_start_time_ = 0;
   int64_t last_sync_ = 0;
+  void write_sample(const SampleOutcome& s);
+  bool ordered_ = false;
+  int64_t next_index_ = 0;                 // with ordered_: the next input index to write
+  std::map<int64_t, SampleOutcome> held_;  // with ordered_: outcomes waiting for earlier ones
 };
 
 }  // namespace recap::engine

@@ -5,6 +5,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -12,6 +13,7 @@
 #include <set>
 
 #include "io/fileutil.h"
+#include "io/keys.h"
 
 namespace recap::engine {
 
@@ -229,8 +231,15 @@ std::vector<ShardSpec> plan_shards(const InputOptions& opts, std::vector<std::st
   std::set<std::string> names;
   for (auto& path : expand_all(opts.tars)) {
     if (!io::file_exists(path)) throw InputError(path + ": no such input tar");
+    // The output shard of x.tar, x.tar.gz, x.tgz ... is x.
     std::string base = io::base_name(path);
-    if (ends_with(base, ".tar")) base.resize(base.size() - 4);
+    for (const char* suf : {".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz",
+                            ".tar.zst", ".tzst", ".tar.lz4", ".tar.lz", ".tar.Z", ".taz"}) {
+      if (ends_with(base, suf) && base.size() > std::strlen(suf)) {
+        base.resize(base.size() - std::strlen(suf));
+        break;
+      }
+    }
     if (!names.insert(base).second)
       throw InputError("two input tars share the name '" + base + "' (output shards are named after them)");
     ShardSpec s;
@@ -295,94 +304,221 @@ class ListStream : public SampleStream {
   int64_t pos_ = 0;
 };
 
-// Groups consecutive members with the same webdataset key.
+// A webdataset tar, sample by sample, grouped as webdataset's group_by_keys groups it:
+// consecutive regular members with the same key (io::split_wds_name) form one sample; a
+// member whose suffix (compared in lower case, as webdataset does) is already in the sample
+// starts a new one. Members without a suffix, directories and links are skipped with a
+// warning. A sample fails (failed_to_parse) when its key is bad (io::key_problem), when the
+// key was already seen in this tar, when it has no image member or its json is not a JSON
+// object, or when a member name holds control bytes; it fails failed_to_download ("too_large")
+// when a member is over the limit, which is skipped unread.
 class TarStream : public SampleStream {
  public:
-  explicit TarStream(const ShardSpec& spec) : spec_(spec) {
+  TarStream(const ShardSpec& spec, const InputOptions& opts)
+      : spec_(spec), max_member_(opts.max_member_bytes) {
     try {
       reader_ = std::make_unique<io::TarReader>(spec.path);
     } catch (const io::TarError& e) {
       throw InputError(e.what());
     }
   }
+
   bool next(SampleInput* out) override {
-    std::map<std::string, std::string> members;  // ext -> bytes
-    std::string key;
-    for (;;) {
-      if (!have_pending_) {
-        try {
-          if (!reader_->next(&pending_)) {
-            eof_ = true;
-          } else {
-            have_pending_ = true;
-          }
-        } catch (const io::TarError& e) {
-          throw InputError(e.what());
+    struct Member {
+      std::string suffix, lower, bytes;
+    };
+    std::vector<Member> members;
+    std::string key, failure, fail_status;
+    uint64_t first_offset = 0;
+    uint64_t total = 0;
+    bool started = false;
+    try {
+      for (;;) {
+        if (!have_pending_) {
+          if (!reader_->next_entry(&pending_)) break;
+          have_pending_ = true;
         }
+        const io::TarEntry& e = pending_;
+        if (!e.regular) {
+          warn(reader_->where(e.offset) + ": " + entry_kind(e.type) + " '" + io::printable_key(e.name) +
+               "' is not a file, skipped");
+          have_pending_ = false;
+          continue;
+        }
+        std::string k, suffix;
+        io::split_wds_name(e.name, &k, &suffix);
+        if (suffix.empty()) {
+          warn(reader_->where(e.offset) + ": member '" + io::printable_key(e.name) +
+               "' has no suffix (no '.' in its file name, or nothing after it), skipped");
+          have_pending_ = false;
+          continue;
+        }
+        std::string lower = suffix;
+        for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        if (started) {
+          bool repeated = false;
+          for (auto& m : members) repeated = repeated || m.lower == lower;
+          if (k != key || repeated) break;  // the next sample begins with this member
+        } else {
+          started = true;
+          key = k;
+          first_offset = e.offset;
+        }
+        have_pending_ = false;
+        for (unsigned char c : suffix)
+          if (failure.empty() && (c < 0x20 || c == 0x7f || c == '\\'))
+            failure = reader_->where(e.offset) + ": member '" + io::printable_key(e.name) +
+                      "': its suffix holds a control byte or '\\' (unsafe as an output name)";
+        const uint64_t sample_limit = 4 * max_member_;
+        if (e.size > max_member_ || total + e.size > sample_limit) {
+          if (fail_status.empty()) {
+            fail_status = "failed_to_download";
+            failure = reader_->where(e.offset) + ": too_large: member '" + io::printable_key(e.name) +
+                      "' of " + std::to_string(e.size) + " bytes exceeds " +
+                      (e.size > max_member_ ? "--max-image-bytes " + std::to_string(max_member_)
+                                            : "the sample limit of " + std::to_string(sample_limit) +
+                                                  " bytes (4 x --max-image-bytes)") +
+                      "; skipped unread";
+          }
+          reader_->skip_data();
+          continue;
+        }
+        Member m{suffix, lower, {}};
+        reader_->read_data(&m.bytes);
+        total += e.size;
+        members.push_back(std::move(m));
       }
-      if (eof_ && !have_pending_) break;
-      std::string k, ext;
-      io::split_wds_name(pending_.name, &k, &ext);
-      if (key.empty()) key = k;
-      if (k != key) break;  // next sample begins
-      members[ext] = std::move(pending_.data);
-      have_pending_ = false;
+    } catch (const io::TarError& err) {
+      // The tar is corrupt or truncated here: the sample being read is not returned (it may
+      // be incomplete), the samples returned before stay valid, the shard fails.
+      throw InputError(err.what());
     }
-    if (key.empty()) return false;
+    if (!started) {
+      if (warned_ > kMaxWarnings)
+        warnings_.push_back(spec_.path + ": " + std::to_string(warned_ - kMaxWarnings) +
+                            " more skipped entries not shown");
+      warned_ = 0;
+      return false;
+    }
+
     SampleInput s;
     s.index = index_++;
-    s.key = key;
     s.source = spec_.path;
     s.base_dir = io::dir_name(spec_.path);
-    for (const char* e : {"jpg", "jpeg", "png", "webp"}) {
-      auto it = members.find(e);
-      if (it != members.end()) {
+    const std::string where = reader_->where(first_offset);
+    const std::string problem = io::key_problem(key);
+    if (!problem.empty()) {
+      // Never used for a name: the sample fails, its key is recorded in printable form.
+      s.key = io::printable_key(key);
+      s.parse_error = where + ": bad key '" + s.key + "': " + problem;
+      *out = std::move(s);
+      return true;
+    }
+    s.key = key;
+    if (auto [it, fresh] = seen_.emplace(key, first_offset); !fresh) {
+      s.parse_error = where + ": duplicate key '" + key + "' (its first sample is at offset " +
+                      std::to_string(it->second) + "); this later sample is not written";
+      *out = std::move(s);
+      return true;
+    }
+    if (!failure.empty()) {
+      s.parse_error = failure;
+      s.input_status = fail_status;
+    }
+    // The image: the first of jpg, jpeg, png, webp present (any case); other image-like
+    // members ("seg.jpg", a second image) are carried.
+    size_t image = members.size();
+    for (const char* ext : {"jpg", "jpeg", "png", "webp"}) {
+      for (size_t i = 0; i < members.size() && image == members.size(); ++i)
+        if (members[i].lower == ext) image = i;
+      if (image != members.size()) break;
+    }
+    std::string json_text;
+    bool has_json = false;
+    for (size_t i = 0; i < members.size(); ++i) {
+      Member& m = members[i];
+      if (i == image) {
         s.has_inline_image = true;
-        s.image_bytes = std::move(it->second);
-        s.image_ext = e;
-        break;
+        s.image_bytes = std::move(m.bytes);
+        s.image_ext = m.suffix;
+      } else if (m.lower == "txt") {
+        s.caption = std::move(m.bytes);
+        s.has_caption_member = true;
+      } else if (m.lower == "json") {
+        json_text = std::move(m.bytes);
+        has_json = true;
+      } else {
+        s.carried.push_back({m.suffix, std::move(m.bytes)});
       }
     }
-    if (auto it = members.find("txt"); it != members.end()) s.caption = it->second;
-    if (auto it = members.find("json"); it != members.end()) {
-      try {
-        auto j = ordered_json::parse(it->second);
-        if (j.is_object()) {
-          if (j.contains("url") && j["url"].is_string()) s.url = j["url"].get<std::string>();
-          if (s.caption.empty() && j.contains("caption") && j["caption"].is_string())
-            s.caption = j["caption"].get<std::string>();
-          // Pass through what the downloader recorded, except what we recompute.
-          static const std::set<std::string> ours{"url",           "caption",    "key",    "status",
-                                                  "error_message", "width",      "height", "re_caption",
-                                                  "re_captions",   "fingerprint"};
-          for (auto it2 = j.begin(); it2 != j.end(); ++it2)
-            if (!ours.count(it2.key())) s.extra[it2.key()] = it2.value();
-        }
-      } catch (const std::exception&) {
-        s.parse_error = spec_.path + ": " + key + ".json is not valid JSON";
-      }
-    }
+    if (has_json) parse_json(json_text, &s);
     if (!s.has_inline_image && s.parse_error.empty()) {
-      std::string exts;
-      for (auto& [e, b] : members) exts += (exts.empty() ? "" : ", ") + e;
-      s.parse_error = spec_.path + ": sample " + key + " has no image member (found: " + exts + ")";
+      std::string found;
+      for (auto& m : members) found += (found.empty() ? "" : ", ") + m.suffix;
+      s.parse_error = spec_.path + ": sample " + key + " has no image member (found: " + found + ")";
     }
     *out = std::move(s);
     return true;
   }
 
  private:
+  void parse_json(const std::string& text, SampleInput* s) const {
+    ordered_json j;
+    try {
+      j = ordered_json::parse(text);
+    } catch (const std::exception&) {
+      if (s->parse_error.empty()) s->parse_error = spec_.path + ": " + s->key + ".json is not valid JSON";
+      return;
+    }
+    if (!j.is_object()) {
+      if (s->parse_error.empty()) s->parse_error = spec_.path + ": " + s->key + ".json is not a JSON object";
+      return;
+    }
+    if (j.contains("url") && j["url"].is_string()) s->url = j["url"].get<std::string>();
+    if (!s->has_caption_member && j.contains("caption") && j["caption"].is_string())
+      s->caption = j["caption"].get<std::string>();
+    // Pass through what the downloader recorded, except what the engine recomputes.
+    static const std::set<std::string> ours{"url",           "caption",     "key",        "status",
+                                            "error_message", "width",       "height",     "re_caption",
+                                            "re_captions",   "org_caption", "tokens_in",  "tokens_out",
+                                            "stop_reason",   "timings_ms",  "fingerprint"};
+    for (auto it = j.begin(); it != j.end(); ++it)
+      if (!ours.count(it.key())) s->extra[it.key()] = it.value();
+  }
+
+  static const char* entry_kind(char type) {
+    switch (type) {
+      case '1':
+        return "hard link";
+      case '2':
+        return "symbolic link";
+      case '5':
+        return "directory";
+      default:
+        return "special entry";
+    }
+  }
+
+  // The first kMaxWarnings of a tar are said; then one line at the end counts the rest.
+  void warn(std::string w) {
+    if (++warned_ <= kMaxWarnings) warnings_.push_back(std::move(w));
+  }
+  static constexpr int64_t kMaxWarnings = 20;
+
   ShardSpec spec_;
+  uint64_t max_member_;
   std::unique_ptr<io::TarReader> reader_;
-  io::TarMember pending_;
-  bool have_pending_ = false, eof_ = false;
+  io::TarEntry pending_;  // header read, data not yet
+  bool have_pending_ = false;
+  std::map<std::string, uint64_t> seen_;  // key -> offset of its first sample
   int64_t index_ = 0;
+  int64_t warned_ = 0;
 };
 
 }  // namespace
 
 std::unique_ptr<SampleStream> open_shard(const ShardSpec& spec, const InputOptions& opts) {
-  if (spec.is_tar) return std::make_unique<TarStream>(spec);
+  if (spec.is_tar) return std::make_unique<TarStream>(spec, opts);
   return std::make_unique<ListStream>(spec, opts);
 }
 

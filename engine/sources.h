@@ -5,8 +5,10 @@
 // names "00000", "00001", ...; keys from the key column, else img2dataset's compute_key).
 // A malformed line keeps its position and key and becomes a failed sample. Planning only
 // counts records; a list's rows are parsed when a shard of it is opened (open_shard).
-// Tar inputs (--input, webdataset shards): one output shard per input tar, named after the
-// input's basename; members are grouped into samples by key; keys are preserved.
+// Tar inputs (--input, webdataset shards, plain or compressed): one output shard per input
+// tar, named after the input's basename without .tar/.tar.gz/.tgz/...; members are grouped
+// into samples exactly as webdataset groups them (see TarStream in sources.cpp and
+// docs/CAPTION.md); keys are preserved, bad and duplicate keys fail their sample.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -24,17 +26,28 @@ struct InputError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A member of a webdataset sample carried to the output unchanged (tar inputs).
+struct CarriedMember {
+  std::string suffix;  // as written after "{key}." in the input (case kept: "seg.jpg", "NPY")
+  std::string bytes;
+};
+
 struct SampleInput {
-  int64_t index = 0;  // position in its shard
-  std::string key;
+  int64_t index = 0;    // position in its shard
+  std::string key;      // tar inputs with a bad key: io::printable_key() of it (the sample fails)
   std::string url;      // list inputs: as written; tar inputs: from the member json, if any
   std::string caption;  // original caption
   nlohmann::ordered_json extra = nlohmann::ordered_json::object();  // pass-through columns
   std::string base_dir;           // relative image paths are resolved against it
-  std::string parse_error;        // malformed list line ("file:line: ...")
+  std::string parse_error;        // malformed list line ("file:line: ...") or tar sample
+  std::string input_status;       // with parse_error: the status to record ("" = failed_to_parse)
   bool has_inline_image = false;  // tar inputs carry the bytes
   std::string image_bytes;
-  std::string image_ext;
+  std::string image_ext;  // tar inputs: the image member's suffix as written ("JPEG" stays "JPEG")
+  // Tar inputs: the sample's {key}.txt (kept in the output json as org_caption), and every
+  // member other than the image, .txt and .json, in input order.
+  bool has_caption_member = false;
+  std::vector<CarriedMember> carried;
   std::string source;  // "list.jsonl:12" or "shard.tar" for messages
 };
 
@@ -52,6 +65,9 @@ struct InputOptions {
   std::vector<std::string> tars;   // patterns
   io::ListColumns columns;
   int64_t samples_per_shard = 10000;
+  // Tar inputs: the largest member read (the image: --max-image-bytes); a sample's members
+  // together may hold 4 times as much. Larger ones are skipped unread, failing their sample.
+  uint64_t max_member_bytes = 64ull << 20;
 };
 
 // Expands patterns, counts each list's records (count_list_records: no row is parsed or
@@ -73,6 +89,16 @@ class SampleStream {
   // False at the end. Throws InputError when the input turns out unreadable midway (a
   // corrupt tar); samples returned before remain valid.
   virtual bool next(SampleInput* out) = 0;
+  // Warnings about input skipped while reading (members without a suffix, directories,
+  // links: "file: offset N: ..."), taken by the caller after each next().
+  std::vector<std::string> take_warnings() {
+    std::vector<std::string> w;
+    w.swap(warnings_);
+    return w;
+  }
+
+ protected:
+  std::vector<std::string> warnings_;
 };
 
 std::unique_ptr<SampleStream> open_shard(const ShardSpec& spec, const InputOptions& opts);

@@ -1,5 +1,11 @@
 #include "io/tar.h"
 
+#include <archive.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -198,125 +204,360 @@ void split_wds_name(const std::string& name, std::string* key, std::string* ext)
 
 // ---------------------------------------------------------------- reader
 
-TarReader::TarReader(const std::string& path) : path_(path) {
-  f_ = std::fopen(path.c_str(), "rb");
-  if (!f_) throw TarError("cannot open " + path + ": " + std::strerror(errno));
+// Where the tar bytes come from. read() returns fewer bytes than asked only at the end of the
+// data; skip() is only called for bytes the caller knows exist (file) or reads them (stream).
+class TarReader::Source {
+ public:
+  virtual ~Source() = default;
+  virtual size_t read(char* buf, size_t n) = 0;
+  // Discards n bytes; returns how many were there (fewer at the end of the data).
+  virtual uint64_t skip(uint64_t n) = 0;
+  // Bytes left, or -1 when unknown (a decompressed stream).
+  virtual int64_t remaining() const = 0;
+};
+
+namespace {
+
+// A plain tar file: its size bounds every declared length, skips are seeks.
+class FileSource : public TarReader::Source {
+ public:
+  FileSource(int fd, const std::string& path) : fd_(fd), path_(path) {
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+      const int e = errno;
+      ::close(fd);
+      throw TarError("cannot stat " + path + ": " + std::strerror(e));
+    }
+    // A pipe or device: sizes unknown, skips read (like a decompressed stream).
+    sized_ = S_ISREG(st.st_mode);
+    size_ = sized_ ? static_cast<uint64_t>(st.st_size) : 0;
+  }
+  ~FileSource() override { ::close(fd_); }
+  size_t read(char* buf, size_t n) override {
+    size_t got = 0;
+    while (got < n) {
+      ssize_t r = ::read(fd_, buf + got, n - got);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) throw TarError("cannot read " + path_ + ": " + std::strerror(errno));
+      if (r == 0) break;
+      got += static_cast<size_t>(r);
+    }
+    pos_ += got;
+    return got;
+  }
+  uint64_t skip(uint64_t n) override {
+    if (!sized_) {
+      char buf[1 << 16];
+      uint64_t done = 0;
+      while (done < n) {
+        const size_t got = read(buf, static_cast<size_t>(std::min<uint64_t>(sizeof buf, n - done)));
+        if (got == 0) break;
+        done += got;
+      }
+      return done;
+    }
+    const uint64_t step = std::min<uint64_t>(n, size_ - std::min(pos_, size_));
+    if (::lseek(fd_, static_cast<off_t>(pos_ + step), SEEK_SET) < 0)
+      throw TarError("cannot seek in " + path_ + ": " + std::strerror(errno));
+    pos_ += step;
+    return step;
+  }
+  int64_t remaining() const override {
+    return sized_ ? static_cast<int64_t>(size_ - std::min(pos_, size_)) : -1;
+  }
+
+ private:
+  int fd_;
+  bool sized_ = true;
+  std::string path_;
+  uint64_t size_ = 0, pos_ = 0;
+};
+
+// A compressed tar (gzip, bzip2, xz, zstd, lz4, lzip, compress): libarchive only decompresses
+// (its "raw" format: the whole decompressed stream as one entry); the tar is parsed here, by
+// the same code as plain tars. Nothing is known about sizes in advance, so data is read in
+// chunks and skips read and discard: memory stays bounded, time is linear.
+class ArchiveSource : public TarReader::Source {
+ public:
+  explicit ArchiveSource(const std::string& path) : path_(path) {
+    a_ = archive_read_new();
+    if (!a_) throw TarError(path + ": cannot start libarchive");
+    archive_read_support_filter_all(a_);
+    archive_read_support_format_raw(a_);
+    if (archive_read_open_filename(a_, path.c_str(), 1 << 16) != ARCHIVE_OK) fail("cannot open");
+    archive_entry* entry = nullptr;
+    const int rc = archive_read_next_header(a_, &entry);
+    if (rc == ARCHIVE_EOF) {
+      eof_ = true;
+    } else if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN) {
+      fail("cannot decompress");
+    }
+  }
+  ~ArchiveSource() override { archive_read_free(a_); }
+  size_t read(char* buf, size_t n) override {
+    size_t got = 0;
+    while (got < n && !eof_) {
+      const la_ssize_t r = archive_read_data(a_, buf + got, n - got);
+      if (r < 0) fail("corrupt compressed data");
+      if (r == 0) eof_ = true;
+      got += static_cast<size_t>(r);
+    }
+    return got;
+  }
+  uint64_t skip(uint64_t n) override {
+    char buf[1 << 16];
+    uint64_t done = 0;
+    while (done < n) {
+      const size_t got = read(buf, static_cast<size_t>(std::min<uint64_t>(sizeof buf, n - done)));
+      if (got == 0) break;
+      done += got;
+    }
+    return done;
+  }
+  int64_t remaining() const override { return -1; }
+
+ private:
+  [[noreturn]] void fail(const char* what) {
+    const char* msg = archive_error_string(a_);
+    throw TarError(path_ + ": " + what + " (" + (msg ? msg : "libarchive error") + ")");
+  }
+  std::string path_;
+  archive* a_ = nullptr;
+  bool eof_ = false;
+};
+
+// Compressed formats are told by their magic bytes; a file with "ustar" at 257 is a plain tar
+// whatever its first bytes (a member name may start like a magic number).
+bool looks_compressed(const unsigned char* b, size_t n) {
+  if (n >= 262 && std::memcmp(b + 257, "ustar", 5) == 0) return false;
+  auto starts = [&](const char* m, size_t len) { return n >= len && std::memcmp(b, m, len) == 0; };
+  return starts("\x1f\x8b", 2) || starts("\x1f\x9d", 2) || starts("BZh", 3) ||
+         starts(
+             "\xfd"
+             "7zXZ\0",
+             6) ||
+         starts("\x28\xb5\x2f\xfd", 4) || starts("\x04\x22\x4d\x18", 4) || starts("LZIP", 4);
 }
 
-TarReader::~TarReader() {
-  if (f_) std::fclose(f_);
-}
+constexpr uint64_t kMaxPaxHeaderBytes = 1 << 20;  // far above any real pax header
+constexpr uint64_t kMaxGnuNameBytes = 1 << 16;    // GNU 'L'/'K' long names
 
-bool TarReader::read_block(char* block) {
-  size_t n = std::fread(block, 1, kBlock, f_);
-  if (n == 0 && std::feof(f_)) return false;
-  if (n != kBlock) throw TarError(path_ + ": truncated tar header at offset " + std::to_string(pos_));
-  pos_ += kBlock;
+// Decimal digits only, no sign, no overflow.
+bool parse_decimal(std::string_view s, uint64_t* out) {
+  if (s.empty() || s.size() > 20) return false;
+  uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+    const uint64_t d = static_cast<uint64_t>(c - '0');
+    if (v > (UINT64_MAX - d) / 10) return false;
+    v = v * 10 + d;
+  }
+  *out = v;
   return true;
 }
 
-void TarReader::read_exact(std::string* out, uint64_t n, const char* what) {
-  if (n > max_member_bytes_)
-    throw TarError(path_ + ": " + what + " of " + std::to_string(n) + " bytes at offset " +
-                   std::to_string(pos_) + " exceeds the limit");
-  out->resize(n);
-  if (n && std::fread(out->data(), 1, n, f_) != n)
-    throw TarError(path_ + ": truncated " + std::string(what) + " at offset " + std::to_string(pos_));
+}  // namespace
+
+TarReader::TarReader(const std::string& path) : path_(path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw TarError("cannot open " + path + ": " + std::strerror(errno));
+  unsigned char head[kBlock];
+  const ssize_t n = ::pread(fd, head, sizeof head, 0);
+  if (n < 0) {
+    const int e = errno;
+    ::close(fd);
+    throw TarError("cannot read " + path + ": " + std::strerror(e));
+  }
+  if (looks_compressed(head, static_cast<size_t>(n))) {
+    ::close(fd);
+    src_ = std::make_unique<ArchiveSource>(path);
+    compressed_ = true;
+  } else {
+    src_ = std::make_unique<FileSource>(fd, path);  // owns fd from here (closes it if it throws)
+  }
+}
+
+TarReader::~TarReader() = default;
+
+std::string TarReader::where(uint64_t offset) const {
+  return path_ + ": offset " + std::to_string(offset) + (compressed_ ? " of the decompressed tar" : "");
+}
+
+void TarReader::read_exact(char* buf, uint64_t n, uint64_t header_offset, const std::string& what) {
+  if (src_->read(buf, static_cast<size_t>(n)) != n)
+    throw TarError(where(header_offset) + ": tar truncated in " + what);
   pos_ += n;
-  skip_padding(n);
 }
 
-void TarReader::skip_padding(uint64_t size) {
-  uint64_t rem = size % kBlock;
-  if (!rem) return;
-  char pad[kBlock];
-  size_t want = kBlock - rem;
-  if (std::fread(pad, 1, want, f_) != want)
-    throw TarError(path_ + ": truncated padding at offset " + std::to_string(pos_));
-  pos_ += want;
+void TarReader::finish_entry() {
+  if (!in_entry_) return;
+  in_entry_ = false;
+  const uint64_t n = data_left_ + padding_;
+  data_left_ = padding_ = 0;
+  if (src_->skip(n) != n)
+    throw TarError(where(cur_.offset) + ": tar truncated in member '" + cur_.name + "'");
+  pos_ += n;
 }
 
-bool TarReader::next(TarMember* out) {
+// The data of a metadata record (pax, GNU long name), bounded by `limit`.
+std::string TarReader::read_meta(uint64_t size, uint64_t limit, uint64_t header_offset, const char* what) {
+  if (size > limit)
+    throw TarError(where(header_offset) + ": " + what + " of " + std::to_string(size) + " bytes (at most " +
+                   std::to_string(limit) + ")");
+  check_exists(size, header_offset, what);
+  std::string data(size, '\0');
+  read_exact(data.data(), size, header_offset, what);
+  const uint64_t pad = (kBlock - size % kBlock) % kBlock;
+  if (src_->skip(pad) != pad) throw TarError(where(header_offset) + ": tar truncated in " + what);
+  pos_ += pad;
+  return data;
+}
+
+void TarReader::check_exists(uint64_t size, uint64_t header_offset, const std::string& what) const {
+  const int64_t rem = src_->remaining();
+  if (rem >= 0 && size > static_cast<uint64_t>(rem))
+    throw TarError(where(header_offset) + ": " + what + " declares " + std::to_string(size) +
+                   " bytes but the file has " + std::to_string(rem) + " left (truncated or corrupt tar)");
+}
+
+bool TarReader::next_entry(TarEntry* out) {
+  finish_entry();
+  if (ended_) return false;
   std::string long_name, pax_path;
+  bool have_long_name = false, have_pax_path = false, have_pax_size = false;
   uint64_t pax_size = 0;
-  bool have_pax_size = false;
   char h[kBlock];
+  // Each pass consumes one 512-byte header (and its data) or returns: the loop always ends.
   for (;;) {
-    uint64_t header_pos = pos_;
-    if (!read_block(h)) return false;  // EOF without end blocks: tolerated (many writers)
-    if (all_zero(h)) return false;     // end-of-archive marker
-    if (!checksum_ok(h))
-      throw TarError(path_ + ": bad tar header checksum at offset " + std::to_string(header_pos) +
-                     " (not a tar file or corrupt)");
-    uint64_t size = 0;
-    if (!parse_number(h, kSize, &size))
-      throw TarError(path_ + ": bad size field at offset " + std::to_string(header_pos));
-    if (have_pax_size) size = pax_size;
-    char type = h[kType.off];
-    if (type == 'L') {  // GNU long name for the next member
-      read_exact(&long_name, size, "GNU long name");
-      while (!long_name.empty() && long_name.back() == '\0') long_name.pop_back();
-      continue;
+    const uint64_t header_pos = pos_;
+    const size_t got = src_->read(h, kBlock);
+    if (got == 0) {  // EOF without end blocks: tolerated (many writers), unless mid-entry
+      if (have_long_name || have_pax_path || have_pax_size)
+        throw TarError(where(header_pos) + ": tar ends after a long-name or pax header, before its member");
+      ended_ = true;
+      return false;
     }
-    if (type == 'K') {  // GNU long link name: irrelevant for regular files
-      std::string ignored;
-      read_exact(&ignored, size, "GNU long link");
+    if (got != kBlock) throw TarError(where(header_pos) + ": truncated tar header");
+    pos_ += kBlock;
+    if (all_zero(h)) {  // end-of-archive marker
+      ended_ = true;
+      return false;
+    }
+    if (!checksum_ok(h))
+      throw TarError(where(header_pos) + ": bad tar header checksum (not a tar file or corrupt)");
+    uint64_t size = 0;
+    if (!parse_number(h, kSize, &size)) throw TarError(where(header_pos) + ": bad size field");
+    const char type = h[kType.off];
+    if (type == 'L' || type == 'K') {  // GNU long name / long link name for the next entry
+      std::string v = read_meta(size, kMaxGnuNameBytes, header_pos, "GNU long name");
+      while (!v.empty() && v.back() == '\0') v.pop_back();
+      if (type == 'L') {
+        long_name = std::move(v);
+        have_long_name = true;
+      }
       continue;
     }
     if (type == 'x' || type == 'g') {
-      std::string recs;
-      read_exact(&recs, size, "pax header");
+      const std::string recs = read_meta(size, kMaxPaxHeaderBytes, header_pos, "pax header");
       if (type == 'g') continue;  // global defaults: nothing we use
-      size_t p = 0;
-      while (p < recs.size()) {
-        size_t sp = recs.find(' ', p);
-        if (sp == std::string::npos) break;
-        uint64_t len = std::strtoull(recs.c_str() + p, nullptr, 10);
-        if (len == 0 || p + len > recs.size())
-          throw TarError(path_ + ": malformed pax record at offset " + std::to_string(header_pos));
-        std::string rec = recs.substr(sp + 1, p + len - sp - 2);  // drop trailing '\n'
-        size_t eq = rec.find('=');
-        if (eq != std::string::npos) {
-          std::string k = rec.substr(0, eq), v = rec.substr(eq + 1);
-          if (k == "path") pax_path = v;
-          if (k == "size") {
-            pax_size = std::strtoull(v.c_str(), nullptr, 10);
-            have_pax_size = true;
-          }
-        }
-        p += len;
-      }
+      parse_pax(recs, header_pos, &pax_path, &have_pax_path, &pax_size, &have_pax_size);
       continue;
     }
-    bool regular = type == '0' || type == '\0' || type == '7';
-    if (!regular) {
-      // Directory, link, device...: skip its data (usually none).
-      if (type != '1' && type != '2' && type != '5' && size) {
-        std::string ignored;
-        read_exact(&ignored, size, "member");
-      }
-      long_name.clear();
-      pax_path.clear();
-      have_pax_size = false;
-      continue;
-    }
-    std::string name;
-    if (!pax_path.empty()) {
-      name = pax_path;
-    } else if (!long_name.empty()) {
-      name = long_name;
+    if (have_pax_size) size = pax_size;
+    TarEntry e;
+    e.offset = header_pos;
+    e.type = type;
+    e.regular = type == '0' || type == '\0' || type == '7';
+    if (have_pax_path) {
+      e.name = pax_path;
+    } else if (have_long_name) {
+      e.name = long_name;
     } else {
-      name = field_str(h, kName);
-      std::string magic(h + kMagic.off, 5);
-      std::string prefix = magic == "ustar" ? field_str(h, kPrefix) : "";
+      e.name = field_str(h, kName);
+      const std::string magic(h + kMagic.off, 5);
+      const std::string prefix = magic == "ustar" ? field_str(h, kPrefix) : "";
       // GNU format stores atime/ctime where ustar has its prefix; only trust it for POSIX ustar.
-      if (magic == "ustar" && h[kMagic.off + 5] == '\0' && !prefix.empty()) name = prefix + "/" + name;
+      if (magic == "ustar" && h[kMagic.off + 5] == '\0' && !prefix.empty()) e.name = prefix + "/" + e.name;
     }
-    out->name = name;
-    out->offset = header_pos;
-    read_exact(&out->data, size, ("member '" + name + "'").c_str());
+    // Links and directories carry no data whatever their size field says.
+    e.size = (type == '1' || type == '2' || type == '5') ? 0 : size;
+    check_exists(e.size, header_pos, "member '" + e.name + "'");
+    cur_ = e;
+    in_entry_ = true;
+    data_left_ = e.size;
+    padding_ = (kBlock - e.size % kBlock) % kBlock;
+    *out = std::move(e);
     return true;
   }
+}
+
+void TarReader::parse_pax(const std::string& recs, uint64_t header_pos, std::string* path, bool* have_path,
+                          uint64_t* size, bool* have_size) const {
+  // Records "LEN key=value\n", LEN counting the whole record. Every record advances p by its
+  // LEN, which is at least 4 ("4 k=\n" is the smallest), so the loop always ends.
+  size_t p = 0;
+  while (p < recs.size()) {
+    if (recs.find_first_not_of('\0', p) == std::string::npos) break;  // NUL padding after the records
+    const size_t sp = recs.find(' ', p);
+    uint64_t len = 0;
+    const std::string bad = where(header_pos) + ": malformed pax record at byte " + std::to_string(p) + ": ";
+    if (sp == std::string::npos || !parse_decimal(std::string_view(recs).substr(p, sp - p), &len))
+      throw TarError(bad + "its length is not a decimal number");
+    if (len < sp - p + 4) throw TarError(bad + "length " + std::to_string(len) + " is too small");
+    if (len > recs.size() - p)
+      throw TarError(bad + "length " + std::to_string(len) + " runs past the header's " +
+                     std::to_string(recs.size()) + " bytes");
+    if (recs[p + len - 1] != '\n') throw TarError(bad + "it does not end with a newline");
+    const std::string_view rec(recs.data() + sp + 1, p + len - 1 - (sp + 1));
+    const size_t eq = rec.find('=');
+    if (eq == std::string_view::npos) throw TarError(bad + "no '=' in it");
+    const std::string_view k = rec.substr(0, eq), v = rec.substr(eq + 1);
+    if (k == "path") {
+      *path = std::string(v);
+      *have_path = true;
+    } else if (k == "size") {
+      if (!parse_decimal(v, size))
+        throw TarError(bad + "size '" + std::string(v.substr(0, 40)) + "' is not a size");
+      *have_size = true;
+    }
+    p += len;
+  }
+}
+
+void TarReader::read_data(std::string* out) {
+  if (!in_entry_) throw std::logic_error("TarReader::read_data without a current entry");
+  out->clear();
+  // Grown as bytes arrive: a stream's declared size is not trusted with an allocation.
+  if (src_->remaining() >= 0) out->reserve(data_left_);
+  char buf[1 << 16];
+  while (data_left_ > 0) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(sizeof buf, data_left_));
+    const size_t got = src_->read(buf, want);
+    out->append(buf, got);
+    pos_ += got;
+    data_left_ -= got;
+    if (got != want) throw TarError(where(cur_.offset) + ": tar truncated in member '" + cur_.name + "'");
+  }
+  finish_entry();
+}
+
+void TarReader::skip_data() {
+  finish_entry();
+}
+
+bool TarReader::next(TarMember* out) {
+  TarEntry e;
+  while (next_entry(&e)) {
+    if (!e.regular) continue;
+    if (e.size > max_member_bytes_)
+      throw TarError(where(e.offset) + ": member '" + e.name + "' of " + std::to_string(e.size) +
+                     " bytes exceeds the limit of " + std::to_string(max_member_bytes_));
+    out->name = std::move(e.name);
+    out->offset = e.offset;
+    read_data(&out->data);
+    return true;
+  }
+  return false;
 }
 
 }  // namespace recap::io
