@@ -392,6 +392,7 @@ void TarReader::read_exact(char* buf, uint64_t n, uint64_t header_offset, const 
 void TarReader::finish_entry() {
   if (!in_entry_) return;
   in_entry_ = false;
+  if (!missing_data_.empty()) throw TarError(missing_data_);
   const uint64_t n = data_left_ + padding_;
   data_left_ = padding_ = 0;
   if (src_->skip(n) != n)
@@ -427,6 +428,7 @@ bool TarReader::next_entry(TarEntry* out) {
   bool have_long_name = false, have_pax_path = false, have_pax_size = false;
   uint64_t pax_size = 0;
   char h[kBlock];
+  const uint64_t entry_start = pos_;
   // Each pass consumes one 512-byte header (and its data) or returns: the loop always ends.
   for (;;) {
     const uint64_t header_pos = pos_;
@@ -465,7 +467,7 @@ bool TarReader::next_entry(TarEntry* out) {
     }
     if (have_pax_size) size = pax_size;
     TarEntry e;
-    e.offset = header_pos;
+    e.offset = entry_start;
     e.type = type;
     e.regular = type == '0' || type == '\0' || type == '7';
     if (have_pax_path) {
@@ -481,7 +483,13 @@ bool TarReader::next_entry(TarEntry* out) {
     }
     // Links and directories carry no data whatever their size field says.
     e.size = (type == '1' || type == '2' || type == '5') ? 0 : size;
-    check_exists(e.size, header_pos, "member '" + e.name + "'");
+    // A size beyond the file is reported when the data is read or skipped, not here: the
+    // caller first learns the entry's name (a sample before it may be complete).
+    const int64_t rem = src_->remaining();
+    missing_data_.clear();
+    if (rem >= 0 && e.size > static_cast<uint64_t>(rem))
+      missing_data_ = where(e.offset) + ": member '" + e.name + "' declares " + std::to_string(e.size) +
+                      " bytes but the file has " + std::to_string(rem) + " left (truncated or corrupt tar)";
     cur_ = e;
     in_entry_ = true;
     data_left_ = e.size;
@@ -527,6 +535,10 @@ void TarReader::parse_pax(const std::string& recs, uint64_t header_pos, std::str
 void TarReader::read_data(std::string* out) {
   if (!in_entry_) throw std::logic_error("TarReader::read_data without a current entry");
   out->clear();
+  if (!missing_data_.empty()) {
+    in_entry_ = false;
+    throw TarError(missing_data_);
+  }
   // Grown as bytes arrive: a stream's declared size is not trusted with an allocation.
   if (src_->remaining() >= 0) out->reserve(data_left_);
   char buf[1 << 16];

@@ -63,9 +63,11 @@ class TarReader {
   // consumed, not returned); false at the end of the archive (end blocks or end of file). The
   // previous entry's unread data is skipped (a seek for plain files). Throws TarError.
   bool next_entry(TarEntry* out);
-  // The current entry's data (call at most once per entry). Throws TarError when truncated.
+  // The current entry's data (call at most once per entry). Throws TarError when truncated,
+  // at once and without allocating when the header declared more than the file has.
   void read_data(std::string* out);
-  // Leaves the current entry's data unread (next_entry() does this too).
+  // Leaves the current entry's data unread (next_entry() does this too). Throws TarError when
+  // the data is not all there.
   void skip_data();
 
   // Next regular file with its data; false at the end of the archive. Members larger than
@@ -93,6 +95,7 @@ class TarReader {
   bool in_entry_ = false;
   TarEntry cur_;
   uint64_t data_left_ = 0, padding_ = 0;
+  std::string missing_data_;  // the current entry declares more data than the file has
   uint64_t max_member_bytes_ = uint64_t(1) << 32;
 };
 
