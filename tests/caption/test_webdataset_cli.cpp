@@ -416,3 +416,44 @@ TEST(WebdatasetCli, TarTruncatedMidMemberFailsTheShardNamingFileAndOffset) {
       << r.out;
   EXPECT_FALSE(io::file_exists(dir + "/out/trunc_stats.json"));
 }
+
+TEST(WebdatasetCli, OutputKeepsInputOrderWhenTheFirstSampleFinishesLast) {
+  // The first sample is a 3000x3000 PNG: decoding and resizing it takes far longer than the
+  // small images after it, which are therefore captioned first; the output tar still lists
+  // the samples in input order.
+  auto dir = make_temp_dir("wds_order");
+  const std::string make_png =
+      "import struct, sys, zlib\n"
+      "w = h = 3000\n"
+      "row = bytes((i * 7 + i // 3) & 255 for i in range(w * 3))\n"
+      "raw = b''.join(b'\\x00' + row[r % 251:] + row[:r % 251] for r in range(h))\n"
+      "def chunk(t, d): return struct.pack('>I', len(d)) + t + d + struct.pack('>I', zlib.crc32(t + d))\n"
+      "png = b'\\x89PNG\\r\\n\\x1a\\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 2, 0, 0, 0))\n"
+      "png += chunk(b'IDAT', zlib.compress(raw, 1)) + chunk(b'IEND', b'')\n"
+      "open(sys.argv[1], 'wb').write(png)\n";
+  auto py = run_cmd({"python3", "-c", make_png, dir + "/big.png"});
+  ASSERT_EQ(py.rc, 0) << py.out;
+  const std::string big = io::read_file(dir + "/big.png");
+  const std::string jpg = io::read_file(kImages + "/gray_square.jpg");
+  TarBuilder t;
+  t.add("s00.png", big);
+  t.add("s00.cls", "0");
+  std::vector<std::string> keys{"s00"};
+  for (int i = 1; i <= 6; ++i) {
+    const std::string k = "s0" + std::to_string(i);
+    t.add(k + ".jpg", jpg);
+    t.add(k + ".cls", std::to_string(i));
+    keys.push_back(k);
+  }
+  io::atomic_write(dir + "/ordered.tar", t.done());
+  auto r = caption(
+      {"--input", dir + "/ordered.tar", "--out", dir + "/out", "--max-batch", "4", "--io-workers", "4"});
+  ASSERT_EQ(r.rc, 0) << r.out;
+  auto groups = webdataset_groups(dir + "/out/ordered.tar");
+  std::vector<std::string> got;
+  for (auto& g : groups) got.push_back(g["key"]);
+  EXPECT_EQ(got, keys);
+  auto tar = read_tar(dir + "/out/ordered.tar");
+  EXPECT_EQ(tar["s00.png"], big);
+  EXPECT_EQ(tar["s06.cls"], "6");
+}
