@@ -628,6 +628,11 @@ void ShardOutput::write_sample(const SampleOutcome& s) {
 }
 
 nlohmann::ordered_json ShardOutput::finish(const ordered_json& extra, double start_time, double end_time) {
+  // keep_input_order: every input index has arrived when a shard is finished, so nothing is
+  // held; should one be missing, the held samples are still written (out of order) rather
+  // than lost.
+  for (auto& [idx, held] : held_) write_sample(held);
+  held_.clear();
   // Stats from every record (this run's and resumed ones).
   int64_t count = 0, successes = 0, failed_download = 0, failed_decode = 0, failed_parse = 0,
           failed_caption = 0;
