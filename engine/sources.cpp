@@ -328,6 +328,7 @@ class TarStream : public SampleStream {
       std::string suffix, lower, bytes;
     };
     std::vector<Member> members;
+    std::set<std::string> suffixes;  // lower case, as webdataset compares them
     std::string key, failure, fail_status;
     uint64_t first_offset = 0;
     uint64_t total = 0;
@@ -356,21 +357,29 @@ class TarStream : public SampleStream {
         std::string lower = suffix;
         for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
         if (started) {
-          bool repeated = false;
-          for (auto& m : members) repeated = repeated || m.lower == lower;
-          if (k != key || repeated) break;  // the next sample begins with this member
+          // The next sample begins with this member.
+          if (k != key || suffixes.count(lower)) break;
         } else {
           started = true;
           key = k;
           first_offset = e.offset;
         }
         have_pending_ = false;
+        suffixes.insert(lower);
         for (unsigned char c : suffix)
           if (failure.empty() && (c < 0x20 || c == 0x7f || c == '\\'))
             failure = reader_->where(e.offset) + ": member '" + io::printable_key(e.name) +
                       "': its suffix holds a control byte or '\\' (unsafe as an output name)";
-        const uint64_t sample_limit = 4 * max_member_;
-        if (e.size > max_member_ || total + e.size > sample_limit) {
+        const uint64_t sample_limit = max_member_ > UINT64_MAX / 4 ? UINT64_MAX : 4 * max_member_;
+        if (members.size() >= kMaxMembers) {
+          // Hostile or broken: a sample of thousands of members. Its data is not kept.
+          if (failure.empty())
+            failure = reader_->where(first_offset) + ": sample '" + io::printable_key(key) +
+                      "' has more than " + std::to_string(kMaxMembers) + " members";
+          reader_->skip_data();
+          continue;
+        }
+        if (e.size > max_member_ || e.size > sample_limit - total) {
           if (fail_status.empty()) {
             fail_status = "failed_to_download";
             failure = reader_->where(e.offset) + ": too_large: member '" + io::printable_key(e.name) +
@@ -504,6 +513,7 @@ class TarStream : public SampleStream {
     if (++warned_ <= kMaxWarnings) warnings_.push_back(std::move(w));
   }
   static constexpr int64_t kMaxWarnings = 20;
+  static constexpr size_t kMaxMembers = 1024;  // per sample
 
   ShardSpec spec_;
   uint64_t max_member_;

@@ -498,3 +498,27 @@ TEST(WebdatasetCli, ResumedShardHasEveryCarriedMemberOnceInInputOrder) {
   }
   EXPECT_EQ(json::parse(io::read_file(dir + "/out/res_stats.json"))["resumed_samples"], 3);
 }
+
+TEST(WebdatasetCli, SampleWithThousandsOfMembersFailsAndTheRestGoesOn) {
+  auto dir = make_temp_dir("wds_many");
+  const std::string jpg = io::read_file(kImages + "/gray_square.jpg");
+  TarBuilder t;
+  const uint64_t at = t.add("many.jpg", jpg);
+  for (int i = 0; i < 1100; ++i) {
+    std::string suffix = "m";  // appended: g++ 12 -Wrestrict misfires on "lit" + std::string&&
+    suffix += std::to_string(i);
+    t.add("many." + suffix, "x");
+  }
+  t.add("fine.jpg", jpg);
+  const std::string in = dir + "/many.tar";
+  io::atomic_write(in, t.done());
+  auto r = caption({"--input", in, "--out", dir + "/out"});
+  ASSERT_EQ(r.rc, 0) << r.out;
+  auto side = read_jsonl(dir + "/out/many.jsonl");
+  ASSERT_EQ(side.size(), 2u);
+  EXPECT_EQ(side[0]["status"], "failed_to_parse");
+  EXPECT_EQ(side[0]["error_message"],
+            in + ": offset " + std::to_string(at) + ": sample 'many' has more than 1024 members");
+  EXPECT_EQ(side[1]["status"], "success");
+  EXPECT_EQ(read_tar(dir + "/out/many.tar").size(), 3u);
+}
