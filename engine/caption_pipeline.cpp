@@ -607,7 +607,9 @@ void CaptionRun::feed() {
       break;
     }
     // Said here, in input order (the loader returns results in completion order).
-    if (!in.parse_error.empty()) warn_malformed(in, in.parse_error);
+    if (!in.parse_error.empty() && in.input_status.empty()) warn_malformed(in, in.parse_error);
+    if (!in.parse_error.empty() && !in.input_status.empty())  // a tar member over a limit
+      rep_.line("warning: " + in.parse_error + " (key " + in.key + ", recorded as " + in.input_status + ")");
     InFlight f;
     f.shard = sh;
     uint64_t tag = next_tag_++;

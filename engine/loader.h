@@ -1,6 +1,8 @@
 // Fetch + decode + preprocess workers. Jobs go in as SampleInput, come out (in completion
 // order, matched by the caller through `tag`) with either pixel values or a failure status:
-//   failed_to_parse     malformed list line / tar sample without an image
+//   failed_to_parse     malformed list line / tar sample without an image, bad or duplicate
+//                       key (or SampleInput::input_status when the source set one: a tar
+//                       member over --max-image-bytes is failed_to_download, "too_large")
 //   failed_to_download  missing file, HTTP error, unsupported URL scheme, size limit
 //   failed_to_decode    bytes that are not a decodable JPEG/PNG/WebP image, or an image with
 //                       more pixels than decode.max_pixels (error "...: too_large: ...")

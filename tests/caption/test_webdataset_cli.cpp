@@ -389,6 +389,12 @@ TEST(WebdatasetCli, FourGiBDeclaredMembersNeverAllocateAndGoodSamplesAreCaptione
     EXPECT_EQ(side[1]["error_message"], in + ": offset " + std::to_string(at) +
                                             ": too_large: member 'big.npy' of 5368709120 bytes exceeds " +
                                             "--max-image-bytes 67108864; skipped unread");
+    EXPECT_NE(
+        r.out.find("warning: " + in + ": offset " + std::to_string(at) +
+                   ": too_large: member 'big.npy' of 5368709120 bytes exceeds --max-image-bytes 67108864; " +
+                   "skipped unread (key big, recorded as failed_to_download)"),
+        std::string::npos)
+        << r.out;
     EXPECT_EQ(side[2]["key"], "g3");
     EXPECT_EQ(side[2]["status"], "success");
     auto tar = read_tar(dir + "/out/sparse.tar");
