@@ -57,7 +57,18 @@ void gemm(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const f
           int64_t ldy);
 }
 namespace recap::kernels::avx512 {
-// Uses VNNI / BF16 instructions when cpu_features() has them, else the AVX2 kernels.
+// AVX-512 F/BW/VL/DQ. f32 here; bf16 / int8 / int4 through avx512bf16:: / avx512vnni:: when
+// active_choice() has that extension, else the AVX2 kernels.
 void gemm(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const float* bias, float* y,
           int64_t ldy);
 }  // namespace recap::kernels::avx512
+namespace recap::kernels::avx512vnni {
+// int8 / int4 weights only (gemm_avx512vnni.cpp); arguments already checked, m > 0.
+void gemm(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const float* bias, float* y,
+          int64_t ldy);
+}  // namespace recap::kernels::avx512vnni
+namespace recap::kernels::avx512bf16 {
+// bf16 weights only (gemm_avx512bf16.cpp); arguments already checked, m > 0.
+void gemm(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const float* bias, float* y,
+          int64_t ldy);
+}  // namespace recap::kernels::avx512bf16

@@ -117,13 +117,13 @@ LimitProbe measure_f32_fma_peak(int threads) {
 }
 
 LimitProbe measure_int8_dot_peak(int threads) {
-  if (active_isa() != Isa::Avx512 || !cpu_features().avx512vnni) return {0, "vpdpbusd unavailable"};
-  return {best_rate(threads, 200'000, 12.0 * 128, 60, avx512::int8_dot_loop) / 1e9, "vpdpbusd zmm"};
+  if (!active_choice().avx512vnni) return {0, "vpdpbusd unavailable"};
+  return {best_rate(threads, 200'000, 12.0 * 128, 60, avx512vnni::int8_dot_loop) / 1e9, "vpdpbusd zmm"};
 }
 
 LimitProbe measure_bf16_dot_peak(int threads) {
-  if (active_isa() != Isa::Avx512 || !cpu_features().avx512bf16) return {0, "vdpbf16ps unavailable"};
-  return {best_rate(threads, 200'000, 12.0 * 64, 60, avx512::bf16_dot_loop) / 1e9, "vdpbf16ps zmm"};
+  if (!active_choice().avx512bf16) return {0, "vdpbf16ps unavailable"};
+  return {best_rate(threads, 200'000, 12.0 * 64, 60, avx512bf16::bf16_dot_loop) / 1e9, "vdpbf16ps zmm"};
 }
 
 }  // namespace recap::kernels

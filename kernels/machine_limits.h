@@ -27,9 +27,13 @@ LimitProbe measure_bf16_dot_peak(int threads);
 namespace avx512 {
 double read_pass(const void* data, long bytes);  // streams bytes, returns a checksum
 double f32_fma_loop(long iters);                 // 12 independent chains x iters vfmadd231ps zmm
-double int8_dot_loop(long iters);                // 12 x iters vpdpbusd zmm
-double bf16_dot_loop(long iters);                // 12 x iters vdpbf16ps zmm
 }  // namespace avx512
+namespace avx512vnni {
+double int8_dot_loop(long iters);  // 12 x iters vpdpbusd zmm
+}
+namespace avx512bf16 {
+double bf16_dot_loop(long iters);  // 12 x iters vdpbf16ps zmm
+}
 namespace avx2 {
 double read_pass(const void* data, long bytes);
 double f32_fma_loop(long iters);  // 12 x iters vfmadd231ps ymm

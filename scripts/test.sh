@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # README command (2): sets up the machine, builds (Release) and runs every test.
 # Tests labelled `kernels` run once per kernel path (RECAP_FORCE_ISA=ref, avx2, avx512; a path
-# this CPU lacks is skipped with a message); all other tests run once.
+# this CPU lacks is skipped with a message); all other tests run once, except the label
+# `portability` (qemu emulation, scripts/test_portability.sh, which .ci/run calls next).
 #   BUILD_DIR (default build), JOBS (default nproc), CTEST_TIMEOUT seconds per test (default 1800)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,5 +24,5 @@ for isa in ref avx2 avx512; do
   RECAP_FORCE_ISA=$isa run_ctest "kernels/$isa" "${args[@]}" -L kernels
 done
 echo "test: every other test (labels unit, golden, cli, slow)"
-run_ctest "non-kernels" "${args[@]}" -LE kernels
+run_ctest "non-kernels" "${args[@]}" -LE 'kernels|portability'
 ctest_summary test

@@ -1,5 +1,9 @@
-// The dispatched gemm() (whatever RECAP_FORCE_ISA selects; CI runs this once per ISA)
-// against the scalar reference ref::gemm(), on odd shapes with junk-filled padding.
+// The dispatched gemm() under EVERY kernel variant this CPU/OS can run (whatever
+// RECAP_FORCE_ISA says: each test sets the variants itself), against the scalar reference
+// ref::gemm(), on odd shapes with junk-filled padding. Variants: ref, avx2, avx512 without
+// extensions (the AVX2 fallbacks for bf16/int8/int4), avx512+vnni, avx512+bf16. The ones this
+// machine cannot run are logged with the missing features (Gemm.VariantCoverage), never skipped
+// silently.
 //   int8 / int4: bit-identical (exact int32 group sums, same float steps; docs/NUMERICS.md).
 //   f32 / bf16:  |y - y_ref| <= 2 (K + 2) eps (sum_k |x_k w_k| + |bias|)  (both are within
 //                gamma_K of the exact product; bf16 uses the bf16-rounded x).
@@ -98,47 +102,106 @@ void check_case(WeightFormat fmt, const Case& c, uint32_t seed) {
   }
 }
 
+// Every variant choice worth testing, in order; *skipped gets "<variant>: missing <features>"
+// for those this CPU/OS cannot run.
+std::vector<IsaChoice> gemm_variants(std::vector<std::string>* skipped = nullptr) {
+  const CpuFeatures& cpu = cpu_features();
+  const IsaChoice candidates[] = {{Isa::Ref, false, false},
+                                  {Isa::Avx2, false, false},
+                                  {Isa::Avx512, false, false},
+                                  {Isa::Avx512, true, false},
+                                  {Isa::Avx512, false, true}};
+  std::vector<IsaChoice> out;
+  for (const IsaChoice& c : candidates) {
+    FeatureSet missing = missing_features(cpu, c.isa);
+    if (c.avx512vnni) missing |= missing_features(cpu, IsaExtension::Avx512Vnni);
+    if (c.avx512bf16) missing |= missing_features(cpu, IsaExtension::Avx512Bf16);
+    if (missing == 0)
+      out.push_back(c);
+    else if (skipped)
+      skipped->push_back(describe(c) + ": missing " + feature_names(missing));
+  }
+  return out;
+}
+
+// Runs body() once per runnable variant with that variant active; restores the active choice.
+template <class Body>
+void for_each_variant(Body body) {
+  const IsaChoice saved = active_choice();
+  for (const IsaChoice& v : gemm_variants()) {
+    set_active_choice(v);
+    SCOPED_TRACE("variant " + describe(v));
+    body();
+    if (::testing::Test::HasFatalFailure()) break;
+  }
+  set_active_choice(saved);
+}
+
 }  // namespace
 
+TEST(Gemm, VariantCoverage) {
+  std::vector<std::string> skipped;
+  const std::vector<IsaChoice> run = gemm_variants(&skipped);
+  std::string ran;
+  for (const IsaChoice& v : run) ran += (ran.empty() ? "" : ", ") + describe(v);
+  std::printf("gemm variants tested against ref: %s\n", ran.c_str());
+  for (const std::string& s : skipped) std::printf("gemm variant NOT tested on this CPU/OS: %s\n", s.c_str());
+  // Always at least ref, plus whatever this machine selects by default.
+  ASSERT_FALSE(run.empty());
+  EXPECT_EQ(run.front(), IsaChoice{});
+  EXPECT_EQ(run.size() + skipped.size(), 5u);
+  if (select_isa(cpu_features()).isa != Isa::Ref) {
+    EXPECT_GE(run.size(), 2u);
+  }
+  if (!skipped.empty()) {
+    RecordProperty("skipped_variants", static_cast<int>(skipped.size()));
+  }
+}
+
 TEST(Gemm, OddShapesMatchReference) {
-  std::printf("active ISA: %s\n", isa_name(active_isa()));
-  uint32_t seed = 1;
-  for (WeightFormat fmt : kFormats)
-    for (int64_t m = 1; m <= 17; ++m)
-      for (int64_t n : {1, 7, 16, 33, 67})
-        for (int64_t k : {1, 31, 64, 100, 130}) {
-          SCOPED_TRACE(std::string(weight_format_name(fmt)) + " m=" + std::to_string(m) +
-                       " n=" + std::to_string(n) + " k=" + std::to_string(k));
-          check_case(fmt, {m, n, k, (m + n + k) % 2 == 0}, seed++);
-          if (HasFatalFailure()) return;
-        }
+  for_each_variant([] {
+    uint32_t seed = 1;
+    for (WeightFormat fmt : kFormats)
+      for (int64_t m = 1; m <= 17; ++m)
+        for (int64_t n : {1, 7, 16, 33, 67})
+          for (int64_t k : {1, 31, 64, 100, 130}) {
+            SCOPED_TRACE(std::string(weight_format_name(fmt)) + " m=" + std::to_string(m) +
+                         " n=" + std::to_string(n) + " k=" + std::to_string(k));
+            check_case(fmt, {m, n, k, (m + n + k) % 2 == 0}, seed++);
+            if (HasFatalFailure()) return;
+          }
+  });
 }
 
 TEST(Gemm, LargeShapesCrossKBlocksChunksAndThreads) {
   // k = 2100 crosses the K-blocks of every format; n = 1100 spans several N-chunks with a
   // partial last panel; m = 37 and m = 150 with n = 40 exercise M-tiles and M-chunking.
-  for (WeightFormat fmt : kFormats) {
-    SCOPED_TRACE(weight_format_name(fmt));
-    check_case(fmt, {37, 1100, 2100, true}, 100);
-    check_case(fmt, {150, 40, 300, false}, 200);
-    if (HasFatalFailure()) return;
-  }
+  for_each_variant([] {
+    for (WeightFormat fmt : kFormats) {
+      SCOPED_TRACE(weight_format_name(fmt));
+      check_case(fmt, {37, 1100, 2100, true}, 100);
+      check_case(fmt, {150, 40, 300, false}, 200);
+      if (HasFatalFailure()) return;
+    }
+  });
 }
 
 TEST(Gemm, ResultsIndependentOfThreadCount) {
   const int64_t m = 20, n = 700, k = 520;
   const std::vector<float> x = gaussian(m * k, 5), w = gaussian(n * k, 6, 0.05f);
   const int saved = omp_get_max_threads();
-  for (WeightFormat fmt : kFormats) {
-    const PackedWeight p = pack_weight(w.data(), SrcType::F32, n, k, fmt);
-    std::vector<float> y1(m * n), y2(m * n);
-    omp_set_num_threads(1);
-    gemm(x.data(), m, k, p, nullptr, y1.data(), n);
-    omp_set_num_threads(std::max(2, saved));
-    gemm(x.data(), m, k, p, nullptr, y2.data(), n);
-    EXPECT_EQ(0, std::memcmp(y1.data(), y2.data(), y1.size() * 4)) << weight_format_name(fmt);
-  }
-  omp_set_num_threads(saved);
+  for_each_variant([&] {
+    for (WeightFormat fmt : kFormats) {
+      const PackedWeight p = pack_weight(w.data(), SrcType::F32, n, k, fmt);
+      std::vector<float> y1(m * n), y2(m * n);
+      omp_set_num_threads(1);
+      gemm(x.data(), m, k, p, nullptr, y1.data(), n);
+      omp_set_num_threads(std::max(2, saved));
+      gemm(x.data(), m, k, p, nullptr, y2.data(), n);
+      EXPECT_EQ(0, std::memcmp(y1.data(), y2.data(), y1.size() * 4)) << weight_format_name(fmt);
+    }
+    omp_set_num_threads(saved);
+  });
 }
 
 TEST(Gemm, ReferenceAgreesWithDoublePrecisionProduct) {
@@ -174,30 +237,34 @@ TEST(Gemm, NonFiniteActivationsPoisonOnlyTheirRow) {
   std::vector<float> x = gaussian(m * k, 21);
   const std::vector<float> w = gaussian(n * k, 22, 0.05f);
   x[1 * k + 13] = std::numeric_limits<float>::infinity();
-  for (WeightFormat fmt : kFormats) {
-    const PackedWeight p = pack_weight(w.data(), SrcType::F32, n, k, fmt);
-    std::vector<float> y(m * n), yr(m * n);
-    gemm(x.data(), m, k, p, nullptr, y.data(), n);
-    ref::gemm(x.data(), m, k, p, nullptr, yr.data(), n);
-    for (int64_t j = 0; j < n; ++j) {
-      EXPECT_FALSE(std::isfinite(y[n + j])) << weight_format_name(fmt);
-      EXPECT_TRUE(std::isfinite(y[j]) && std::isfinite(y[2 * n + j])) << weight_format_name(fmt);
+  for_each_variant([&] {
+    for (WeightFormat fmt : kFormats) {
+      const PackedWeight p = pack_weight(w.data(), SrcType::F32, n, k, fmt);
+      std::vector<float> y(m * n), yr(m * n);
+      gemm(x.data(), m, k, p, nullptr, y.data(), n);
+      ref::gemm(x.data(), m, k, p, nullptr, yr.data(), n);
+      for (int64_t j = 0; j < n; ++j) {
+        EXPECT_FALSE(std::isfinite(y[n + j])) << weight_format_name(fmt);
+        EXPECT_TRUE(std::isfinite(y[j]) && std::isfinite(y[2 * n + j])) << weight_format_name(fmt);
+      }
     }
-  }
+  });
 }
 
 TEST(Gemm, ZeroRowsAndZeroActivations) {
   const int64_t n = 19, k = 40;
   const std::vector<float> w = gaussian(n * k, 31);
   std::vector<float> x(2 * k, 0.f), y(2 * n, 5.f);
-  for (WeightFormat fmt : kFormats) {
-    const PackedWeight p = pack_weight(w.data(), SrcType::F32, n, k, fmt);
-    std::fill(y.begin(), y.end(), 5.f);
-    gemm(x.data(), 0, k, p, nullptr, y.data(), n);  // m = 0: nothing written
-    EXPECT_EQ(y[0], 5.f);
-    gemm(x.data(), 2, k, p, nullptr, y.data(), n);
-    for (float v : y) EXPECT_EQ(v, 0.f) << weight_format_name(fmt);
-  }
+  for_each_variant([&] {
+    for (WeightFormat fmt : kFormats) {
+      const PackedWeight p = pack_weight(w.data(), SrcType::F32, n, k, fmt);
+      std::fill(y.begin(), y.end(), 5.f);
+      gemm(x.data(), 0, k, p, nullptr, y.data(), n);  // m = 0: nothing written
+      EXPECT_EQ(y[0], 5.f);
+      gemm(x.data(), 2, k, p, nullptr, y.data(), n);
+      for (float v : y) EXPECT_EQ(v, 0.f) << weight_format_name(fmt);
+    }
+  });
 }
 
 TEST(Gemm, RejectsBadArguments) {

@@ -1,0 +1,11 @@
+// Records the extensions this file's ISA flags enable: every *_avx2.cpp gets the same flags
+// (cmake/RecapLayer.cmake), so this is what the avx2 kernels require at run time.
+#include "kernels/isa_probe.h"
+
+namespace recap::kernels::detail {
+
+FeatureSet compiled_features_avx2() {
+  return RECAP_COMPILED_FEATURE_SET;
+}
+
+}  // namespace recap::kernels::detail
