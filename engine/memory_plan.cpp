@@ -73,11 +73,14 @@ uint64_t read_limit(const std::string& path) {
 }
 
 uint64_t stat_field(const std::string& path, const std::string& key) {
+  // "key value" (memory.stat) or "key: value kB" (/proc/meminfo), one per line.
   std::istringstream in(read_text(path));
-  std::string k;
-  unsigned long long v = 0;
-  while (in >> k >> v)
-    if (k == key) return v;
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream ls(line);
+    std::string k;
+    unsigned long long v = 0;
+    if (ls >> k >> v && k == key) return v;
+  }
   return 0;
 }
 
@@ -119,8 +122,9 @@ CgroupMemory cgroup_memory() {
     consider("/sys/fs/cgroup", "memory.max", "anon", "cgroup v2 memory.max");
   }
   if (!v1_path.empty()) {
-    consider("/sys/fs/cgroup/memory" + v1_path, "memory.limit_in_bytes", "total_rss",
-             "cgroup v1 memory.limit_in_bytes");
+    for (std::string p = v1_path; !p.empty() && p != "/"; p = p.substr(0, p.rfind('/')))
+      consider("/sys/fs/cgroup/memory" + p, "memory.limit_in_bytes", "total_rss",
+               "cgroup v1 memory.limit_in_bytes");
     consider("/sys/fs/cgroup/memory", "memory.limit_in_bytes", "total_rss",
              "cgroup v1 memory.limit_in_bytes");
   }
