@@ -254,3 +254,36 @@ TEST(Checkpoint, PickleOnlyDirectoryNamesTheConversion) {
   EXPECT_EQ(r.rc, 2);
   EXPECT_EQ(r.out, "recap-engine inspect: error: " + msg + "\n");
 }
+
+TEST(CaptionPrecision, StartLinesNameTheTokenizer) {
+  const std::string dir = make_temp_dir("tok_id");
+  const std::string list = write_list(dir, 1);
+  // The demo's small tokenizer is not a known one; its hash is printed all the same.
+  RunResult r = caption(dir + "/out", {"--list", list});
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("\ntokenizer: unrecognised (sha256 "
+                       "8502b1b233252d23b2550c29a77bf4d59adac824f007cd58db50df6a2c75d608)\n"),
+            std::string::npos)
+      << r.out;
+  // The Llama-3 tokenizer is recognised (the tiny model cannot use its ids: only the start
+  // lines matter here).
+  std::vector<std::string> a{RECAP_BIN,
+                             "caption",
+                             "--weights",
+                             kWeights,
+                             "--tokenizer",
+                             kData + "/llama3-tokenizer/tokenizer.json",
+                             "--out",
+                             dir + "/out_l3",
+                             "--list",
+                             list,
+                             "--threads",
+                             "1",
+                             "--max-new-tokens",
+                             "2"};
+  r = run_cmd(a);
+  EXPECT_NE(r.out.find("\ntokenizer: Llama-3 (sha256 "
+                       "c05a3c2174e9edd5be19dc5a0748c42a9037bec2811ce062728bfd71f8702d78)\n"),
+            std::string::npos)
+      << r.out;
+}
