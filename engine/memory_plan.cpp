@@ -1,5 +1,7 @@
 #include "engine/memory_plan.h"
 
+#include <time.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -155,6 +157,12 @@ std::string what_fits(const models::ModelConfig& c, const RunShape& s, const Ava
   if (!fits.empty()) return "would fit: " + fits;
   return "no precision fits (int4 needs " + format_gib(estimate_memory(c, WeightFormat::Int4, s).total()) +
          "; lower --max-batch or --kv-cache-mb, or free memory)";
+}
+
+double cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -354,6 +362,8 @@ Calibration calibrate_throughput(const models::ModelConfig& full, WeightFormat p
 
   std::vector<float> features(static_cast<size_t>(P * Dt));
   model->encode_images(pixels.data(), 1, features.data());  // warm-up: scratch, pages
+  const double cpu0 = cpu_seconds();
+  const auto timed0 = std::chrono::steady_clock::now();
   t0 = std::chrono::steady_clock::now();
   model->encode_images(pixels.data(), 1, features.data());
   cal.vision_s_per_image = seconds_since(t0) * vision_flops(full) / vision_flops(c);
@@ -399,6 +409,8 @@ Calibration calibrate_throughput(const models::ModelConfig& full, WeightFormat p
   const double scale = decode_step_bytes(full.text, precision, B, N, s.kv_dtype) /
                        decode_step_bytes(c.text, precision, B, N, s.kv_dtype);
   cal.decode_tok_s = static_cast<double>(B) * steps / (decode_s * scale);
+  // Includes the untimed warm-ups between the phases: a close enough share for a warning.
+  cal.cpu_share = (cpu_seconds() - cpu0) / (seconds_since(timed0) * std::max(1, threads));
   cal.seconds_per_image = preprocess_s + cal.vision_s_per_image + static_cast<double>(N) / cal.prefill_tok_s +
                           static_cast<double>(s.max_new_tokens) / cal.decode_tok_s;
   cal.images_per_hour = 3600 / cal.seconds_per_image;

@@ -107,6 +107,9 @@ struct Calibration {
   double seconds_per_image = 0;
   double images_per_hour = 0;
   double wall_s = 0;  // time the calibration itself took
+  // CPU time / (wall time x threads) over the timed phases: 1.0 on an idle machine; less means
+  // other processes shared the cores and the figures are pessimistic by about that factor.
+  double cpu_share = 0;
 };
 Calibration calibrate_throughput(const models::ModelConfig& c, kernels::WeightFormat precision,
                                  const RunShape& s, int threads);

@@ -145,7 +145,8 @@ int run_plan(const PlanArgs& a) {
                     {"decode_tok_s", k.decode_tok_s},
                     {"seconds_per_image", k.seconds_per_image},
                     {"images_per_hour", k.images_per_hour},
-                    {"calibration_s", k.wall_s}});
+                    {"calibration_s", k.wall_s},
+                    {"cpu_share", k.cpu_share}});
     j["calibration"] = cj;
     std::printf("%s\n", j.dump(2).c_str());
   } else {
@@ -172,9 +173,10 @@ int run_plan(const PlanArgs& a) {
       std::printf(
           "throughput %s, %d thread(s): vision %.2f s/image, prefill %.1f tok/s, decode %.1f tok/s at batch "
           "%d "
-          "-> %.1f s/image, %.0f images/hour (calibrated in %.1f s)\n",
+          "-> %.1f s/image, %.0f images/hour (calibrated in %.1f s; CPU share %.2f%s)\n",
           kernels::weight_format_name(k.precision), k.threads, k.vision_s_per_image, k.prefill_tok_s,
-          k.decode_tok_s, shape.max_batch, k.seconds_per_image, k.images_per_hour, k.wall_s);
+          k.decode_tok_s, shape.max_batch, k.seconds_per_image, k.images_per_hour, k.wall_s, k.cpu_share,
+          k.cpu_share < 0.8 ? ": other processes shared the cores, figures pessimistic" : "");
   }
   return kExitOk;
 }

@@ -162,6 +162,7 @@ TEST(PlanCli, JsonShapeOnTinyModel) {
   ASSERT_EQ(j["calibration"].size(), 1u);
   EXPECT_EQ(j["calibration"][0]["precision"], "int8");
   EXPECT_GT(j["calibration"][0]["images_per_hour"].get<double>(), 0.0);
+  EXPECT_GT(j["calibration"][0]["cpu_share"].get<double>(), 0.0);
 
   r = run_cmd({RECAP_BIN, "plan", "--weights", kWeights, "--precision", "int3"});
   EXPECT_EQ(r.rc, 2);
