@@ -16,12 +16,14 @@
 #include "engine/fingerprint.h"
 #include "engine/kv_cache.h"
 #include "engine/loader.h"
+#include "engine/memory_plan.h"
 #include "engine/scheduler.h"
 #include "engine/shard_assign.h"
 #include "engine/shard_output.h"
 #include "engine/signals.h"
 #include "engine/sources.h"
 #include "engine/threads.h"
+#include "engine/tokenizer_id.h"
 #include "engine/vision_worker.h"
 #include "io/fileutil.h"
 #include "kernels/isa.h"
@@ -29,6 +31,7 @@
 #include "models/config.h"
 #include "models/kv_pool.h"
 #include "models/llava.h"
+#include "models/quantized_cache.h"
 #include "models/tokenizer.h"
 
 namespace recap::engine {
@@ -249,6 +252,7 @@ class CaptionRun {
   std::unique_ptr<Loader> loader_;
   std::string fingerprint_;
   std::string isa_;
+  std::string precision_name_;  // the precision in use (auto resolved)
   int vision_batch_ = 8;
   int64_t image_side_ = 0;
   int threads_ = 1;
@@ -291,10 +295,13 @@ void CaptionRun::setup() {
   if (o_.sampling.temperature < 0) throw UsageError("--temperature must be >= 0");
   if (o_.sampling.top_p <= 0 || o_.sampling.top_p > 1) throw UsageError("--top-p must be in (0, 1]");
   if (o_.sampling.top_k < 0) throw UsageError("--top-k must be >= 0");
-  kernels::WeightFormat precision;
+  // ---- precision (1/2): flag check; the choice is made once the config is known (2/2).
+  kernels::WeightFormat precision = kernels::WeightFormat::F32;
   kernels::KvDType kv_dtype;
+  if (o_.precision != "auto" && o_.precision != "f32" && o_.precision != "bf16" && o_.precision != "int8" &&
+      o_.precision != "int4")
+    throw UsageError("--precision '" + o_.precision + "': expected auto, f32, bf16, int8 or int4");
   try {
-    precision = kernels::parse_weight_format(o_.precision);
     kv_dtype = models::parse_kv_dtype(o_.kv_dtype);
   } catch (const std::exception& e) {
     throw UsageError(e.what());
@@ -390,13 +397,48 @@ void CaptionRun::setup() {
     }
   }
 
+  // ---- precision (2/2): auto resolves here, and a run that cannot fit exits 2 before loading.
+  {
+    RunShape shape;
+    SampleInput dummy;
+    models::PromptInputs pin;
+    pin.prompt = tmpl_.prompt;
+    pin.fields = prompt_fields(dummy);
+    shape.prompt_positions = prompt_positions(ckpt.config, models::build_prompt_ids(tmpl_, *tok_, pin));
+    shape.max_new_tokens = o_.max_new_tokens;
+    shape.max_batch = o_.max_batch;
+    shape.vision_batch = o_.vision_batch;
+    shape.num_captions = o_.num_captions;
+    shape.io_workers = o_.io_workers;
+    shape.kv_cache_mb = o_.kv_cache_mb;
+    shape.kv_dtype = kv_dtype;
+    std::optional<kernels::WeightFormat> cache_precision;
+    if (ckpt.text_store && models::is_quantized_cache_store(*ckpt.text_store))
+      cache_precision = models::QuantizedCacheWeightSource(ckpt.text_store).precision();
+    PrecisionChoice choice;
+    try {
+      choice = choose_precision(o_.precision, cache_precision, ckpt.config, shape, available_memory());
+    } catch (const std::exception& e) {
+      throw UsageError(e.what());
+    }
+    if (!choice.fits) throw UsageError(choice.error);
+    precision = choice.precision;
+    precision_name_ = kernels::weight_format_name(precision);
+    rep_.line("precision " + precision_name_ + " (" + choice.reason + ")");
+    try {
+      rep_.line("tokenizer: " + describe_tokenizer(tok_->path()));
+    } catch (const std::exception& e) {
+      throw UsageError(e.what());
+    }
+  }
+
   // Fingerprint: everything that changes outputs, nothing that must not.
   ordered_json fp;
   fp["engine"] = o_.engine_version;
   fp["weights"] = directory_identity(o_.weights_dir);
   if (ckpt.config.vision_weights_dir != ckpt.config.weights_dir)
     fp["vision_weights"] = directory_identity(ckpt.config.vision_weights_dir);
-  fp["precision"] = o_.precision;
+  fp["precision"] = precision_name_;
   fp["kv_dtype"] = o_.kv_dtype;
   fp["tokenizer"] = file_hash(tok_->path());
   fp["template"] = models::template_to_json(tmpl_);
@@ -440,7 +482,7 @@ void CaptionRun::setup() {
   auto t0 = Clock::now();
   model_ = models::LlavaModel::load(ckpt, mo);
   const auto& cfg = model_->config();
-  rep_.line("model: " + std::string(models::layout_name(cfg.layout)) + ", " + o_.precision + " weights (" +
+  rep_.line("model: " + std::string(models::layout_name(cfg.layout)) + ", " + precision_name_ + " weights (" +
             std::to_string(model_->weight_bytes() >> 20) + " MiB) loaded in " +
             fmt_duration(std::chrono::duration<double>(Clock::now() - t0).count()) + "; fingerprint " +
             fingerprint_);
@@ -885,7 +927,7 @@ void CaptionRun::close_finished_shards() {
       ordered_json extra;
       extra["images_per_sec"] = dur > 0 ? static_cast<double>(sh.new_successes) / dur : 0.0;
       extra["isa"] = isa_;
-      extra["precision"] = o_.precision;
+      extra["precision"] = precision_name_;
       extra["kv_dtype"] = o_.kv_dtype;
       extra["max_batch"] = o_.max_batch;
       extra["engine_version"] = o_.engine_version;
@@ -940,7 +982,7 @@ ordered_json CaptionRun::summary_json() const {
   s["images_per_sec"] = el > 0 ? static_cast<double>(tot_.successes) / el : 0.0;
   s["tokens_per_sec"] = el > 0 ? static_cast<double>(tot_.tokens_out) / el : 0.0;
   s["isa"] = isa_;
-  s["precision"] = o_.precision;
+  s["precision"] = precision_name_;
   s["threads"] = threads_;
   s["vision_thread"] = vision_ != nullptr;
   s["llm_waited_for_vision_s"] = llm_waited_for_vision_s_;

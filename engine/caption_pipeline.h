@@ -32,8 +32,10 @@ struct CaptionOptions {
   std::string vision_weights_dir;
   std::string vision_config_dir;
   std::string tokenizer_path;
-  std::string precision = "f32";  // f32 | bf16 | int8 | int4
-  std::string kv_dtype = "f32";   // f32 | bf16 | f16
+  // auto | f32 | bf16 | int8 | int4. auto: a quantized cache's own precision, else int8, or
+  // int4 when int8 does not fit in the memory available (engine/memory_plan.h).
+  std::string precision = "auto";
+  std::string kv_dtype = "f32";  // f32 | bf16 | f16
   // Inputs / outputs
   std::vector<std::string> lists;
   std::vector<std::string> inputs;

@@ -23,6 +23,7 @@
 #include "io/safetensors.h"
 #include "models/quantized_cache.h"
 #include "models/weight_names.h"
+#include "models/weight_source.h"
 
 namespace recap::models {
 
@@ -313,6 +314,7 @@ std::string shape_str(const std::vector<int64_t>& shape) {
 }
 
 std::shared_ptr<io::WeightStore> open_store(const fs::path& dir) {
+  reject_pickle_only_checkpoint(dir.string());  // names the conversion instead of "no safetensors"
   return std::make_shared<io::WeightStore>(io::WeightStore::open(dir.string()));
 }
 

@@ -1,12 +1,37 @@
 #include "models/weight_source.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <sstream>
 #include <stdexcept>
 
 namespace recap::models {
+
+void reject_pickle_only_checkpoint(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return;
+  std::vector<std::string> pickles;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (!e.is_regular_file(ec)) continue;
+    const std::string ext = e.path().extension().string();
+    if (ext == ".safetensors") return;
+    if (ext == ".bin" || ext == ".pt" || ext == ".pth") pickles.push_back(e.path().filename().string());
+  }
+  if (pickles.empty()) return;
+  std::sort(pickles.begin(), pickles.end());
+  std::string names;
+  for (size_t i = 0; i < pickles.size() && i < 3; ++i) names += (i ? ", " : "") + pickles[i];
+  if (pickles.size() > 3) names += ", ...";
+  throw std::runtime_error(dir + ": only PyTorch pickle weights (" + names +
+                           ") and no *.safetensors file; the engine reads safetensors only: convert them "
+                           "once with the command in docs/REAL_MODEL.md (\"Checkpoints with only .bin "
+                           "files\") and point --weights at the result");
+}
+
 namespace {
 
 std::string shape_str(const std::vector<int64_t>& s) {

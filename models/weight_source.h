@@ -73,6 +73,12 @@ class SyntheticWeightSource : public WeightSource {
   float stddev_;
 };
 
+// Throws std::runtime_error naming the directory, the files and the one-time conversion
+// (docs/REAL_MODEL.md) when `dir` holds PyTorch pickle weights (pytorch_model*.bin,
+// *.pt, *.pth) and no *.safetensors file: the engine reads safetensors only and never unpickles.
+// Does nothing for a file, or a directory with any safetensors file.
+void reject_pickle_only_checkpoint(const std::string& dir);
+
 // The element type pack_weight() reads for a float tensor; throws std::runtime_error
 // naming the tensor for any other dtype.
 kernels::SrcType weight_src_type(const io::TensorInfo& t);

@@ -44,7 +44,9 @@ CommandRegistrar reg_caption(
       sub->add_flag("--strict-columns", o.columns.strict, "use exactly the named columns (no aliases)");
       sub->add_option("--samples-per-shard", o.samples_per_shard, "samples per output shard for list inputs")
           ->capture_default_str();
-      sub->add_option("--precision", o.precision, "weight precision: f32, bf16, int8, int4")
+      sub->add_option("--precision", o.precision,
+                      "weight precision: auto (a quantized cache's own; else int8, or int4 when int8 does "
+                      "not fit), f32, bf16, int8, int4")
           ->capture_default_str();
       sub->add_option("--kv-dtype", o.kv_dtype, "KV cache dtype: f32, bf16, f16")->capture_default_str();
       sub->add_option("--max-batch", o.max_batch, "sequences decoded together")->capture_default_str();

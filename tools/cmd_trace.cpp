@@ -33,6 +33,7 @@
 #include "models/kv_pool.h"
 #include "models/llava.h"
 #include "models/preprocess.h"
+#include "models/quantized_cache.h"
 #include "models/tokenizer.h"
 #include "tools/cli.h"
 
@@ -42,7 +43,9 @@ namespace {
 struct TraceArgs {
   std::string weights, vision_weights, vision_config, tokenizer, prompt, input_ids, template_name, out;
   std::vector<std::string> images;
-  std::string precision = "f32", kv_dtype = "f32";
+  // auto: a quantized cache's own precision, else f32 (trace exists to compare with the f32
+  // reference goldens, unlike caption whose auto is int8).
+  std::string precision = "auto", kv_dtype = "f32";
   int64_t max_new_tokens = 16;
   bool no_stop = false;
   bool text_only_names = false;
@@ -179,15 +182,21 @@ int run_trace(const TraceArgs& a) {
         a.weights.c_str());
     return kExitUsage;
   }
+  std::string precision = a.precision;
+  if (precision == "auto")
+    precision =
+        ckpt.text_store && models::is_quantized_cache_store(*ckpt.text_store)
+            ? kernels::weight_format_name(models::QuantizedCacheWeightSource(ckpt.text_store).precision())
+            : "f32";
   models::ModelOptions mo;
-  mo.precision = kernels::parse_weight_format(a.precision);
+  mo.precision = kernels::parse_weight_format(precision);
   mo.kv_dtype = models::parse_kv_dtype(a.kv_dtype);
   mo.load_vision = !a.images.empty();
   mo.load_text = want_llm;
   std::unique_ptr<models::LlavaModel> model = models::LlavaModel::load(ckpt, mo);
 
   Dump dump;
-  dump.writer.set_metadata("recap.precision", a.precision);
+  dump.writer.set_metadata("recap.precision", precision);
   dump.writer.set_metadata("recap.kv_dtype", a.kv_dtype);
 
   // Vision: all images in one batch.
@@ -288,8 +297,10 @@ const CommandRegistrar kTrace(
       sub->add_option("--vision-weights", a->vision_weights, "CLIP tower dir (overrides mm_vision_tower)");
       sub->add_option("--vision-config", a->vision_config, "dir with a CLIPVisionConfig config.json");
       sub->add_option("--image", a->images, "image file (repeatable: image k is batch row k)");
-      sub->add_option("--precision", a->precision, "weight format: f32|bf16|int8|int4")
-          ->check(CLI::IsMember({"f32", "bf16", "int8", "int4"}));
+      sub->add_option("--precision", a->precision,
+                      "weight format: auto (a quantized cache's own, else f32)|f32|bf16|int8|int4")
+          ->check(CLI::IsMember({"auto", "f32", "bf16", "int8", "int4"}))
+          ->capture_default_str();
       sub->add_option("--kv-dtype", a->kv_dtype, "KV cache dtype: f32|bf16|f16")
           ->check(CLI::IsMember({"f32", "bf16", "f16"}));
       sub->add_option("--tokenizer", a->tokenizer, "tokenizer.json (default: <weights>/tokenizer.json)");

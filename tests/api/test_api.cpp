@@ -134,7 +134,8 @@ class Api : public ::testing::Test {
     }
     const std::string cmd = std::string(RECAP_BIN) + " caption --weights " + kWeights + " --tokenizer " +
                             kTokenizer + " --list " + list + " --out " + dir + "/out --max-new-tokens " +
-                            std::to_string(kMaxNew) + " --quiet --overwrite";
+                            std::to_string(kMaxNew) +
+                            " --quiet --overwrite --precision f32";  // the API's default
     EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
     std::map<std::string, std::string> out;
     std::ifstream f(dir + "/out/00000.jsonl");

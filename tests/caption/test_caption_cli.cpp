@@ -34,6 +34,9 @@ std::vector<std::string> caption_args(const std::vector<std::string>& extra) {
   if (!given("--log-interval")) a.insert(a.end(), {"--log-interval", "1000"});
   if (!given("--max-new-tokens")) a.insert(a.end(), {"--max-new-tokens", "12"});
   if (!given("--threads")) a.insert(a.end(), {"--threads", "1"});
+  // These tests compare with `trace` (f32 by default); caption's own default (auto: int8 on a
+  // float checkpoint) is tested in tests/eval_quant.
+  if (!given("--precision")) a.insert(a.end(), {"--precision", "f32"});
   a.insert(a.end(), extra.begin(), extra.end());
   return a;
 }
