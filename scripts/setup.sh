@@ -6,7 +6,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   libopenblas-dev libjpeg62-turbo-dev libpng-dev zlib1g-dev libwebp-dev
   nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libcurl4-openssl-dev libxxhash-dev libarchive-dev python3 python3-numpy clang-format tar
+  libcurl4-openssl-dev libssl-dev libxxhash-dev libarchive-dev python3 python3-numpy clang-format tar
   clang-14 libclang-rt-14-dev  # scripts/fuzz.sh: libFuzzer (-fsanitize=fuzzer,address,undefined)
   qemu-user  # the portability label runs the golden tests as Haswell and Nehalem CPUs
   slurm-wlm munge  # the Slurm array tests (label slow) run a one-node cluster on localhost
