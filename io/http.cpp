@@ -86,11 +86,12 @@ struct HttpClient::Request {
   CURL* easy = nullptr;
   const HttpOptions* opts = nullptr;
   std::string body;
-  bool too_big = false;             // more than max_bytes of (decoded) body arrived
-  bool wire_too_big = false;        // more than wire_limit() encoded bytes arrived
-  long header_status = 0;           // status of the response whose headers are being read
-  std::vector<std::string> robots;  // that response's X-Robots-Tag values
-  std::string robots_directive;     // set when an X-Robots-Tag forbids use
+  bool too_big = false;                // more than max_bytes of (decoded) body arrived
+  bool wire_too_big = false;           // more than wire_limit() encoded bytes arrived
+  long header_status = 0;              // status of the response whose headers are being read
+  int64_t header_content_length = -1;  // its Content-Length (-1: none)
+  std::vector<std::string> robots;     // that response's X-Robots-Tag values
+  std::string robots_directive;        // set when an X-Robots-Tag forbids use
   char errbuf[CURL_ERROR_SIZE] = {0};
 
   // Checked once the final response's headers are complete (first body byte or the end).
@@ -128,13 +129,17 @@ size_t header_cb(char* buffer, size_t size, size_t nitems, void* userdata) {
     // A new response (after a redirect or a 100 Continue): only the last one's headers count.
     r->robots.clear();
     r->robots_directive.clear();
+    r->header_content_length = -1;
     const size_t sp = line.find(' ');
     r->header_status = sp == std::string::npos ? 0 : std::atol(line.c_str() + sp + 1);
     return n;
   }
   const size_t colon = line.find(':');
-  if (colon != std::string::npos && lower(trim(line.substr(0, colon))) == "x-robots-tag")
-    r->robots.push_back(trim(line.substr(colon + 1)));
+  if (colon == std::string::npos) return n;
+  const std::string name = lower(trim(line.substr(0, colon)));
+  if (name == "x-robots-tag") r->robots.push_back(trim(line.substr(colon + 1)));
+  // Kept for the message: libcurl does not report it when CURLOPT_MAXFILESIZE refused it.
+  if (name == "content-length") r->header_content_length = std::atoll(line.c_str() + colon + 1);
   return n;
 }
 
@@ -207,6 +212,7 @@ void HttpClient::run() {
     r->too_big = false;
     r->wire_too_big = false;
     r->header_status = 0;
+    r->header_content_length = -1;
     r->robots.clear();
     r->robots_directive.clear();
     r->errbuf[0] = 0;
@@ -280,8 +286,6 @@ void HttpClient::run() {
       active.erase(it);
       long status = 0;
       curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
-      curl_off_t content_length = -1;
-      curl_easy_getinfo(e, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &content_length);
       curl_multi_remove_handle(multi, e);
       curl_easy_cleanup(e);
       r->easy = nullptr;
@@ -296,9 +300,10 @@ void HttpClient::run() {
         res.error = "too_large: encoded body larger than the wire limit of " +
                     std::to_string(opts_.wire_limit()) + " bytes";
       } else if (code == CURLE_FILESIZE_EXCEEDED) {
-        res.error = content_length >= 0
-                        ? "too_large: Content-Length " + std::to_string(content_length) + ", " + limit
-                        : "too_large: " + limit;
+        res.error =
+            r->header_content_length >= 0
+                ? "too_large: Content-Length " + std::to_string(r->header_content_length) + ", " + limit
+                : "too_large: " + limit;
       } else if ((code == CURLE_OK || code == CURLE_WRITE_ERROR) && r->robots_forbid()) {
         // img2dataset's message, with the directive that applied.
         res.error = "Use of image disallowed by X-Robots-Tag directive (" + r->robots_directive + ")";

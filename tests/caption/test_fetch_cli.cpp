@@ -79,8 +79,13 @@ LimitedRun run_caption_limited(const std::vector<std::string>& extra, const std:
 
 std::string list_of(const std::vector<std::string>& urls) {
   std::string text;
-  for (size_t i = 0; i < urls.size(); ++i)
-    text += json{{"url", urls[i]}, {"caption", "c" + std::to_string(i)}}.dump() + "\n";
+  for (size_t i = 0; i < urls.size(); ++i) {
+    // Appended piece by piece: g++ 12 warns (-Wrestrict, a false positive) on "c" + string&&.
+    std::string caption = "c";
+    caption += std::to_string(i);
+    text += json{{"url", urls[i]}, {"caption", caption}}.dump();
+    text += "\n";
+  }
   return text;
 }
 

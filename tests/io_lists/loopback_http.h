@@ -28,6 +28,10 @@ namespace recap::testing {
 class LoopbackHttpServer {
  public:
   struct Route {
+    Route() = default;
+    // {status, body, fail_first, stall_ms}: the positional form the tests use.
+    Route(int status_, std::string body_, int fail_first_ = 0, int stall_ms_ = 0)
+        : status(status_), body(std::move(body_)), fail_first(fail_first_), stall_ms(stall_ms_) {}
     int status = 200;
     std::string body;
     int fail_first = 0;                // answer 503 this many times first

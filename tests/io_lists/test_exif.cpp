@@ -58,7 +58,7 @@ TEST(Exif, HostileBlocksAreSafe) {
   // Truncated and garbage inputs of every length up to the full block.
   for (size_t n = 0; n <= block.size(); ++n) {
     const std::string o = exif_json_from_tiff(reinterpret_cast<const uint8_t*>(block.data()), n);
-    EXPECT_NO_THROW((void)nlohmann::json::parse(o)) << n;
+    EXPECT_TRUE(nlohmann::json::accept(o)) << n << ": " << o;
   }
   std::string noise(4096, '\0');
   uint32_t x = 12345;
@@ -69,7 +69,7 @@ TEST(Exif, HostileBlocksAreSafe) {
   noise[0] = 'M', noise[1] = 'M', noise[2] = 0, noise[3] = 42, noise[4] = 0, noise[5] = 0, noise[6] = 0,
   noise[7] = 8;
   const std::string o = exif_json_from_tiff(reinterpret_cast<const uint8_t*>(noise.data()), noise.size());
-  EXPECT_NO_THROW((void)nlohmann::json::parse(o));
+  EXPECT_TRUE(nlohmann::json::accept(o)) << o;
   // A JPEG whose APP1 length runs past the end.
   const std::string bad(
       "\xFF\xD8\xFF\xE1\xFF\xFF"
