@@ -121,6 +121,10 @@ TEST(FileUtil, ReadFileBoundedRefusesWhatIsNotABoundedRegularFile) {
   ASSERT_EQ(::truncate((d + "/sparse").c_str(), 70ll << 30), 0);
   refused(d + "/sparse", 64ull << 20, BoundedReadError::TooLarge,
           d + "/sparse: too_large: 75161927680 bytes, larger than the size limit of 67108864 bytes");
+  // A file that grows past its fstat size while read is refused: /proc files are regular with
+  // a size of 0 and content behind it.
+  refused("/proc/self/status", 1 << 20, BoundedReadError::TooLarge,
+          "/proc/self/status: changed while read: it grew past its size of 0 bytes");
   // Symlinks are followed (confinement is the caller's business).
   ASSERT_EQ(::symlink((d + "/ten").c_str(), (d + "/link").c_str()), 0);
   EXPECT_EQ(read_file_bounded(d + "/link", 100), "0123456789");
