@@ -216,6 +216,30 @@ TEST(Http, XRobotsTagAndUserAgent) {
             "recap-engine: noai)");
 }
 
+// A gzip body that decodes to nothing however long it runs (empty deflate blocks): the
+// decoded count never grows, so the encoded bytes on the wire are what stops it.
+TEST(Http, EncodedBytesOnTheWireAreBoundedToo) {
+  LoopbackHttpServer srv;
+  ASSERT_TRUE(srv.ok());
+  std::string body("\x1f\x8b\x08\0\0\0\0\0\0\x03", 10);  // gzip header
+  const std::string empty_block("\0\0\0\xff\xff", 5);    // stored, not final, 0 bytes
+  for (int i = 0; i < (4 << 20); ++i) body += empty_block;
+  body += std::string("\x01\0\0\xff\xff", 5);  // the final (empty) block
+  body += std::string(8, '\0');                // CRC32 and size of no data
+  LoopbackHttpServer::Route r{200, body, 0, 0};
+  r.headers = {"Content-Encoding: gzip"};
+  r.chunked = true;
+  srv.set("/empty_blocks.gz", r);
+  auto o = fast_opts();
+  o.max_bytes = 100000;
+  HttpClient c(o);
+  auto res = c.fetch_sync(srv.url("/empty_blocks.gz"));
+  EXPECT_FALSE(res.ok);
+  EXPECT_EQ(res.error, "too_large: encoded body larger than the wire limit of " +
+                           std::to_string(o.wire_limit()) + " bytes");
+  EXPECT_EQ(res.attempts, 1);
+}
+
 TEST(Http, DirectiveRules) {
   const std::vector<std::string> d = parse_directive_list(" NoAI, noimageai,,noindex ,noimageindex");
   EXPECT_EQ(d, (std::vector<std::string>{"noai", "noimageai", "noindex", "noimageindex"}));
