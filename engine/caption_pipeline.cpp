@@ -550,6 +550,9 @@ void CaptionRun::setup() {
   lopt.http.timeout_s = o_.http_timeout_s;
   lopt.http.retries = o_.http_retries;
   lopt.http.max_in_flight = std::max(4, o_.io_workers);
+  lopt.http.user_agent = io::HttpOptions::user_agent_for(o_.engine_version);
+  lopt.http.disallowed_header_directives = io::parse_directive_list(o_.disallowed_header_directives);
+  lopt.local_root = o_.local_root;
   lopt.preprocess = pre_;
   loader_ = std::make_unique<Loader>(lopt);
   mtime_ = static_cast<int64_t>(::time(nullptr));
@@ -733,6 +736,10 @@ void CaptionRun::on_loaded(LoadResult r) {
     flight_.erase(it);
     return;
   }
+  // img2dataset's sha256 / exif sidecar fields, unless the input record already has them.
+  auto& extra = f.load.in.extra;
+  if (!f.load.sha256.empty() && !extra.contains("sha256")) extra["sha256"] = f.load.sha256;
+  if (f.load.exif && !extra.contains("exif")) extra["exif"] = *f.load.exif;
   // The prompt of this sample (templates may use its fields).
   models::PromptInputs pin;
   pin.prompt = tmpl_.prompt;

@@ -66,6 +66,11 @@ struct CaptionOptions {
   double http_timeout_s = 30;
   int http_retries = 3;
   uint64_t max_image_bytes = 64ull << 20;
+  // Local image paths and file:// URLs must resolve (symlinks followed) inside this directory;
+  // "" = anywhere (regular files only either way). See docs/CAPTION.md.
+  std::string local_root;
+  // img2dataset's --disallowed_header_directives, comma-separated; "" disables the check.
+  std::string disallowed_header_directives = "noai,noimageai,noindex,noimageindex";
   // Decompression-bomb guard, checked from the image header (io::DecodeOptions::max_pixels;
   // default Pillow's MAX_IMAGE_PIXELS); 0: no limit.
   uint64_t max_image_pixels = io::DecodeOptions{}.max_pixels;

@@ -1,7 +1,13 @@
 #include "engine/loader.h"
 
-#include <chrono>
+#include <openssl/evp.h>
+#include <stdlib.h>
 
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+#include "io/exif.h"
 #include "io/fileutil.h"
 
 namespace recap::engine {
@@ -35,6 +41,29 @@ bool starts_with(const std::string& s, const char* p) {
   return s.rfind(p, 0) == 0;
 }
 
+// Lower-case hex SHA-256, as Python's hashlib.sha256(data).hexdigest() (img2dataset's
+// compute_hash="sha256").
+std::string sha256_hex(const std::string& data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(data.data(), data.size(), digest, &len, EVP_sha256(), nullptr) != 1)
+    throw std::runtime_error("sha256: OpenSSL EVP_Digest failed");
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < len; ++i) {
+    out.push_back(kHex[digest[i] >> 4]);
+    out.push_back(kHex[digest[i] & 15]);
+  }
+  return out;
+}
+
+// Whether `path` (already realpath'ed) is `root` or inside it.
+bool inside_root(const std::string& path, const std::string& root) {
+  if (root == "/") return true;
+  return path == root ||
+         (path.size() > root.size() && path.compare(0, root.size(), root) == 0 && path[root.size()] == '/');
+}
+
 const char* ext_of(io::ImageFormat f) {
   switch (f) {
     case io::ImageFormat::Jpeg:
@@ -51,6 +80,12 @@ const char* ext_of(io::ImageFormat f) {
 
 Loader::Loader(LoaderOptions opts) : opts_(std::move(opts)) {
   opts_.http.max_bytes = opts_.max_file_bytes;
+  if (!opts_.local_root.empty()) {
+    char* real = ::realpath(opts_.local_root.c_str(), nullptr);
+    if (real == nullptr) throw io::IoError("--local-root " + opts_.local_root + ": " + std::strerror(errno));
+    opts_.local_root = real;
+    ::free(real);
+  }
   http_ = std::make_unique<io::HttpClient>(opts_.http);
   const int n = std::max(1, opts_.workers);
   for (int i = 0; i < n; ++i) threads_.emplace_back([this] { worker(); });
@@ -140,17 +175,31 @@ std::string Loader::fetch(const SampleInput& in, std::string* status, std::strin
   } else {
     path = io::join_path(in.base_dir, url);
   }
-  try {
-    std::string bytes = io::read_file(path);
-    if (bytes.size() > opts_.max_file_bytes) {
+  if (!opts_.local_root.empty()) {
+    // Confinement is decided on the real path (symlinks followed), and that path is what is
+    // read, so a link inside the root cannot lead outside it.
+    char* real = ::realpath(path.c_str(), nullptr);
+    if (real == nullptr) {
       *status = "failed_to_download";
-      *error = path + ": larger than the size limit of " + std::to_string(opts_.max_file_bytes) + " bytes";
+      *error = "cannot open " + path + ": " + std::strerror(errno);
       return {};
     }
-    return bytes;
-  } catch (const io::IoError& e) {
+    std::string resolved(real);
+    ::free(real);
+    if (!inside_root(resolved, opts_.local_root)) {
+      *status = "failed_to_download";
+      *error = path + ": outside --local-root " + opts_.local_root;
+      return {};
+    }
+    path = resolved;
+  }
+  try {
+    return io::read_file_bounded(path, opts_.max_file_bytes);
+  } catch (const io::BoundedReadException& e) {
     *status = "failed_to_download";
     *error = e.what();
+    // The reader's message names the limit; say which flag moves it.
+    if (e.kind == io::BoundedReadError::TooLarge) *error += " (--max-image-bytes)";
     return {};
   }
 }
@@ -178,6 +227,9 @@ LoadResult Loader::load(LoadJob job) {
     r.height = img.height;
     r.image_ext = ext_of(img.source.format);
     if (opts_.need_pixels) r.pixels = models::preprocess_llava(img, opts_.preprocess);
+    r.sha256 = sha256_hex(r.in.image_bytes);
+    if (img.source.format == io::ImageFormat::Jpeg)
+      r.exif = io::exif_json_from_jpeg(data, r.in.image_bytes.size());
   } catch (const io::ImageError& e) {
     r.status = "failed_to_decode";
     r.error = (r.in.url.empty() ? r.in.key : r.in.url) + ": " + io::image_error_kind_name(e.kind()) + ": " +

@@ -3,16 +3,22 @@
 //   failed_to_parse     malformed list line / tar sample without an image, bad or duplicate
 //                       key (or SampleInput::input_status when the source set one: a tar
 //                       member over --max-image-bytes is failed_to_download, "too_large")
-//   failed_to_download  missing file, HTTP error, unsupported URL scheme, size limit
+//   failed_to_download  missing file, not a regular file (device, FIFO, socket, directory),
+//                       outside --local-root, HTTP error, X-Robots-Tag opt-out, unsupported
+//                       URL scheme, more than --max-image-bytes ("...: too_large: ...")
 //   failed_to_decode    bytes that are not a decodable JPEG/PNG/WebP image, or an image with
 //                       more pixels than decode.max_pixels (error "...: too_large: ...")
 // Local paths are resolved against the list's directory; file:// URLs are local files;
 // http(s):// goes through io::HttpClient (several transfers in flight, retries, limits).
+// Local files are read with io::read_file_bounded (regular files only, size checked before a
+// byte is read) after their real path (symlinks followed) is checked against local_root.
+// Messages name paths, URLs and what is wrong; never a byte of the data.
 #pragma once
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -36,6 +42,11 @@ struct LoadResult {
   std::string error;
   int width = 0, height = 0;  // decoded size
   std::string image_ext;      // from the bytes: "jpg", "png", "webp"
+  // img2dataset's compute_hash / extract_exif fields, set on success only: the hex SHA-256 of
+  // the image bytes, and for a JPEG the exifread-style JSON text (io/exif.h; "{}" when the
+  // JPEG has no EXIF). Not set for other formats.
+  std::string sha256;
+  std::optional<std::string> exif;
   std::vector<float> pixels;  // [3, S, S]
   double fetch_ms = 0, decode_ms = 0;
 };
@@ -43,6 +54,10 @@ struct LoadResult {
 struct LoaderOptions {
   int workers = 4;
   uint64_t max_file_bytes = 64ull << 20;
+  // Local paths and file:// URLs must resolve (realpath) inside this directory; "" = anywhere
+  // (regular files only either way). The Loader resolves it (realpath) once; a root that does
+  // not resolve throws io::IoError from the constructor.
+  std::string local_root;
   io::HttpOptions http;
   io::DecodeOptions decode;  // max_pixels: the caller's --max-image-pixels
   models::PreprocessConfig preprocess;

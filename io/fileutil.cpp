@@ -44,6 +44,80 @@ std::string read_file(const std::string& path) {
   return out;
 }
 
+const char* file_kind_name(unsigned mode) {
+  switch (mode & S_IFMT) {
+    case S_IFREG:
+      return "regular file";
+    case S_IFDIR:
+      return "directory";
+    case S_IFCHR:
+      return "character device";
+    case S_IFBLK:
+      return "block device";
+    case S_IFIFO:
+      return "FIFO";
+    case S_IFSOCK:
+      return "socket";
+    case S_IFLNK:
+      return "symbolic link";
+    default:
+      return "unknown file type";
+  }
+}
+
+namespace {
+// Closes a descriptor on every path out of read_file_bounded.
+struct FdCloser {
+  int fd;
+  ~FdCloser() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+std::string too_large_message(const std::string& path, const std::string& size, uint64_t max_bytes) {
+  return path + ": too_large: " + size + ", larger than the size limit of " + std::to_string(max_bytes) +
+         " bytes";
+}
+}  // namespace
+
+std::string read_file_bounded(const std::string& path, uint64_t max_bytes) {
+  // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever. It has no
+  // effect on regular files, the only kind read below.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) throw BoundedReadException(BoundedReadError::OpenFailed, errno_text("cannot open", path));
+  FdCloser closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0)
+    throw BoundedReadException(BoundedReadError::OpenFailed, errno_text("cannot stat", path));
+  if (!S_ISREG(st.st_mode))
+    throw BoundedReadException(BoundedReadError::NotRegularFile,
+                               path + ": not a regular file (" + file_kind_name(st.st_mode) + ")");
+  const uint64_t size = st.st_size > 0 ? static_cast<uint64_t>(st.st_size) : 0;
+  if (size > max_bytes)
+    throw BoundedReadException(BoundedReadError::TooLarge,
+                               too_large_message(path, std::to_string(size) + " bytes", max_bytes));
+  // size + 1: reading one byte past the stat size is how growth is noticed.
+  const uint64_t cap = size + 1;
+  std::string out;
+  out.resize(static_cast<size_t>(cap));
+  uint64_t got = 0;
+  while (got < cap) {
+    const ssize_t n = ::read(fd, out.data() + got, static_cast<size_t>(cap - got));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw BoundedReadException(BoundedReadError::ReadFailed, errno_text("cannot read", path));
+    }
+    if (n == 0) break;
+    got += static_cast<uint64_t>(n);
+  }
+  if (got > size)
+    throw BoundedReadException(
+        BoundedReadError::TooLarge,
+        path + ": changed while read: it grew past its size of " + std::to_string(size) + " bytes");
+  out.resize(static_cast<size_t>(got));
+  return out;
+}
+
 bool file_exists(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0;

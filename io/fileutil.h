@@ -14,8 +14,37 @@ struct IoError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Whole-file read; throws IoError naming the path.
+// Whole-file read; throws IoError naming the path. For trusted files only (configs, lists the
+// user named, test fixtures): it reads whatever is there. Anything named by data (an image path
+// in a list) goes through read_file_bounded.
 std::string read_file(const std::string& path);
+
+// Why read_file_bounded refused a path.
+enum class BoundedReadError {
+  OpenFailed,      // open() failed (missing, permission, symlink loop, ...)
+  NotRegularFile,  // a device, FIFO, socket or directory
+  TooLarge,        // more than max_bytes (by fstat size, or grew past it while read)
+  ReadFailed,      // read() failed
+};
+
+struct BoundedReadException : IoError {
+  BoundedReadException(BoundedReadError kind, const std::string& msg) : IoError(msg), kind(kind) {}
+  BoundedReadError kind;
+};
+
+// "regular file", "directory", "character device", "block device", "FIFO", "socket",
+// "symbolic link" or "unknown file type" for a stat mode.
+const char* file_kind_name(unsigned mode);
+
+// Reads a file that data (not the user) named, with every byte bounded before it is read:
+// opened O_RDONLY|O_NONBLOCK|O_CLOEXEC (a FIFO never blocks the open), fstat'ed, refused unless
+// it is a regular file, refused when its size is over `max_bytes` before any allocation, and
+// read at most size + 1 bytes (a file that grows while read is refused as TooLarge; one that
+// shrinks yields what is there). Messages name the path and what is wrong, never content:
+//   "<path>: not a regular file (character device)"
+//   "<path>: too_large: 73400320 bytes, larger than the size limit of 67108864 bytes"
+// Throws BoundedReadException.
+std::string read_file_bounded(const std::string& path, uint64_t max_bytes);
 bool file_exists(const std::string& path);
 // Creates the directory and its parents (like mkdir -p). Throws IoError.
 void make_dirs(const std::string& path);

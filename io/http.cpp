@@ -3,8 +3,10 @@
 #include <curl/curl.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <future>
 #include <map>
 #include <mutex>
@@ -20,6 +22,61 @@ void global_init() {
 }
 }  // namespace
 
+std::string HttpOptions::user_agent_for(const std::string& version) {
+  std::string ua = "recap-engine";
+  if (!version.empty()) ua += "/" + version;
+  ua += " (image recaptioning; opt out with X-Robots-Tag: noai or X-Robots-Tag: recap-engine: noai)";
+  return ua;
+}
+
+namespace {
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+std::string trim(const std::string& s) {
+  const char* ws = " \t\r\n";
+  const size_t b = s.find_first_not_of(ws);
+  if (b == std::string::npos) return "";
+  return s.substr(b, s.find_last_not_of(ws) - b + 1);
+}
+}  // namespace
+
+std::vector<std::string> parse_directive_list(const std::string& text) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t comma = text.find(',', start);
+    if (comma == std::string::npos) comma = text.size();
+    std::string d = lower(trim(text.substr(start, comma - start)));
+    if (!d.empty()) out.push_back(std::move(d));
+    start = comma + 1;
+  }
+  return out;
+}
+
+std::string disallowing_robots_directive(const std::vector<std::string>& header_values,
+                                         const std::string& user_agent_token,
+                                         const std::vector<std::string>& disallowed) {
+  // img2dataset's is_disallowed: "token: d1, d2" addresses an agent (only ours counts),
+  // "d1, d2" addresses every agent; directives compare stripped and lower-cased.
+  for (const std::string& value : header_values) {
+    const size_t colon = value.find(':');
+    if (colon != std::string::npos && lower(value.substr(0, colon)) != user_agent_token) continue;
+    std::string rest = colon == std::string::npos ? value : value.substr(colon + 1);
+    size_t start = 0;
+    while (start <= rest.size()) {
+      size_t comma = rest.find(',', start);
+      if (comma == std::string::npos) comma = rest.size();
+      const std::string directive = lower(trim(rest.substr(start, comma - start)));
+      if (std::find(disallowed.begin(), disallowed.end(), directive) != disallowed.end()) return directive;
+      start = comma + 1;
+    }
+  }
+  return {};
+}
+
 struct HttpClient::Request {
   std::string url;
   Callback done;
@@ -27,17 +84,72 @@ struct HttpClient::Request {
   Clock::time_point not_before{};
   // Per-attempt state.
   CURL* easy = nullptr;
+  const HttpOptions* opts = nullptr;
   std::string body;
-  bool too_big = false;
-  uint64_t max_bytes = 0;
+  bool too_big = false;                // more than max_bytes of (decoded) body arrived
+  bool wire_too_big = false;           // more than wire_limit() encoded bytes arrived
+  long header_status = 0;              // status of the response whose headers are being read
+  int64_t header_content_length = -1;  // its Content-Length (-1: none)
+  std::vector<std::string> robots;     // that response's X-Robots-Tag values
+  std::string robots_directive;        // set when an X-Robots-Tag forbids use
   char errbuf[CURL_ERROR_SIZE] = {0};
+
+  // Checked once the final response's headers are complete (first body byte or the end).
+  bool robots_forbid() {
+    if (header_status < 200 || header_status >= 300 || opts->disallowed_header_directives.empty())
+      return false;
+    if (robots_directive.empty())
+      robots_directive = disallowing_robots_directive(robots, lower(opts->user_agent_token),
+                                                      opts->disallowed_header_directives);
+    return !robots_directive.empty();
+  }
 };
 
 namespace {
+using Request = HttpClient::Request;
+
 size_t write_cb(char* ptr, size_t size, size_t nmemb, void* userdata) {
-  auto* body = static_cast<std::string*>(userdata);
-  body->append(ptr, size * nmemb);
-  return size * nmemb;
+  auto* r = static_cast<Request*>(userdata);
+  const size_t n = size * nmemb;
+  // Returning less than n aborts the transfer (CURLE_WRITE_ERROR); the flags say why.
+  if (r->body.empty() && r->robots_forbid()) return 0;
+  if (r->body.size() + n > r->opts->max_bytes) {
+    r->too_big = true;
+    return 0;
+  }
+  r->body.append(ptr, n);
+  return n;
+}
+
+size_t header_cb(char* buffer, size_t size, size_t nitems, void* userdata) {
+  auto* r = static_cast<Request*>(userdata);
+  const size_t n = size * nitems;
+  const std::string line(buffer, n);
+  if (line.rfind("HTTP/", 0) == 0) {
+    // A new response (after a redirect or a 100 Continue): only the last one's headers count.
+    r->robots.clear();
+    r->robots_directive.clear();
+    r->header_content_length = -1;
+    const size_t sp = line.find(' ');
+    r->header_status = sp == std::string::npos ? 0 : std::atol(line.c_str() + sp + 1);
+    return n;
+  }
+  const size_t colon = line.find(':');
+  if (colon == std::string::npos) return n;
+  const std::string name = lower(trim(line.substr(0, colon)));
+  if (name == "x-robots-tag") r->robots.push_back(trim(line.substr(colon + 1)));
+  // Kept for the message: libcurl does not report it when CURLOPT_MAXFILESIZE refused it.
+  if (name == "content-length") r->header_content_length = std::atoll(line.c_str() + colon + 1);
+  return n;
+}
+
+int progress_cb(void* userdata, curl_off_t /*dltotal*/, curl_off_t dlnow, curl_off_t, curl_off_t) {
+  auto* r = static_cast<Request*>(userdata);
+  if (dlnow > 0 && static_cast<uint64_t>(dlnow) > r->opts->wire_limit()) {
+    r->wire_too_big = true;
+    return 1;  // CURLE_ABORTED_BY_CALLBACK
+  }
+  return 0;
 }
 }  // namespace
 
@@ -96,7 +208,13 @@ void HttpClient::run() {
     CURL* e = curl_easy_init();
     r->easy = e;
     r->body.clear();
+    r->opts = &opts_;
     r->too_big = false;
+    r->wire_too_big = false;
+    r->header_status = 0;
+    r->header_content_length = -1;
+    r->robots.clear();
+    r->robots_directive.clear();
     r->errbuf[0] = 0;
     r->attempts++;
     curl_easy_setopt(e, CURLOPT_URL, r->url.c_str());
@@ -109,7 +227,12 @@ void HttpClient::run() {
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(opts_.max_bytes));
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, &r->body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, r.get());
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, r.get());
+    curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, progress_cb);
+    curl_easy_setopt(e, CURLOPT_XFERINFODATA, r.get());
+    curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
     // Only http(s): a list must not make us read local files or talk other protocols.
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -170,18 +293,26 @@ void HttpClient::run() {
       HttpResult res;
       res.status = status;
       bool retryable = false;
-      if (code == CURLE_OK && status >= 200 && status < 300) {
-        if (r->body.size() > opts_.max_bytes) {
-          res.error = "response larger than the size limit of " + std::to_string(opts_.max_bytes) + " bytes";
-        } else {
-          res.ok = true;
-          res.body = std::move(r->body);
-        }
+      const std::string limit = "larger than the size limit of " + std::to_string(opts_.max_bytes) + " bytes";
+      if (r->too_big) {
+        res.error = "too_large: body " + limit;
+      } else if (r->wire_too_big) {
+        res.error = "too_large: encoded body larger than the wire limit of " +
+                    std::to_string(opts_.wire_limit()) + " bytes";
+      } else if (code == CURLE_FILESIZE_EXCEEDED) {
+        res.error =
+            r->header_content_length >= 0
+                ? "too_large: Content-Length " + std::to_string(r->header_content_length) + ", " + limit
+                : "too_large: " + limit;
+      } else if ((code == CURLE_OK || code == CURLE_WRITE_ERROR) && r->robots_forbid()) {
+        // img2dataset's message, with the directive that applied.
+        res.error = "Use of image disallowed by X-Robots-Tag directive (" + r->robots_directive + ")";
+      } else if (code == CURLE_OK && status >= 200 && status < 300) {
+        res.ok = true;
+        res.body = std::move(r->body);
       } else if (code == CURLE_OK) {
         res.error = "HTTP " + std::to_string(status);
         retryable = status == 408 || status == 429 || status >= 500;
-      } else if (code == CURLE_FILESIZE_EXCEEDED) {
-        res.error = "response larger than the size limit of " + std::to_string(opts_.max_bytes) + " bytes";
       } else {
         res.error = r->errbuf[0] ? std::string(r->errbuf) : std::string(curl_easy_strerror(code));
         retryable = code == CURLE_OPERATION_TIMEDOUT || code == CURLE_COULDNT_CONNECT ||

@@ -84,16 +84,6 @@ bool starts_with(const uint8_t* data, size_t size, const char* magic, size_t n, 
   return size >= offset + n && std::memcmp(data + offset, magic, n) == 0;
 }
 
-std::string hex_prefix(const uint8_t* data, size_t size) {
-  std::string s;
-  char buf[4];
-  for (size_t i = 0; i < std::min<size_t>(size, 12); ++i) {
-    std::snprintf(buf, sizeof(buf), i ? " %02x" : "%02x", data[i]);
-    s += buf;
-  }
-  return s;
-}
-
 std::string pixel_count_message(uint64_t w, uint64_t h, uint64_t max_pixels) {
   return "image is " + std::to_string(w) + "x" + std::to_string(h) + " = " + std::to_string(w * h) +
          " pixels, more than the limit of " + std::to_string(max_pixels) +
@@ -677,7 +667,9 @@ std::string describe_magic(const uint8_t* data, size_t size) {
     return "XML/HTML text";
   }
   if (starts_with(data, size, "P", 1) && size > 1 && data[1] >= '1' && data[1] <= '7') return "PNM";
-  return "unknown (first bytes " + hex_prefix(data, size) + ")";
+  // Never the bytes themselves: a list may name any file, and its first bytes (a password
+  // file's "root:...") must not reach a sidecar, the stats or a log.
+  return "unknown signature";
 }
 
 Image decode_image(const uint8_t* data, size_t size, const DecodeOptions& opts) {
@@ -696,9 +688,12 @@ Image decode_image(const uint8_t* data, size_t size, const DecodeOptions& opts) 
     case ImageFormat::Unknown:
       break;
   }
-  throw ImageError(
-      ImageErrorKind::UnsupportedFormat,
-      "unsupported image format: looks like " + describe_magic(data, size) + " (supported: JPEG, PNG, WebP)");
+  const std::string looks_like = describe_magic(data, size);
+  if (looks_like == "unknown signature")
+    throw ImageError(ImageErrorKind::UnsupportedFormat,
+                     "not an image (unknown signature; supported: JPEG, PNG, WebP)");
+  throw ImageError(ImageErrorKind::UnsupportedFormat,
+                   "unsupported image format: looks like " + looks_like + " (supported: JPEG, PNG, WebP)");
 }
 
 Image decode_image_file(const std::string& path, const DecodeOptions& opts) {

@@ -85,7 +85,7 @@ struct DecodeOptions {
 ImageFormat sniff_image_format(const uint8_t* data, size_t size);
 
 // What the leading bytes look like, for error messages: "GIF", "BMP", "TIFF", "HTML/XML text",
-// ..., or "unknown (first bytes 3c 21 44 ...)".
+// ..., or "unknown signature" (never the bytes: they may be a secret from any file a list names).
 std::string describe_magic(const uint8_t* data, size_t size);
 
 // Decodes an in-memory encoded image to RGB. Throws ImageError.

@@ -81,6 +81,13 @@ CommandRegistrar reg_caption(
           ->capture_default_str();
       sub->add_option("--max-image-bytes", o.max_image_bytes, "largest image accepted")
           ->capture_default_str();
+      sub->add_option("--local-root", o.local_root,
+                      "local image paths and file:// URLs must resolve inside DIR (default: anywhere; "
+                      "regular files only)")
+          ->check(CLI::ExistingDirectory);
+      sub->add_option("--disallowed-header-directives", o.disallowed_header_directives,
+                      "X-Robots-Tag directives that refuse an image, comma-separated ('' = ignore them)")
+          ->capture_default_str();
       sub->add_option("--max-image-pixels", o.max_image_pixels,
                       "largest image accepted, in pixels (decompression-bomb guard; 0 = no limit)")
           ->capture_default_str();

@@ -323,13 +323,16 @@ TEST(DecodeErrors, UnsupportedFormatsNameWhatTheyLookLike) {
                    "ftypavif",
                    12),
        "AVIF"},
-      {"hello world, not an image", "unknown (first bytes 68 65 6c"},
+      {"hello world, not an image", "not an image (unknown signature"},
   };
   for (const auto& [bytes, name] : cases) {
     std::string msg;
     EXPECT_EQ(decode_error_kind(std::vector<uint8_t>(bytes.begin(), bytes.end()), &msg),
               io::ImageErrorKind::UnsupportedFormat);
     EXPECT_NE(msg.find(name), std::string::npos) << msg;
+    // No byte of the data is quoted, not even in hex.
+    EXPECT_EQ(msg.find("hello"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find("68 65"), std::string::npos) << msg;
   }
 }
 

@@ -1,15 +1,22 @@
 // A minimal HTTP/1.0 server on 127.0.0.1 with an ephemeral port, run on a thread inside a
 // test. Each path answers with a fixed status/body; a route can fail with 503 for its first
-// N hits (to exercise retries) or stall before answering (to exercise timeouts). One thread
-// per connection, "Connection: close". For tests only.
+// N hits (to exercise retries) or stall before answering (to exercise timeouts), add header
+// lines (X-Robots-Tag, Content-Encoding: gzip with a body the test compressed), send its body
+// chunked without Content-Length (HTTP/1.1), or announce a Content-Length of its own. The
+// User-Agent of each path's last request is kept. One thread per connection,
+// "Connection: close". For tests only.
 #pragma once
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
+#include <cstdint>
+#include <cstdio>
 #include <map>
 #include <mutex>
 #include <string>
@@ -21,10 +28,17 @@ namespace recap::testing {
 class LoopbackHttpServer {
  public:
   struct Route {
+    Route() = default;
+    // {status, body, fail_first, stall_ms}: the positional form the tests use.
+    Route(int status_, std::string body_, int fail_first_ = 0, int stall_ms_ = 0)
+        : status(status_), body(std::move(body_)), fail_first(fail_first_), stall_ms(stall_ms_) {}
     int status = 200;
     std::string body;
-    int fail_first = 0;  // answer 503 this many times first
-    int stall_ms = 0;    // sleep before answering
+    int fail_first = 0;                // answer 503 this many times first
+    int stall_ms = 0;                  // sleep before answering
+    std::vector<std::string> headers;  // extra header lines, e.g. "X-Robots-Tag: noai"
+    bool chunked = false;              // HTTP/1.1, Transfer-Encoding: chunked, no Content-Length
+    int64_t content_length = -1;       // >= 0: announce this instead of body.size()
   };
 
   LoopbackHttpServer() {
@@ -70,6 +84,11 @@ class LoopbackHttpServer {
     std::lock_guard<std::mutex> lk(mu_);
     return hits_[path];
   }
+  // The User-Agent header of the last request for `path` ("" if none came).
+  std::string user_agent(const std::string& path) {
+    std::lock_guard<std::mutex> lk(mu_);
+    return user_agents_[path];
+  }
 
  private:
   void serve() {
@@ -100,9 +119,22 @@ class LoopbackHttpServer {
     Route r;
     bool found = false;
     int hit = 0;
+    std::string ua;
+    for (size_t p = req.find("\r\n"); p != std::string::npos && p + 2 < req.size();
+         p = req.find("\r\n", p + 2)) {
+      const std::string name = "user-agent:";
+      std::string line = req.substr(p + 2, req.find("\r\n", p + 2) - p - 2);
+      std::string head = line.substr(0, std::min(line.size(), name.size()));
+      for (auto& ch : head) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      if (head == name) {
+        ua = line.substr(name.size());
+        ua.erase(0, ua.find_first_not_of(' '));
+      }
+    }
     {
       std::lock_guard<std::mutex> lk(mu_);
       hit = ++hits_[path];
+      user_agents_[path] = ua;
       auto it = routes_.find(path);
       if (it != routes_.end()) {
         r = it->second;
@@ -116,17 +148,39 @@ class LoopbackHttpServer {
       for (int waited = 0; waited < r.stall_ms && !stop_; waited += 10)
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
-    std::string head = "HTTP/1.0 " + std::to_string(r.status) +
-                       " X\r\nContent-Length: " + std::to_string(r.body.size()) +
-                       "\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n";
-    std::string all = head + r.body;
-    size_t off = 0;
-    while (off < all.size()) {
-      ssize_t n = ::send(c, all.data() + off, all.size() - off, MSG_NOSIGNAL);
-      if (n <= 0) break;
-      off += static_cast<size_t>(n);
+    std::string head = (r.chunked ? "HTTP/1.1 " : "HTTP/1.0 ") + std::to_string(r.status) + " X\r\n";
+    if (r.chunked)
+      head += "Transfer-Encoding: chunked\r\n";
+    else
+      head += "Content-Length: " +
+              std::to_string(r.content_length >= 0 ? r.content_length : static_cast<int64_t>(r.body.size())) +
+              "\r\n";
+    for (auto& h : r.headers) head += h + "\r\n";
+    head += "Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n";
+    bool ok = send_all(c, head);
+    if (r.chunked) {
+      // 64 KiB chunks: a client that stops reading makes send() fail and the loop end.
+      for (size_t off = 0; ok && off < r.body.size(); off += 65536) {
+        const size_t n = std::min<size_t>(65536, r.body.size() - off);
+        char len[32];
+        std::snprintf(len, sizeof len, "%zx\r\n", n);
+        ok = send_all(c, len) && send_all(c, r.body.substr(off, n) + "\r\n");
+      }
+      if (ok) send_all(c, "0\r\n\r\n");
+    } else if (ok) {
+      send_all(c, r.body);
     }
     ::close(c);
+  }
+
+  static bool send_all(int c, const std::string& data) {
+    size_t off = 0;
+    while (off < data.size()) {
+      ssize_t n = ::send(c, data.data() + off, data.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      off += static_cast<size_t>(n);
+    }
+    return true;
   }
 
   int fd_ = -1;
@@ -136,6 +190,7 @@ class LoopbackHttpServer {
   std::mutex mu_;
   std::map<std::string, Route> routes_;
   std::map<std::string, int> hits_;
+  std::map<std::string, std::string> user_agents_;
   std::mutex workers_mu_;
   std::vector<std::thread> workers_;
 };
