@@ -1,12 +1,12 @@
 #include "engine/loader.h"
 
-#include <openssl/evp.h>
 #include <stdlib.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 
+#include "io/digest.h"
 #include "io/exif.h"
 #include "io/fileutil.h"
 
@@ -39,22 +39,6 @@ std::string percent_decode(const std::string& s) {
 
 bool starts_with(const std::string& s, const char* p) {
   return s.rfind(p, 0) == 0;
-}
-
-// Lower-case hex SHA-256, as Python's hashlib.sha256(data).hexdigest() (img2dataset's
-// compute_hash="sha256").
-std::string sha256_hex(const std::string& data) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (EVP_Digest(data.data(), data.size(), digest, &len, EVP_sha256(), nullptr) != 1)
-    throw std::runtime_error("sha256: OpenSSL EVP_Digest failed");
-  static const char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) {
-    out.push_back(kHex[digest[i] >> 4]);
-    out.push_back(kHex[digest[i] & 15]);
-  }
-  return out;
 }
 
 // Whether `path` (already realpath'ed) is `root` or inside it.
@@ -227,7 +211,7 @@ LoadResult Loader::load(LoadJob job) {
     r.height = img.height;
     r.image_ext = ext_of(img.source.format);
     if (opts_.need_pixels) r.pixels = models::preprocess_llava(img, opts_.preprocess);
-    r.sha256 = sha256_hex(r.in.image_bytes);
+    r.sha256 = io::sha256_hex(r.in.image_bytes);
     if (img.source.format == io::ImageFormat::Jpeg)
       r.exif = io::exif_json_from_jpeg(data, r.in.image_bytes.size());
   } catch (const io::ImageError& e) {

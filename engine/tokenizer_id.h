@@ -6,10 +6,6 @@
 
 namespace recap::engine {
 
-// Lower-case hex sha256 of the file's bytes; throws std::runtime_error naming the file when it
-// cannot be read.
-std::string file_sha256(const std::string& path);
-
 // "Llama-3 (sha256 <hex>)" for the Llama-3 tokenizer.json (tests/data/llama3-tokenizer), else
 // "unrecognised (sha256 <hex>)".
 std::string describe_tokenizer(const std::string& tokenizer_json_path);
