@@ -1,5 +1,7 @@
 #include "engine/sources.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <map>
 #include <mutex>
@@ -102,6 +104,8 @@ class ListStream : public SampleStream {
  public:
   ListStream(const ShardSpec& spec, const InputOptions& opts) : spec_(spec), opts_(opts) {
     std::unique_ptr<io::ListReader> reader = take_cached_reader(spec, opts.columns);
+    FileId id;
+    const bool have_id = file_id(spec.path, &id);
     try {
       if (!reader) reader = std::make_unique<io::ListReader>(spec.path, opts.columns);
       dir_ = reader->dir();
@@ -118,7 +122,7 @@ class ListStream : public SampleStream {
     } catch (const io::ListError& e) {
       throw InputError(e.what());
     }
-    put_cached_reader(std::move(reader));
+    if (have_id) put_cached_reader(std::move(reader), id);
   }
 
   bool next(SampleInput* out) override {
@@ -159,9 +163,26 @@ class ListStream : public SampleStream {
   }
 
  private:
+  // The file a reader was opened on, to tell whether the path still names it (a list rewritten
+  // between two runs in one process must be read afresh).
+  struct FileId {
+    dev_t dev = 0;
+    ino_t ino = 0;
+    off_t size = 0;
+    int64_t mtime_ns = 0;
+    bool operator==(const FileId&) const = default;
+  };
+  static bool file_id(const std::string& path, FileId* id) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return false;
+    *id = FileId{st.st_dev, st.st_ino, st.st_size,
+                 static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec};
+    return true;
+  }
   struct Cache {
     std::mutex mu;
     std::unique_ptr<io::ListReader> reader;
+    FileId id;
   };
   static Cache& cache() {
     static Cache c;
@@ -173,14 +194,19 @@ class ListStream : public SampleStream {
   static std::unique_ptr<io::ListReader> take_cached_reader(const ShardSpec& spec,
                                                             const io::ListColumns& cols) {
     std::lock_guard<std::mutex> lk(cache().mu);
-    auto& r = cache().reader;
-    if (r && r->path() == spec.path && same_columns(r->columns(), cols) && r->position() <= spec.first_record)
-      return std::move(r);
+    auto& c = cache();
+    FileId now;
+    if (c.reader && c.reader->path() == spec.path && same_columns(c.reader->columns(), cols) &&
+        c.reader->position() <= spec.first_record && file_id(spec.path, &now) && now == c.id)
+      return std::move(c.reader);
     return nullptr;
   }
-  static void put_cached_reader(std::unique_ptr<io::ListReader> reader) {
+  // `id` is taken before the reader opens the file: if the file is replaced in between, `id` is
+  // the old file's, the next take fails and the next shard reads afresh (never mixed data).
+  static void put_cached_reader(std::unique_ptr<io::ListReader> reader, const FileId& id) {
     std::lock_guard<std::mutex> lk(cache().mu);
     cache().reader = std::move(reader);
+    cache().id = id;
   }
 
   ShardSpec spec_;

@@ -527,3 +527,70 @@ TEST(ListRecords, GzipIsStreamedAndAHugeRecordIsMalformedNotHeld) {
   EXPECT_LT(g_largest_alloc.load(), size_t(4) << 20);
   EXPECT_LT(g_peak_bytes.load() - base2, int64_t(4) << 20) << "the counter holds no rows";
 }
+
+// ---------------------------------------------------------------- shards of a list
+
+namespace {
+std::vector<recap::engine::SampleInput> shard_samples(const recap::engine::ShardSpec& spec,
+                                                      const recap::engine::InputOptions& opts) {
+  std::vector<recap::engine::SampleInput> out;
+  auto stream = recap::engine::open_shard(spec, opts);
+  recap::engine::SampleInput s;
+  while (stream->next(&s)) out.push_back(s);
+  return out;
+}
+}  // namespace
+
+TEST(ListShards, ReadingStopsAfterTheShardsRecords) {
+  // A .gz cut short after its first records: a shard of those records opens (the rest of the
+  // file is never read); the full read refuses the file.
+  auto dir = temp_dir();
+  std::string text;
+  for (int i = 0; i < 20000; ++i)
+    text += "{\"url\": \"u" + std::to_string(i) + ".jpg\", \"n\": " + std::to_string(i * 7919) + "}\n";
+  write_gz(dir + "/whole.jsonl.gz", text);
+  const std::string gz = read_file(dir + "/whole.jsonl.gz");
+  write(dir + "/cut.jsonl.gz", gz.substr(0, gz.size() / 2));
+  EXPECT_THROW(read_list_file(dir + "/cut.jsonl.gz"), ListError);
+  recap::engine::InputOptions opts;
+  opts.samples_per_shard = 3;
+  recap::engine::ShardSpec spec;
+  spec.path = dir + "/cut.jsonl.gz";
+  spec.shard_id = 1;
+  spec.first_record = 3;
+  spec.n_records = 3;
+  auto samples = shard_samples(spec, opts);
+  ASSERT_EQ(samples.size(), 3u);
+  EXPECT_EQ(samples[0].url, "u3.jpg");
+  EXPECT_EQ(samples[0].source, dir + "/cut.jsonl.gz:4");
+  EXPECT_EQ(samples[2].url, "u5.jpg");
+  EXPECT_EQ(samples[2].key, compute_key(2, 1, 3));
+}
+
+TEST(ListShards, AListRewrittenBetweenRunsIsReadAfresh) {
+  // The reader left after one shard is reused by the next shard of the same list only while
+  // the path names the same file.
+  auto dir = temp_dir();
+  const std::string path = dir + "/l.jsonl";
+  auto list = [](const char* tag) {
+    std::string t;
+    for (int i = 0; i < 4; ++i) t += "{\"url\": \"" + std::string(tag) + std::to_string(i) + ".jpg\"}\n";
+    return t;
+  };
+  atomic_write(path, list("old"));
+  recap::engine::InputOptions opts;
+  opts.lists = {path};
+  opts.samples_per_shard = 2;
+  std::vector<std::string> warnings;
+  auto shards = recap::engine::plan_shards(opts, &warnings);
+  ASSERT_EQ(shards.size(), 2u);
+  EXPECT_EQ(shard_samples(shards[0], opts)[1].url, "old1.jpg");
+  atomic_write(path, list("new"));
+  auto second = shard_samples(shards[1], opts);
+  ASSERT_EQ(second.size(), 2u);
+  EXPECT_EQ(second[0].url, "new2.jpg");
+  EXPECT_EQ(second[1].url, "new3.jpg");
+  // Consecutive shards of an unchanged list: the same records as a full read.
+  EXPECT_EQ(shard_samples(shards[0], opts)[0].url, "new0.jpg");
+  EXPECT_EQ(shard_samples(shards[1], opts)[1].url, "new3.jpg");
+}
