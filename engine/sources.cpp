@@ -1,8 +1,6 @@
 #include "engine/sources.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-#include <zlib.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cctype>
@@ -11,6 +9,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <unordered_map>
 
 #include "io/fileutil.h"
 #include "io/keys.h"
@@ -28,7 +27,7 @@ std::vector<std::string> expand_all(const std::vector<std::string>& patterns) {
   std::vector<std::string> out;
   for (auto& p : patterns) {
     try {
-      auto v = io::expand_braces(p);
+      auto v = io::expand_pattern(p);
       out.insert(out.end(), v.begin(), v.end());
     } catch (const io::ListError& e) {
       throw InputError(e.what());
@@ -46,168 +45,17 @@ std::string shard_name(int64_t id) {
 
 // ---------------------------------------------------------------- counting list records
 
-namespace {
-
-// A list file's bytes in chunks, gunzipped when it starts with the gzip magic (whatever its
-// name, like io::read_maybe_gzip; concatenated members included), without holding the file.
-class ChunkReader {
- public:
-  explicit ChunkReader(const std::string& path) : path_(path) {
-    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd_ < 0) throw InputError("cannot open " + path + ": " + std::strerror(errno));
-    raw_.resize(1 << 20);
-    fill();
-    if (raw_len_ >= 2 && static_cast<unsigned char>(raw_[0]) == 0x1f &&
-        static_cast<unsigned char>(raw_[1]) == 0x8b) {
-      gzip_ = true;
-      if (inflateInit2(&zs_, 16 + MAX_WBITS) != Z_OK) throw InputError(path + ": zlib init failed");
-      zs_.next_in = reinterpret_cast<Bytef*>(raw_.data());
-      zs_.avail_in = static_cast<uInt>(raw_len_);
-      out_.resize(1 << 20);
-    }
-  }
-  ~ChunkReader() {
-    if (gzip_) inflateEnd(&zs_);
-    ::close(fd_);
-  }
-  ChunkReader(const ChunkReader&) = delete;
-  ChunkReader& operator=(const ChunkReader&) = delete;
-
-  // The next chunk of (decompressed) text; false at the end. Throws InputError.
-  bool next(const char** data, size_t* n) {
-    if (!gzip_) {
-      if (!first_done_) {
-        first_done_ = true;
-      } else {
-        fill();
-      }
-      *data = raw_.data();
-      *n = raw_len_;
-      return raw_len_ > 0;
-    }
-    while (!ended_) {
-      if (zs_.avail_in == 0) {
-        fill();
-        if (raw_len_ == 0) throw InputError(path_ + ": truncated gzip stream");
-        zs_.next_in = reinterpret_cast<Bytef*>(raw_.data());
-        zs_.avail_in = static_cast<uInt>(raw_len_);
-      }
-      zs_.next_out = reinterpret_cast<Bytef*>(out_.data());
-      zs_.avail_out = static_cast<uInt>(out_.size());
-      int rc = inflate(&zs_, Z_NO_FLUSH);
-      const size_t got = out_.size() - zs_.avail_out;
-      if (rc == Z_STREAM_END) {
-        // Another member may follow, in this buffer or the next read.
-        if (zs_.avail_in == 0) {
-          fill();
-          zs_.next_in = reinterpret_cast<Bytef*>(raw_.data());
-          zs_.avail_in = static_cast<uInt>(raw_len_);
-        }
-        if (zs_.avail_in == 0)
-          ended_ = true;
-        else
-          inflateReset(&zs_);
-      } else if (rc != Z_OK && !(rc == Z_BUF_ERROR && zs_.avail_in == 0)) {
-        throw InputError(path_ + ": corrupt gzip stream (" + (zs_.msg ? zs_.msg : "invalid data") + ")");
-      }
-      if (got > 0) {
-        *data = out_.data();
-        *n = got;
-        return true;
-      }
-    }
-    return false;
-  }
-
- private:
-  void fill() {
-    for (;;) {
-      ssize_t r = ::read(fd_, raw_.data(), raw_.size());
-      if (r < 0 && errno == EINTR) continue;
-      if (r < 0) throw InputError("cannot read " + path_ + ": " + std::strerror(errno));
-      raw_len_ = static_cast<size_t>(r);
-      return;
-    }
-  }
-
-  std::string path_;
-  int fd_ = -1;
-  std::string raw_, out_;
-  size_t raw_len_ = 0;
-  bool gzip_ = false, first_done_ = false, ended_ = false;
-  z_stream zs_{};
-};
-
-// io::read_list_file's header check (the url column must exist), as an InputError.
-void check_list_header(const std::string& path, io::ListFormat format, int64_t line_no,
-                       const std::string& line, const io::ListColumns& columns) {
-  try {
-    io::check_list_header(format, line, columns, path + ":" + std::to_string(line_no) + ": ");
-  } catch (const io::ListError& e) {
-    throw InputError(e.what());
-  }
-}
-
-}  // namespace
-
 int64_t count_list_records(const std::string& path, const io::ListColumns& columns) {
-  io::ListFormat format;
+  // The parser's own tokenizer, passing over records without parsing or keeping them: the
+  // count is the parser's by construction (quoted CSV records, JSON arrays, malformed files).
   try {
-    format = io::list_format_from_name(path);
+    io::ListReader reader(path, columns);
+    while (reader.skip()) {
+    }
+    return reader.position();
   } catch (const io::ListError& e) {
     throw InputError(e.what());
   }
-  const bool has_header = format == io::ListFormat::Tsv || format == io::ListFormat::Csv;
-  ChunkReader reader(path);
-  // io::read_list_file's lines: split at '\n', one trailing '\r' dropped, blank when only
-  // spaces and tabs remain. Per line: has a character other than space or tab been seen
-  // (`content`), and is the last one seen a '\r' that only counts if more follows (`cr`).
-  int64_t records = 0, line_no = 1;
-  bool content = false, cr = false, header_seen = !has_header;
-  std::string header;  // the header line, while it is being read
-  auto end_line = [&] {
-    if (content) {
-      if (header_seen) {
-        ++records;
-      } else {
-        check_list_header(path, format, line_no, header, columns);
-        header_seen = true;
-      }
-    }
-    header.clear();
-    content = cr = false;
-    ++line_no;
-  };
-  const char* data;
-  size_t n;
-  while (reader.next(&data, &n)) {
-    const char* p = data;
-    const char* const end = data + n;
-    while (p < end) {
-      const char* nl = static_cast<const char*>(std::memchr(p, '\n', static_cast<size_t>(end - p)));
-      const char* stop = nl ? nl : end;
-      if (!header_seen) header.append(p, static_cast<size_t>(stop - p));
-      // Once a line has content the rest of it need not be looked at.
-      for (const char* q = p; q < stop && !content; ++q) {
-        if (*q == '\r') {
-          content = cr;  // a '\r' followed by anything is content
-          cr = true;
-        } else if (*q == ' ' || *q == '\t') {
-          content = cr;
-          cr = false;
-        } else {
-          content = true;
-        }
-      }
-      if (!nl) break;
-      if (!header_seen && !header.empty() && header.back() == '\r') header.pop_back();
-      end_line();
-      p = nl + 1;
-    }
-  }
-  if (!header_seen && !header.empty() && header.back() == '\r') header.pop_back();
-  end_line();  // a last line without '\n' (nothing happens for an empty one)
-  return records;
 }
 
 std::vector<ShardSpec> plan_shards(const InputOptions& opts, std::vector<std::string>* warnings) {
@@ -257,50 +105,125 @@ std::vector<ShardSpec> plan_shards(const InputOptions& opts, std::vector<std::st
 
 namespace {
 
+// The records [first_record, first_record + n_records) of a list, read when the shard is
+// opened: the reader stops after the range and keeps only its rows, so memory is one shard's
+// rows whatever the list's size. Consecutive shards usually come from the same list: the reader
+// left after one shard is kept and, when the next shard of that list starts at or after it,
+// continues from there instead of reading the file again from the start.
 class ListStream : public SampleStream {
  public:
   ListStream(const ShardSpec& spec, const InputOptions& opts) : spec_(spec), opts_(opts) {
-    // Consecutive shards usually come from the same (possibly large) list: keep the last
-    // parsed file instead of reading it again for each shard.
-    static std::mutex cache_mu;
-    static std::shared_ptr<const io::ListFile> cache;
-    {
-      std::lock_guard<std::mutex> lk(cache_mu);
-      if (cache && cache->path == spec.path) lf_ = cache;
-    }
-    if (!lf_) {
-      try {
-        lf_ = std::make_shared<const io::ListFile>(io::read_list_file(spec.path, opts.columns));
-      } catch (const io::ListError& e) {
-        throw InputError(e.what());
+    std::unique_ptr<io::ListReader> reader = take_cached_reader(spec, opts.columns);
+    FileId id;
+    const bool have_id = file_id(spec.path, &id);
+    try {
+      if (!reader) reader = std::make_unique<io::ListReader>(spec.path, opts.columns);
+      dir_ = reader->dir();
+      while (reader->position() < spec.first_record)
+        if (!reader->skip())
+          throw InputError(spec.path + ": the list changed since it was read (fewer records)");
+      records_.reserve(static_cast<size_t>(std::min<int64_t>(spec.n_records, 1 << 16)));
+      io::ListRecord r;
+      while (static_cast<int64_t>(records_.size()) < spec.n_records) {
+        if (!reader->next(&r))
+          throw InputError(spec.path + ": the list changed since it was read (fewer records)");
+        records_.push_back(std::move(r));
       }
-      std::lock_guard<std::mutex> lk(cache_mu);
-      cache = lf_;
+    } catch (const io::ListError& e) {
+      throw InputError(e.what());
     }
-    if (static_cast<int64_t>(lf_->records.size()) < spec.first_record + spec.n_records)
-      throw InputError(spec.path + ": the list changed since it was read (fewer lines)");
+    if (have_id) put_cached_reader(std::move(reader), id);
   }
+
   bool next(SampleInput* out) override {
     if (pos_ >= spec_.n_records) return false;
-    const auto& r = lf_->records[static_cast<size_t>(spec_.first_record + pos_)];
+    auto& r = records_[static_cast<size_t>(pos_)];
     SampleInput s;
     s.index = pos_;
-    s.key = !r.key.empty() ? r.key : io::compute_key(pos_, spec_.shard_id, opts_.samples_per_shard);
-    s.url = r.url;
-    s.caption = r.caption;
-    s.extra = r.extra;
-    s.base_dir = lf_->dir;
-    s.parse_error = r.error;
+    s.url = std::move(r.url);
+    s.caption = std::move(r.caption);
+    s.extra = std::move(r.extra);
+    s.base_dir = dir_;
+    s.parse_error = std::move(r.error);
     s.source = spec_.path + ":" + std::to_string(r.line);
+    if (!r.key_given) {
+      s.key = io::compute_key(pos_, spec_.shard_id, opts_.samples_per_shard);
+    } else if (std::string problem = io::key_problem(r.key); !problem.empty()) {
+      // A key names tar members and files: a bad one fails its sample (never written), shown
+      // in printable form so that control bytes reach neither the sidecar nor a terminal.
+      s.key = io::printable_key(r.key);
+      if (s.parse_error.empty())
+        s.parse_error = spec_.path + ":" + std::to_string(r.line) + ": key '" + s.key +
+                        "' cannot name a sample: " + problem;
+    } else {
+      s.key = std::move(r.key);
+    }
+    // Two samples with one key would be two tar members with one name: the first record of the
+    // shard to carry a key keeps it, a later one fails.
+    if (s.parse_error.empty()) {
+      auto [it, fresh] = key_lines_.emplace(s.key, r.line);
+      if (!fresh)
+        s.parse_error = spec_.path + ":" + std::to_string(r.line) + ": key '" + s.key +
+                        "' repeats the key of line " + std::to_string(it->second) + " in this shard";
+    }
+    r = io::ListRecord{};  // the row is not needed again
     *out = std::move(s);
     ++pos_;
     return true;
   }
 
  private:
+  // The file a reader was opened on, to tell whether the path still names it (a list rewritten
+  // between two runs in one process must be read afresh).
+  struct FileId {
+    dev_t dev = 0;
+    ino_t ino = 0;
+    off_t size = 0;
+    int64_t mtime_ns = 0;
+    bool operator==(const FileId&) const = default;
+  };
+  static bool file_id(const std::string& path, FileId* id) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return false;
+    *id = FileId{st.st_dev, st.st_ino, st.st_size,
+                 static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec};
+    return true;
+  }
+  struct Cache {
+    std::mutex mu;
+    std::unique_ptr<io::ListReader> reader;
+    FileId id;
+  };
+  static Cache& cache() {
+    static Cache c;
+    return c;
+  }
+  static bool same_columns(const io::ListColumns& a, const io::ListColumns& b) {
+    return a.url == b.url && a.caption == b.caption && a.key == b.key && a.strict == b.strict;
+  }
+  static std::unique_ptr<io::ListReader> take_cached_reader(const ShardSpec& spec,
+                                                            const io::ListColumns& cols) {
+    std::lock_guard<std::mutex> lk(cache().mu);
+    auto& c = cache();
+    FileId now;
+    if (c.reader && c.reader->path() == spec.path && same_columns(c.reader->columns(), cols) &&
+        c.reader->position() <= spec.first_record && file_id(spec.path, &now) && now == c.id)
+      return std::move(c.reader);
+    return nullptr;
+  }
+  // `id` is taken before the reader opens the file: if the file is replaced in between, `id` is
+  // the old file's, the next take fails and the next shard reads afresh (never mixed data).
+  static void put_cached_reader(std::unique_ptr<io::ListReader> reader, const FileId& id) {
+    std::lock_guard<std::mutex> lk(cache().mu);
+    cache().reader = std::move(reader);
+    cache().id = id;
+  }
+
   ShardSpec spec_;
   InputOptions opts_;
-  std::shared_ptr<const io::ListFile> lf_;
+  std::string dir_;
+  std::vector<io::ListRecord> records_;
+  std::unordered_map<std::string, int64_t> key_lines_;  // key -> line of its first record
   int64_t pos_ = 0;
 };
 

@@ -1,10 +1,11 @@
 // Input shards and the samples in them.
 //
-// List inputs (--list, brace patterns allowed): each list file is cut into shards of
-// --samples-per-shard data lines, numbered globally in input order (img2dataset style:
+// List inputs (--list, brace and glob patterns, io::expand_pattern): each list file is cut into
+// shards of --samples-per-shard records, numbered globally in input order (img2dataset style:
 // names "00000", "00001", ...; keys from the key column, else img2dataset's compute_key).
-// A malformed line keeps its position and key and becomes a failed sample. Planning only
-// counts records; a list's rows are parsed when a shard of it is opened (open_shard).
+// A malformed record keeps its position and key and becomes a failed sample; so does a record
+// whose key is not usable (io::key_problem) or repeats an earlier key of its shard. Planning
+// only counts records; a shard's rows (only those) are read when it is opened (open_shard).
 // Tar inputs (--input, webdataset shards, plain or compressed): one output shard per input
 // tar, named after the input's basename without .tar/.tar.gz/.tgz/...; members are grouped
 // into samples exactly as webdataset groups them (see TarStream in sources.cpp and
@@ -70,16 +71,17 @@ struct InputOptions {
   uint64_t max_member_bytes = 64ull << 20;
 };
 
-// Expands patterns, counts each list's records (count_list_records: no row is parsed or
-// kept, so planning 10,000 lists costs one read of each, not a parse) and returns every shard
-// in input order. Throws InputError (missing list/tar, bad list header, corrupt .gz,
-// duplicate tar names, no input at all).
+// Expands patterns (a glob matching nothing is an InputError naming it), counts each list's
+// records (count_list_records: no row is parsed or kept, so planning 10,000 lists costs one read
+// of each, not a parse) and returns every shard in input order. Throws InputError (missing
+// list/tar, bad list header, corrupt .gz, a refused .json, duplicate tar names, no input).
 std::vector<ShardSpec> plan_shards(const InputOptions& opts, std::vector<std::string>* warnings);
 
-// The number of records io::read_list_file(path, columns) would return (data lines that are
-// not blank, malformed ones included; the header line of a TSV/CSV is checked, not counted),
-// found with a byte scan of the (decompressed) file. Throws InputError where read_list_file
-// throws ListError.
+// The number of records io::read_list_file(path, columns) returns (not blank, malformed ones
+// included; the header of a TSV/CSV is checked, not counted), found by io::ListReader::skip,
+// the reader's own tokenizer, keeping no rows. Throws InputError where read_list_file throws
+// ListError (missing file, corrupt or truncated .gz, header without the url column, a .json
+// that is neither a JSON array of objects nor JSONL).
 int64_t count_list_records(const std::string& path, const io::ListColumns& columns);
 
 // Iterates the samples of one shard in order.

@@ -1,11 +1,13 @@
 #include "io/lists.h"
 
+#include <fcntl.h>
+#include <glob.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 
 #include "io/fileutil.h"
 
@@ -113,6 +115,35 @@ std::vector<std::string> expand_braces(const std::string& pattern) {
   return out;
 }
 
+// ---------------------------------------------------------------- glob patterns
+
+std::vector<std::string> expand_pattern(const std::string& pattern) {
+  std::vector<std::string> out;
+  for (auto& name : expand_braces(pattern)) {
+    if (name.find_first_of("*?[") == std::string::npos || file_exists(name)) {
+      out.push_back(name);
+      continue;
+    }
+    glob_t g{};
+    // GLOB_NOSORT: sorted below bytewise, not by the locale's collation, so that every worker
+    // (whatever its environment) numbers the shards alike. No GLOB_NOCHECK: no match is an error.
+    const int rc = ::glob(name.c_str(), GLOB_NOSORT, nullptr, &g);
+    std::vector<std::string> matches;
+    if (rc == 0)
+      for (size_t i = 0; i < g.gl_pathc; ++i) matches.emplace_back(g.gl_pathv[i]);
+    ::globfree(&g);
+    if (rc != 0 && rc != GLOB_NOMATCH)
+      throw ListError("cannot expand the pattern '" + name + "' (glob error)");
+    if (matches.empty())
+      throw ListError(name == pattern
+                          ? "no file matches the pattern '" + pattern + "'"
+                          : "no file matches the pattern '" + name + "' (from '" + pattern + "')");
+    std::sort(matches.begin(), matches.end());
+    out.insert(out.end(), matches.begin(), matches.end());
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------- reading
 
 ListFormat list_format_from_name(const std::string& path) {
@@ -126,7 +157,8 @@ ListFormat list_format_from_name(const std::string& path) {
   if (ends(".tsv")) return ListFormat::Tsv;
   if (ends(".csv")) return ListFormat::Csv;
   if (ends(".txt")) return ListFormat::Text;
-  throw ListError(path + ": unknown list format (expected .jsonl, .tsv, .csv or .txt, optionally .gz)");
+  throw ListError(path +
+                  ": unknown list format (expected .jsonl, .json, .tsv, .csv or .txt, optionally .gz)");
 }
 
 std::string read_maybe_gzip(const std::string& path) {
@@ -197,37 +229,24 @@ std::string pick_column(const std::string& configured, const std::vector<std::st
   return "";
 }
 
-std::vector<std::string> split_tsv(const std::string& line) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  for (;;) {
-    size_t t = line.find('\t', start);
-    if (t == std::string::npos) {
-      out.push_back(line.substr(start));
-      return out;
-    }
-    out.push_back(line.substr(start, t - start));
-    start = t + 1;
-  }
-}
-
-// RFC 4180 fields on one line (quoted fields may contain commas and doubled quotes; a
-// record spanning lines is not supported and is reported as malformed).
-bool split_csv(const std::string& line, std::vector<std::string>* out, std::string* err) {
+// The fields of one complete RFC 4180 record (the tokenizer below found where it ends, so a
+// quoted field may hold line breaks): a field starting with '"' runs to the next single '"'
+// ("" is a quote), and must end there; a quote elsewhere is a plain character.
+bool split_delimited(const std::string& record, char sep, std::vector<std::string>* out, std::string* err) {
   out->clear();
   std::string cur;
   size_t i = 0;
   for (;;) {
     cur.clear();
-    if (i < line.size() && line[i] == '"') {
+    if (i < record.size() && record[i] == '"') {
       ++i;
       for (;;) {
-        if (i >= line.size()) {
+        if (i >= record.size()) {
           *err = "unterminated quoted field";
           return false;
         }
-        if (line[i] == '"') {
-          if (i + 1 < line.size() && line[i + 1] == '"') {
+        if (record[i] == '"') {
+          if (i + 1 < record.size() && record[i + 1] == '"') {
             cur.push_back('"');
             i += 2;
             continue;
@@ -235,18 +254,21 @@ bool split_csv(const std::string& line, std::vector<std::string>* out, std::stri
           ++i;
           break;
         }
-        cur.push_back(line[i++]);
+        cur.push_back(record[i++]);
       }
-      if (i < line.size() && line[i] != ',') {
+      if (i < record.size() && record[i] != sep) {
         *err = "characters after a closing quote";
         return false;
       }
     } else {
-      while (i < line.size() && line[i] != ',') cur.push_back(line[i++]);
+      size_t end = record.find(sep, i);
+      if (end == std::string::npos) end = record.size();
+      cur.assign(record, i, end - i);
+      i = end;
     }
     out->push_back(cur);
-    if (i >= line.size()) return true;
-    ++i;  // the comma
+    if (i >= record.size()) return true;
+    ++i;  // the separator
   }
 }
 
@@ -256,17 +278,396 @@ std::string json_scalar_text(const nlohmann::ordered_json& v) {
   return v.dump();
 }
 
+bool is_json_name(const std::string& path) {
+  std::string name = base_name(path);
+  if (name.size() > 3 && name.compare(name.size() - 3, 3, ".gz") == 0) name.resize(name.size() - 3);
+  return name.size() > 5 && name.compare(name.size() - 5, 5, ".json") == 0;
+}
+
+// A list file's bytes in chunks, gunzipped when it starts with the gzip magic (whatever its
+// name; concatenated members included), a leading UTF-8 BOM dropped. Holds one compressed and
+// one decompressed chunk, never the file.
+class ByteSource {
+ public:
+  explicit ByteSource(const std::string& path) : path_(path) {
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) throw ListError("cannot open " + path + ": " + std::strerror(errno));
+    raw_.resize(kChunk);
+    fill_raw();
+    if (raw_len_ >= 2 && static_cast<unsigned char>(raw_[0]) == 0x1f &&
+        static_cast<unsigned char>(raw_[1]) == 0x8b) {
+      gzip_ = true;
+      if (inflateInit2(&zs_, 16 + MAX_WBITS) != Z_OK) {
+        ::close(fd_);
+        throw ListError(path + ": zlib init failed");
+      }
+      zs_.next_in = reinterpret_cast<Bytef*>(raw_.data());
+      zs_.avail_in = static_cast<uInt>(raw_len_);
+      out_.resize(kChunk);
+    }
+  }
+  ~ByteSource() {
+    if (gzip_) inflateEnd(&zs_);
+    ::close(fd_);
+  }
+  ByteSource(const ByteSource&) = delete;
+  ByteSource& operator=(const ByteSource&) = delete;
+
+  // The next chunk of (decompressed) text; false at the end. Throws ListError.
+  bool next(const char** data, size_t* n) {
+    if (!bom_checked_) {
+      bom_checked_ = true;
+      // The first chunk, made at least 3 bytes long (or the whole file) to see a BOM.
+      std::string first;
+      const char* d;
+      size_t k;
+      while (first.size() < 3 && next_raw(&d, &k)) first.append(d, k);
+      if (first.size() >= 3 && first.compare(0, 3, "\xEF\xBB\xBF") == 0) first.erase(0, 3);
+      if (first.empty()) return next(data, n);
+      first_ = std::move(first);
+      *data = first_.data();
+      *n = first_.size();
+      return true;
+    }
+    return next_raw(data, n);
+  }
+
+ private:
+  static constexpr size_t kChunk = size_t(1) << 18;
+
+  bool next_raw(const char** data, size_t* n) {
+    if (!gzip_) {
+      if (!raw_given_) {
+        raw_given_ = true;
+      } else {
+        fill_raw();
+      }
+      *data = raw_.data();
+      *n = raw_len_;
+      return raw_len_ > 0;
+    }
+    while (!ended_) {
+      if (zs_.avail_in == 0) {
+        fill_raw();
+        if (raw_len_ == 0) throw ListError(path_ + ": truncated gzip stream");
+        zs_.next_in = reinterpret_cast<Bytef*>(raw_.data());
+        zs_.avail_in = static_cast<uInt>(raw_len_);
+      }
+      zs_.next_out = reinterpret_cast<Bytef*>(out_.data());
+      zs_.avail_out = static_cast<uInt>(out_.size());
+      const int rc = inflate(&zs_, Z_NO_FLUSH);
+      const size_t got = out_.size() - zs_.avail_out;
+      if (rc == Z_STREAM_END) {
+        // Another member may follow, in this buffer or the next read.
+        if (zs_.avail_in == 0) {
+          fill_raw();
+          zs_.next_in = reinterpret_cast<Bytef*>(raw_.data());
+          zs_.avail_in = static_cast<uInt>(raw_len_);
+        }
+        if (zs_.avail_in == 0)
+          ended_ = true;
+        else
+          inflateReset(&zs_);
+      } else if (rc != Z_OK && !(rc == Z_BUF_ERROR && zs_.avail_in == 0)) {
+        throw ListError(path_ + ": corrupt gzip stream (" + (zs_.msg ? zs_.msg : "invalid data") + ")");
+      }
+      if (got > 0) {
+        *data = out_.data();
+        *n = got;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  void fill_raw() {
+    for (;;) {
+      const ssize_t r = ::read(fd_, raw_.data(), raw_.size());
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) throw ListError("cannot read " + path_ + ": " + std::strerror(errno));
+      raw_len_ = static_cast<size_t>(r);
+      return;
+    }
+  }
+
+  std::string path_;
+  int fd_ = -1;
+  std::string raw_, out_, first_;
+  size_t raw_len_ = 0;
+  bool gzip_ = false, raw_given_ = false, ended_ = false, bom_checked_ = false;
+  z_stream zs_{};
+};
+
+// One record as the tokenizer cuts it, before any parsing.
+struct RawRecord {
+  int64_t line = 0;           // where it starts
+  std::string text;           // without the line end; empty when too_long or not kept
+  bool too_long = false;      // longer than kMaxListRecordBytes (text dropped)
+  bool unterminated = false;  // CSV/TSV: a quoted field still open at the end of the file
+};
+
+// Cuts the byte stream into records (see the header for the rules). One byte at a time
+// through a small state machine, except that lines are found with memchr. Blank records are
+// skipped here, so every caller sees the same sequence.
+class Tokenizer {
+ public:
+  enum class Mode { Lines, Delimited, JsonArray };
+
+  explicit Tokenizer(const std::string& path) : path_(path), src_(path) {}
+
+  // Consumes white space (advancing lines); returns the next byte without consuming it, or -1
+  // at the end of the file.
+  int skip_space() {
+    for (;;) {
+      if (!fill()) return -1;
+      const char c = *cur_;
+      if (c == '\n') {
+        ++line_;
+      } else if (c != ' ' && c != '\t' && c != '\r') {
+        return static_cast<unsigned char>(c);
+      }
+      ++cur_;
+    }
+  }
+  void consume() { ++cur_; }  // after skip_space returned a byte
+  int64_t line() const { return line_; }
+
+  void set_mode(Mode m, char sep = ',') {
+    mode_ = m;
+    sep_ = sep;
+  }
+
+  // The next non-blank record; false at the end of the file. `keep`: fill r->text.
+  bool next(RawRecord* r, bool keep) {
+    if (mode_ == Mode::JsonArray) return next_array_element(r, keep);
+    for (;;) {
+      bool any = false;
+      const bool nonblank = mode_ == Mode::Lines ? next_line(r, keep, &any) : next_delimited(r, keep, &any);
+      if (!any) return false;
+      if (nonblank) return true;
+    }
+  }
+
+ private:
+  bool fill() {
+    if (cur_ < end_) return true;
+    if (eof_) return false;
+    const char* d;
+    size_t n;
+    if (!src_.next(&d, &n)) {
+      eof_ = true;
+      return false;
+    }
+    cur_ = d;
+    end_ = d + n;
+    return true;
+  }
+
+  void start(RawRecord* r) {
+    r->line = line_;
+    r->text.clear();
+    r->too_long = false;
+    r->unterminated = false;
+    len_ = 0;
+  }
+  void append(RawRecord* r, bool keep, const char* p, size_t n) {
+    len_ += n;
+    if (r->too_long) return;
+    if (len_ > kMaxListRecordBytes) {
+      r->too_long = true;
+      r->text.clear();
+      r->text.shrink_to_fit();
+      return;
+    }
+    if (keep) r->text.append(p, n);
+  }
+  // A trailing '\r' (before the '\n' or the end of the file) is not part of the record.
+  void drop_final_cr(RawRecord* r, bool keep, bool last_is_cr) {
+    if (!last_is_cr) return;
+    --len_;
+    if (keep && !r->too_long && !r->text.empty()) r->text.pop_back();
+  }
+
+  // One line. Returns whether it is not blank (only spaces and tabs, after dropping one
+  // trailing '\r'); *any: a line was there at all.
+  bool next_line(RawRecord* r, bool keep, bool* any) {
+    start(r);
+    bool content = false, pending_cr = false;
+    for (;;) {
+      if (!fill()) {
+        drop_final_cr(r, keep, pending_cr);
+        return content;
+      }
+      *any = true;
+      const char* nl = static_cast<const char*>(std::memchr(cur_, '\n', static_cast<size_t>(end_ - cur_)));
+      const char* stop = nl ? nl : end_;
+      for (const char* q = cur_; q < stop && !content; ++q) {
+        if (*q == '\r') {
+          content = pending_cr;  // a '\r' followed by anything is content
+          pending_cr = true;
+        } else if (*q == ' ' || *q == '\t') {
+          content = pending_cr;
+          pending_cr = false;
+        } else {
+          content = true;
+        }
+      }
+      if (stop > cur_) {
+        append(r, keep, cur_, static_cast<size_t>(stop - cur_));
+        pending_cr = stop[-1] == '\r';
+      }
+      cur_ = stop;
+      if (nl) {
+        ++cur_;
+        ++line_;
+        drop_final_cr(r, keep, pending_cr);
+        return content;
+      }
+    }
+  }
+
+  // One RFC 4180 record.
+  bool next_delimited(RawRecord* r, bool keep, bool* any) {
+    enum State { FieldStart, Unquoted, Quoted, QuoteInQuoted };
+    start(r);
+    State st = FieldStart;
+    bool content = false, pending_cr = false;
+    // The state change a byte makes outside a line end ('\r' is an ordinary byte unless a '\n'
+    // follows it).
+    auto step = [&](char c) {
+      switch (st) {
+        case FieldStart:
+          st = c == '"' ? Quoted : (c == sep_ ? FieldStart : Unquoted);
+          break;
+        case Unquoted:
+          if (c == sep_) st = FieldStart;
+          break;
+        case Quoted:
+          if (c == '"') st = QuoteInQuoted;
+          break;
+        case QuoteInQuoted:
+          st = c == '"' ? Quoted : (c == sep_ ? FieldStart : Unquoted);
+          break;
+      }
+    };
+    for (;;) {
+      if (!fill()) {
+        r->unterminated = *any && st == Quoted;
+        if (st != Quoted) drop_final_cr(r, keep, pending_cr);
+        return content;
+      }
+      *any = true;
+      const char c = *cur_++;
+      if (c == '\n') {
+        ++line_;
+        if (st != Quoted) {
+          drop_final_cr(r, keep, pending_cr);
+          return content;
+        }
+      }
+      if (pending_cr) {
+        pending_cr = false;
+        content = true;
+        step('\r');
+      }
+      append(r, keep, &c, 1);
+      if (c == '\n') {
+        content = true;
+        continue;
+      }
+      if (c == '\r' && st != Quoted) {
+        pending_cr = true;
+        continue;
+      }
+      if (c != ' ' && c != '\t') content = true;
+      step(c);
+    }
+  }
+
+  // One element of a JSON array (the '[' was consumed when the file was opened).
+  bool next_array_element(RawRecord* r, bool keep) {
+    if (array_done_) return false;
+    auto where = [&] { return path_ + ":" + std::to_string(line_) + ": "; };
+    int c = skip_space();
+    if (elements_ > 0) {
+      if (c == ',') {
+        consume();
+        c = skip_space();
+        if (c == ']') throw ListError(where() + "not a JSON array of objects: ',' before the closing ']'");
+      } else if (c != ']') {
+        throw ListError(where() +
+                        (c < 0 ? "not a JSON array of objects: the file ends before the closing ']'"
+                               : "not a JSON array of objects: ',' or ']' expected after an element"));
+      }
+    }
+    if (c < 0) throw ListError(where() + "not a JSON array of objects: the file ends before the closing ']'");
+    if (c == ']') {
+      consume();
+      array_done_ = true;
+      if (skip_space() >= 0)
+        throw ListError(where() + "not a JSON array of objects: text after the closing ']'");
+      return false;
+    }
+    start(r);
+    ++elements_;
+    // The element ends after the bracket or quote that closes it, or, for a bare number or
+    // literal, before the ',', ']' or white space that follows it.
+    int depth = 0;
+    bool in_string = false, escape = false, done = false;
+    for (;;) {
+      if (!fill()) throw ListError(where() + "not a JSON array of objects: the file ends inside an element");
+      const char* p = cur_;
+      for (; p < end_ && !done; ++p) {
+        const char ch = *p;
+        if (in_string) {
+          if (escape) {
+            escape = false;
+          } else if (ch == '\\') {
+            escape = true;
+          } else if (ch == '"') {
+            in_string = false;
+            done = depth == 0;
+          }
+        } else if (ch == '"') {
+          in_string = true;
+        } else if (ch == '{' || ch == '[') {
+          ++depth;
+        } else if (ch == '}' || ch == ']') {
+          if (depth == 0) break;  // the array's ']' (a stray '}' is refused by the caller)
+          done = --depth == 0;
+        } else if (depth == 0 && (ch == ',' || ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r')) {
+          break;
+        }
+        if (ch == '\n') ++line_;
+      }
+      append(r, keep, cur_, static_cast<size_t>(p - cur_));
+      cur_ = p;
+      if (done || p < end_) break;
+    }
+    return true;
+  }
+
+  std::string path_;
+  ByteSource src_;
+  const char* cur_ = nullptr;
+  const char* end_ = nullptr;
+  bool eof_ = false;
+  int64_t line_ = 1;
+  size_t len_ = 0;
+  Mode mode_ = Mode::Lines;
+  char sep_ = ',';
+  int64_t elements_ = 0;
+  bool array_done_ = false;
+};
+
 }  // namespace
 
 std::vector<std::string> check_list_header(ListFormat format, const std::string& line,
                                            const ListColumns& columns, const std::string& where) {
   std::vector<std::string> header;
-  if (format == ListFormat::Csv) {
-    std::string err;
-    if (!split_csv(line, &header, &err)) throw ListError(where + "malformed header (" + err + ")");
-  } else {
-    header = split_tsv(line);
-  }
+  std::string err;
+  if (!split_delimited(line, format == ListFormat::Csv ? ',' : '\t', &header, &err))
+    throw ListError(where + "malformed header (" + err + ")");
   auto has = [&](const std::string& c) {
     return !c.empty() && std::find(header.begin(), header.end(), c) != header.end();
   };
@@ -281,130 +682,204 @@ std::vector<std::string> check_list_header(ListFormat format, const std::string&
   return header;
 }
 
+struct ListReader::Impl {
+  std::string path, dir;
+  ListColumns columns;
+  ListFormat format = ListFormat::Jsonl;
+  Tokenizer tok;
+  bool json_name = false;  // .json: its first record must be a JSON object
+  bool first_checked = false;
+  int64_t position = 0;
+  RawRecord raw;
+  // TSV/CSV
+  std::vector<std::string> header;
+  std::string uc, cc, kc;
+  int ui = -1, ci = -1, ki = -1;
+  std::vector<std::string> fields;
+
+  Impl(const std::string& p, const ListColumns& c) : path(p), dir(dir_name(p)), columns(c), tok(p) {}
+
+  std::string where(int64_t ln) const { return path + ":" + std::to_string(ln) + ": "; }
+
+  // The next raw record, the first record of a .json file checked to be a JSON object (so a
+  // file that is neither JSONL nor an array of objects is refused by the counter too).
+  bool next_raw(bool keep) {
+    if (json_name && !first_checked) {
+      first_checked = true;
+      if (!tok.next(&raw, true)) return false;
+      if (!raw.too_long && !raw.unterminated) {
+        bool object = false;
+        try {
+          object = nlohmann::ordered_json::parse(raw.text).is_object();
+        } catch (const std::exception&) {
+        }
+        if (!object)
+          throw ListError(where(raw.line) + "neither a JSON array of objects nor JSON Lines (" +
+                          (format == ListFormat::JsonArray ? "the first element" : "the first line") +
+                          " is not a JSON object)");
+      }
+      return true;
+    }
+    return tok.next(&raw, keep);
+  }
+
+  void parse_json(ListRecord* r) {
+    nlohmann::ordered_json j;
+    try {
+      j = nlohmann::ordered_json::parse(raw.text);
+    } catch (const std::exception& e) {
+      r->error = where(r->line) + "invalid JSON (" + std::string(e.what()) + ")";
+      return;
+    }
+    if (!j.is_object()) {
+      r->error = where(r->line) + "a JSON object was expected";
+      return;
+    }
+    auto has = [&](const std::string& c) { return !c.empty() && j.contains(c); };
+    const std::string u = pick_column(columns.url, url_aliases(), columns.strict, has);
+    const std::string c = pick_column(columns.caption, caption_aliases(), columns.strict, has);
+    const std::string k = pick_column(columns.key, key_aliases(), columns.strict, has);
+    if (u.empty()) {
+      r->error = where(r->line) + "no '" + columns.url + "' column";
+      return;
+    }
+    if (!j[u].is_string() || j[u].get<std::string>().empty()) {
+      r->error = where(r->line) + "column '" + u + "' is not a non-empty string";
+      return;
+    }
+    r->url = j[u].get<std::string>();
+    if (!c.empty()) r->caption = json_scalar_text(j[c]);
+    if (!k.empty() && !j[k].is_null()) {
+      r->key = json_scalar_text(j[k]);
+      r->key_given = true;
+    }
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      if (it.key() == u || it.key() == c || it.key() == k) continue;
+      r->extra[it.key()] = it.value();
+    }
+  }
+
+  void parse_delimited(ListRecord* r) {
+    std::string err;
+    if (!split_delimited(raw.text, format == ListFormat::Csv ? ',' : '\t', &fields, &err)) {
+      r->error = where(r->line) + err;
+      return;
+    }
+    if (fields.size() != header.size()) {
+      r->error = where(r->line) + "expected " + std::to_string(header.size()) + " fields, found " +
+                 std::to_string(fields.size());
+      return;
+    }
+    if (fields[static_cast<size_t>(ui)].empty()) {
+      r->error = where(r->line) + "empty '" + uc + "' field";
+      return;
+    }
+    r->url = fields[static_cast<size_t>(ui)];
+    if (ci >= 0) r->caption = fields[static_cast<size_t>(ci)];
+    if (ki >= 0) {
+      r->key = fields[static_cast<size_t>(ki)];
+      r->key_given = true;
+    }
+    for (size_t i = 0; i < header.size(); ++i) {
+      const int ii = static_cast<int>(i);
+      if (ii == ui || ii == ci || ii == ki) continue;
+      r->extra[header[i]] = fields[i];
+    }
+  }
+
+  void parse(ListRecord* r) {
+    *r = ListRecord{};
+    r->line = raw.line;
+    if (raw.unterminated) {
+      r->error = where(r->line) + "unterminated quoted field (the record runs to the end of the file)";
+    } else if (raw.too_long) {
+      r->error = where(r->line) + "record longer than " + std::to_string(kMaxListRecordBytes) +
+                 " bytes (the limit for one list record)";
+    } else if (format == ListFormat::Text) {
+      const size_t a = raw.text.find_first_not_of(" \t"), b = raw.text.find_last_not_of(" \t");
+      r->url = raw.text.substr(a, b - a + 1);
+    } else if (format == ListFormat::Tsv || format == ListFormat::Csv) {
+      parse_delimited(r);
+    } else {
+      parse_json(r);
+    }
+  }
+};
+
+ListReader::ListReader(const std::string& path, const ListColumns& columns) {
+  const ListFormat named = list_format_from_name(path);
+  impl_ = std::make_unique<Impl>(path, columns);
+  Impl& m = *impl_;
+  m.format = named;
+  if (named == ListFormat::Jsonl && is_json_name(path)) {
+    m.json_name = true;
+    if (m.tok.skip_space() == '[') {
+      m.tok.consume();
+      m.format = ListFormat::JsonArray;
+      m.tok.set_mode(Tokenizer::Mode::JsonArray);
+    }
+  } else if (named == ListFormat::Tsv || named == ListFormat::Csv) {
+    m.tok.set_mode(Tokenizer::Mode::Delimited, named == ListFormat::Csv ? ',' : '\t');
+    if (m.tok.next(&m.raw, true)) {
+      if (m.raw.too_long)
+        throw ListError(m.where(m.raw.line) + "header longer than " + std::to_string(kMaxListRecordBytes) +
+                        " bytes");
+      m.header = check_list_header(named, m.raw.text, columns, m.where(m.raw.line));
+      auto col_index = [&](const std::string& c) -> int {
+        for (size_t i = 0; i < m.header.size(); ++i)
+          if (m.header[i] == c) return static_cast<int>(i);
+        return -1;
+      };
+      auto has = [&](const std::string& c) { return !c.empty() && col_index(c) >= 0; };
+      m.uc = pick_column(columns.url, url_aliases(), columns.strict, has);
+      m.cc = pick_column(columns.caption, caption_aliases(), columns.strict, has);
+      m.kc = pick_column(columns.key, key_aliases(), columns.strict, has);
+      m.ui = col_index(m.uc);
+      m.ci = m.cc.empty() ? -1 : col_index(m.cc);
+      m.ki = m.kc.empty() ? -1 : col_index(m.kc);
+    }
+  }
+}
+
+ListReader::~ListReader() = default;
+
+const std::string& ListReader::path() const {
+  return impl_->path;
+}
+const std::string& ListReader::dir() const {
+  return impl_->dir;
+}
+const ListColumns& ListReader::columns() const {
+  return impl_->columns;
+}
+ListFormat ListReader::format() const {
+  return impl_->format;
+}
+int64_t ListReader::position() const {
+  return impl_->position;
+}
+
+bool ListReader::next(ListRecord* out) {
+  if (!impl_->next_raw(true)) return false;
+  impl_->parse(out);
+  ++impl_->position;
+  return true;
+}
+
+bool ListReader::skip() {
+  if (!impl_->next_raw(false)) return false;
+  ++impl_->position;
+  return true;
+}
+
 ListFile read_list_file(const std::string& path, const ListColumns& columns) {
+  ListReader reader(path, columns);
   ListFile lf;
   lf.path = path;
-  lf.dir = dir_name(path);
-  lf.format = list_format_from_name(path);
-  std::string text = read_maybe_gzip(path);
-
-  // Split into lines (LF or CRLF). Line numbers are 1-based over the decompressed text.
-  std::vector<std::pair<int64_t, std::string>> lines;
-  {
-    int64_t ln = 0;
-    size_t start = 0;
-    while (start < text.size()) {
-      size_t nl = text.find('\n', start);
-      size_t end = nl == std::string::npos ? text.size() : nl;
-      ++ln;
-      std::string line = text.substr(start, end - start);
-      if (!line.empty() && line.back() == '\r') line.pop_back();
-      lines.emplace_back(ln, std::move(line));
-      if (nl == std::string::npos) break;
-      start = nl + 1;
-    }
-  }
-  auto where = [&](int64_t ln) { return path + ":" + std::to_string(ln) + ": "; };
-  auto blank = [](const std::string& s) { return s.find_first_not_of(" \t") == std::string::npos; };
-
-  if (lf.format == ListFormat::Jsonl) {
-    for (auto& [ln, line] : lines) {
-      if (blank(line)) continue;
-      ListRecord r;
-      r.line = ln;
-      nlohmann::ordered_json j;
-      try {
-        j = nlohmann::ordered_json::parse(line);
-      } catch (const std::exception& e) {
-        r.error = where(ln) + "invalid JSON (" + std::string(e.what()) + ")";
-      }
-      if (r.error.empty() && !j.is_object()) r.error = where(ln) + "a JSON object was expected";
-      if (r.error.empty()) {
-        auto has = [&](const std::string& c) { return !c.empty() && j.contains(c); };
-        std::string uc = pick_column(columns.url, url_aliases(), columns.strict, has);
-        std::string cc = pick_column(columns.caption, caption_aliases(), columns.strict, has);
-        std::string kc = pick_column(columns.key, key_aliases(), columns.strict, has);
-        if (uc.empty()) {
-          r.error = where(ln) + "no '" + columns.url + "' column";
-        } else if (!j[uc].is_string() || j[uc].get<std::string>().empty()) {
-          r.error = where(ln) + "column '" + uc + "' is not a non-empty string";
-        } else {
-          r.url = j[uc].get<std::string>();
-          if (!cc.empty()) r.caption = json_scalar_text(j[cc]);
-          if (!kc.empty()) r.key = json_scalar_text(j[kc]);
-          for (auto it = j.begin(); it != j.end(); ++it) {
-            if (it.key() == uc || it.key() == cc || it.key() == kc) continue;
-            r.extra[it.key()] = it.value();
-          }
-        }
-      }
-      if (!r.error.empty()) lf.malformed++;
-      lf.records.push_back(std::move(r));
-    }
-    return lf;
-  }
-
-  if (lf.format == ListFormat::Text) {
-    for (auto& [ln, line] : lines) {
-      if (blank(line)) continue;
-      ListRecord r;
-      r.line = ln;
-      size_t a = line.find_first_not_of(" \t"), b = line.find_last_not_of(" \t");
-      r.url = line.substr(a, b - a + 1);
-      lf.records.push_back(std::move(r));
-    }
-    return lf;
-  }
-
-  // TSV / CSV: header line first.
-  size_t first = 0;
-  while (first < lines.size() && blank(lines[first].second)) ++first;
-  if (first == lines.size()) return lf;  // empty list
-  const bool csv = lf.format == ListFormat::Csv;
-  std::string err;
-  const std::vector<std::string> header =
-      check_list_header(lf.format, lines[first].second, columns, where(lines[first].first));
-  auto col_index = [&](const std::string& c) -> int {
-    for (size_t i = 0; i < header.size(); ++i)
-      if (header[i] == c) return static_cast<int>(i);
-    return -1;
-  };
-  auto has = [&](const std::string& c) { return !c.empty() && col_index(c) >= 0; };
-  std::string uc = pick_column(columns.url, url_aliases(), columns.strict, has);
-  std::string cc = pick_column(columns.caption, caption_aliases(), columns.strict, has);
-  std::string kc = pick_column(columns.key, key_aliases(), columns.strict, has);
-  int ui = col_index(uc), ci = cc.empty() ? -1 : col_index(cc), ki = kc.empty() ? -1 : col_index(kc);
-  std::vector<std::string> fields;
-  for (size_t li = first + 1; li < lines.size(); ++li) {
-    auto& [ln, line] = lines[li];
-    if (blank(line)) continue;
-    ListRecord r;
-    r.line = ln;
-    bool ok = true;
-    if (csv) {
-      ok = split_csv(line, &fields, &err);
-      if (!ok) r.error = where(ln) + err;
-    } else {
-      fields = split_tsv(line);
-    }
-    if (ok && fields.size() != header.size()) {
-      r.error = where(ln) + "expected " + std::to_string(header.size()) + " fields, found " +
-                std::to_string(fields.size());
-      ok = false;
-    }
-    if (ok && fields[static_cast<size_t>(ui)].empty()) {
-      r.error = where(ln) + "empty '" + uc + "' field";
-      ok = false;
-    }
-    if (ok) {
-      r.url = fields[static_cast<size_t>(ui)];
-      if (ci >= 0) r.caption = fields[static_cast<size_t>(ci)];
-      if (ki >= 0) r.key = fields[static_cast<size_t>(ki)];
-      for (size_t i = 0; i < header.size(); ++i) {
-        if (static_cast<int>(i) == ui || static_cast<int>(i) == ci || static_cast<int>(i) == ki) continue;
-        r.extra[header[i]] = fields[i];
-      }
-    }
+  lf.dir = reader.dir();
+  lf.format = reader.format();
+  ListRecord r;
+  while (reader.next(&r)) {
     if (!r.error.empty()) lf.malformed++;
     lf.records.push_back(std::move(r));
   }

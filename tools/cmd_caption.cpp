@@ -29,10 +29,11 @@ CommandRegistrar reg_caption(
                       "CLIPVisionConfig directory overriding the tower dims");
       sub->add_option("--tokenizer", o.tokenizer_path, "tokenizer.json (default: WEIGHTS/tokenizer.json)");
       sub->add_option("--list", o.lists,
-                      "sample list(s): .jsonl/.tsv/.csv/.txt, optionally .gz; brace patterns like "
-                      "'lists/{00000..00099}.jsonl' (repeatable)");
+                      "sample list(s): .jsonl/.json/.tsv/.csv/.txt, optionally .gz; brace and glob "
+                      "patterns like 'lists/{00000..00099}.jsonl' or 'lists/*.jsonl' (repeatable)");
       sub->add_option("--input", o.inputs,
-                      "webdataset tar(s) or a brace pattern 'shards/{00000..00099}.tar' (repeatable)");
+                      "webdataset tar(s) or a brace/glob pattern 'shards/{00000..00099}.tar', "
+                      "'shards/*.tar' (repeatable)");
       sub->add_option("--out", o.out_dir, "output directory")->required();
       sub->add_option("--url-col", o.columns.url, "list column holding the image URL/path")
           ->capture_default_str();
