@@ -9,6 +9,10 @@
 //   {out}/.{shard}.log.partial   one JSON line per finished sample (its sidecar record, its input
 //                                index and the tar size after its members), appended and flushed
 //                                after the sample's tar members; line 1 records the fingerprint
+//                                and its material (engine/fingerprint.h)
+//   {out}/.{shard}.jsonl.tmp.*, .{shard}_stats.json.tmp.*   temp files of a publish; a kill
+//                                during a publish can leave them: the next holder of the lock
+//                                removes them (no other process may write them meanwhile)
 //
 // Only the lock holder ever writes the partial files, so two workers never write the same
 // temp file. On resume the log is read back, a torn last line dropped, every record whose tar
@@ -49,6 +53,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "io/fileutil.h"
@@ -60,6 +65,19 @@ class ShardLock;  // shard_output.cpp
 // A shard output that exists with another fingerprint (refused unless --overwrite).
 struct FingerprintMismatch : std::runtime_error {
   using std::runtime_error::runtime_error;
+};
+
+// What a shard's outputs must have been written with: the hash, and the material it is the
+// hash of (engine/fingerprint.h), both recorded in the partial log's header and the stats, so
+// that a conflict names the fields that changed.
+struct ShardFingerprint {
+  std::string hash;
+  nlohmann::ordered_json material;
+  ShardFingerprint() = default;
+  ShardFingerprint(std::string h, nlohmann::ordered_json m) : hash(std::move(h)), material(std::move(m)) {}
+  // A bare hash (unit tests, embedders): its material is {"fingerprint": hash}.
+  ShardFingerprint(const std::string& h) : hash(h), material({{"fingerprint", h}}) {}  // NOLINT
+  ShardFingerprint(const char* h) : ShardFingerprint(std::string(h)) {}                // NOLINT
 };
 
 struct SampleOutcome {
@@ -75,13 +93,15 @@ struct SampleOutcome {
 enum class ShardState {
   Todo,      // nothing or a partial run with our fingerprint (resumable)
   Done,      // stats exist with our fingerprint: skip
-  Conflict,  // stats or partial log with another fingerprint (or unreadable)
+  Conflict,  // stats or partial log with another fingerprint, without material, or unreadable
   Busy,      // another process holds the lock
 };
 
 struct ShardProbe {
   ShardState state = ShardState::Todo;
-  std::string detail;  // for Conflict: which file and which fingerprint; for Busy: who holds it
+  // Conflict: "shard S: FIELD was OLD, now NEW (FILE ...)" or why FILE is unusable; Busy: who
+  // holds it.
+  std::string detail;
 };
 
 std::string shard_stats_path(const std::string& out_dir, const std::string& shard);
@@ -93,7 +113,13 @@ std::string shard_jsonl_path(const std::string& out_dir, const std::string& shar
 void validate_lock_settings();
 
 // Looks at a shard's outputs without locking (for skipping and up-front refusal).
-ShardProbe probe_shard(const std::string& out_dir, const std::string& shard, const std::string& fingerprint);
+ShardProbe probe_shard(const std::string& out_dir, const std::string& shard,
+                       const ShardFingerprint& fingerprint);
+
+// Removes every output of a shard that is no longer part of the plan (a layout change with
+// --overwrite), under its lock: the stats (done marker) first, then tar, sidecar, partial and
+// temp files. Returns false with *busy set when another process holds the shard.
+bool remove_shard_outputs(const std::string& out_dir, const std::string& shard, std::string* busy);
 
 class ShardOutput {
  public:
@@ -102,7 +128,7 @@ class ShardOutput {
   // unless `overwrite` (then the old outputs and partial files are discarded), io::IoError
   // when the shard cannot be locked (see RECAP_LOCK_MODE above).
   static std::unique_ptr<ShardOutput> open(const std::string& out_dir, const std::string& shard,
-                                           const std::string& fingerprint, bool overwrite, int64_t mtime,
+                                           const ShardFingerprint& fingerprint, bool overwrite, int64_t mtime,
                                            ShardProbe* probe);
   ~ShardOutput();
 
@@ -112,8 +138,9 @@ class ShardOutput {
   int64_t resumed_count() const { return resumed_; }
 
   // Appends one sample (tar members for a success, then its log line). Not thread safe.
-  // Throws io::IoError when the shard lock was lost (lock files only).
-  void append(const SampleOutcome& s);
+  // Returns false (writes nothing) when that input index is already recorded. Throws
+  // io::IoError when the shard lock was lost (lock files only) or a write fails.
+  bool append(const SampleOutcome& s);
   // Publishes tar, sidecar and stats (extra keys merged into the computed stats). Returns
   // the stats written. After finish() the object only holds its lock until destroyed.
   // Throws io::IoError, leaving the shard not done, when {shard}.tar already exists.
@@ -124,7 +151,8 @@ class ShardOutput {
   ShardOutput() = default;
   void load_partial(bool overwrite);
 
-  std::string out_dir_, shard_, fingerprint_;
+  std::string out_dir_, shard_;
+  ShardFingerprint fingerprint_;
   int64_t mtime_ = 0;
   std::unique_ptr<ShardLock> lock_;  // declared before the files: released after they close
   io::OutFile tar_, log_;

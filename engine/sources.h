@@ -6,7 +6,9 @@
 // A malformed line keeps its position and key and becomes a failed sample. Planning only
 // counts records; a list's rows are parsed when a shard of it is opened (open_shard).
 // Tar inputs (--input, webdataset shards): one output shard per input tar, named after the
-// input's basename; members are grouped into samples by key; keys are preserved.
+// input's basename (without .tar/.tar.gz/.tgz); members are grouped into samples by key; keys
+// are preserved. With both kinds, list shard numbers skip every name a tar input uses, so
+// no two shards share a name (plan_shards).
 #pragma once
 #include <cstdint>
 #include <memory>

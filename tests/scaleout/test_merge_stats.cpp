@@ -63,7 +63,7 @@ TEST(MergeStats, SumsAndStatesFromDirectory) {
   io::atomic_write(dir + "/.00007.lock", "");  // started, nothing written yet
   io::atomic_write(dir + "/unrelated.txt", "x");
 
-  auto m = merge_shard_stats(dir, {});
+  auto m = merge_shard_stats(dir, std::vector<std::string>{});
   EXPECT_EQ(m.expected_from, "directory");
   // Seen 0,1,3,4,6,7 plus the gaps 2 and 5.
   ASSERT_EQ(m.shards.size(), 8u);
