@@ -849,6 +849,9 @@ void CaptionRun::feed() {
 void CaptionRun::write_outcome(OpenShard* sh, SampleOutcome&& oc) {
   sh->in_flight--;
   if (sh->output_failed) return;  // not written; a rerun redoes it
+  // A sample's record carries the fingerprint of the shard it is written to (the one its
+  // stats and partial log record), not only the run's.
+  oc.meta["fingerprint"] = sh->fp.hash;
   try {
     if (!sh->out->append(oc)) return;
   } catch (const io::IoError& e) {
