@@ -419,10 +419,11 @@ ordered_json CaptionRun::shard_input_identity(const ShardSpec& s) const {
     } catch (const std::exception& e) {
       throw UsageError(e.what());
     }
+    // The layout first: a changed --samples-per-shard is named before its consequences.
+    m["samples_per_shard"] = o_.samples_per_shard;
     m["shard_id"] = s.shard_id;
     m["first_record"] = s.first_record;
     m["records"] = s.n_records;
-    m["samples_per_shard"] = o_.samples_per_shard;
     m["columns"] = {{"url", o_.columns.url},
                     {"caption", o_.columns.caption},
                     {"key", o_.columns.key},

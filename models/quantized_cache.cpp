@@ -481,7 +481,8 @@ QuantizeStats write_quantized_cache(
   if (ec) throw std::runtime_error(out_dir + ": cannot create directory: " + ec.message());
   const std::string final_path = (fs::path(out_dir) / kQuantizedCacheFile).string();
   const std::string tmp_path = final_path + ".tmp." + std::to_string(getpid());
-  int fd = ::open(tmp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // Read-write: the data is read back for its content hash.
+  int fd = ::open(tmp_path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) throw std::runtime_error(tmp_path + ": cannot create: " + std::strerror(errno));
   try {
     uint64_t hl = h.size();
