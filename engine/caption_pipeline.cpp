@@ -358,8 +358,7 @@ void CaptionRun::check_inputs_are_not_outputs() const {
       if (::stat(io::dir_name(p).c_str(), &dir_st) != 0 || !same_file(dir_st, out_st)) continue;
       const std::string base = io::base_name(p);
       std::string clash;
-      if (base == kRunPlanFile || base.rfind(std::string(".") + kRunPlanFile + ".", 0) == 0 ||
-          base == ".recap_plan.lock")
+      if (base == kRunPlanFile || base.rfind(std::string(".") + kRunPlanFile + ".", 0) == 0)
         clash = "the run plan";
       for (size_t i = 0; clash.empty() && i < all_shards_.size(); ++i)
         if (is_output_name_of(base, all_shards_[i].name)) clash = "shard " + all_shards_[i].name;

@@ -44,7 +44,7 @@ bool ends_with(const std::string& s, const std::string& suf) {
 
 // The shard a file of the output directory belongs to, "" for other files.
 std::string shard_of_file(const std::string& f) {
-  if (f == ".recap_plan.lock" || f.rfind(std::string(".") + kRunPlanFile, 0) == 0) return "";
+  if (f.rfind(std::string(".") + kRunPlanFile, 0) == 0) return "";  // the plan's temp file
   if (ends_with(f, "_stats.json")) return f.substr(0, f.size() - 11);
   if (!f.empty() && f[0] == '.') {
     for (const char* suf : {".log.partial", ".tar.partial", ".lock"})

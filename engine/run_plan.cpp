@@ -96,7 +96,9 @@ void write_run_plan(const std::string& out_dir, const ordered_json& shards) {
 }
 
 RunPlanLock::RunPlanLock(const std::string& out_dir) {
-  fd_ = ::open(io::join_path(out_dir, ".recap_plan.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+  // The directory itself is locked: no lock file is left behind (a shard's lock files are the
+  // only ones in --out, and they go with the shard).
+  fd_ = ::open(out_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd_ >= 0 && ::flock(fd_, LOCK_EX) != 0) {
     ::close(fd_);
     fd_ = -1;

@@ -13,7 +13,7 @@
 // differently (another layout) whose outputs exist, and an entry on one of this run's inputs
 // that this plan no longer has (a layout with fewer shards), are conflicts: refused (exit 2)
 // unless --overwrite, which replaces the entry and removes the stale shard's outputs.
-// Written atomically (temp + rename) under a flock of {out}/.recap_plan.lock where the
+// Written atomically (temp + rename) under a flock of the --out directory itself where the
 // filesystem has flock.
 #pragma once
 #include <map>
@@ -52,7 +52,7 @@ PlanMerge merge_run_plan(const nlohmann::ordered_json& old_shards,
 // Writes {out}/_recap_plan.json atomically. Throws io::IoError.
 void write_run_plan(const std::string& out_dir, const nlohmann::ordered_json& shards);
 
-// Serialises plan updates of concurrent workers: a blocking flock on {out}/.recap_plan.lock
+// Serialises plan updates of concurrent workers: a blocking flock on the --out directory
 // (none where the filesystem cannot flock: then the last writer wins, and every worker of one
 // job writes the same plan). Released on destruction.
 class RunPlanLock {
