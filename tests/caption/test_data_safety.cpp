@@ -259,6 +259,14 @@ TEST(DataSafety, ReshardingRefusesOrEndsWithEveryKeyOnce) {
   auto ms_after8 = merge_stats({"--out", out});
   EXPECT_EQ(ms_after8.rc, 0) << ms_after8.out;
   EXPECT_TRUE(has(ms_after8.out, "2 shard(s) expected (from the plan)")) << ms_after8.out;
+  // A straggler of the old layout publishing 00002 afterwards: merge-stats lists it as stale
+  // and counts it nowhere.
+  io::atomic_write(out + "/00002_stats.json", io::read_file(out + "/00001_stats.json"));
+  auto ms_stale = merge_stats({"--out", out});
+  EXPECT_EQ(ms_stale.rc, 0) << ms_stale.out;
+  EXPECT_TRUE(has(ms_stale.out, "samples in done shards: 12 (ok 12;")) << ms_stale.out;
+  EXPECT_TRUE(has(ms_stale.out, "  stale (on disk, not in the plan; not counted): 00002\n")) << ms_stale.out;
+  fs::remove(out + "/00002_stats.json");
 
   auto three = caption({"--list", list, "--samples-per-shard", "3", "--out", out});
   EXPECT_EQ(three.rc, 2) << three.out;
