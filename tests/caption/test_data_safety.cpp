@@ -582,3 +582,24 @@ TEST(DataSafety, PublishTempFilesAreCleanedOnlyUnderTheShardLock) {
   auto ms = merge_stats({"--out", out});
   EXPECT_EQ(ms.rc, 0) << ms.out;
 }
+
+// The shard part of the fingerprint is per shard: adding a list to a run leaves the shards of
+// the first list done (their plan did not change) and captions only the new ones.
+TEST(DataSafety, AddingAListLeavesDoneShardsDone) {
+  auto dir = make_temp_dir("safe_addlist");
+  const std::string a = write_list(dir + "/a.jsonl", 4);
+  const std::string b = write_list(dir + "/b.jsonl", 2, 4);
+  auto first = caption({"--list", a, "--samples-per-shard", "2", "--out", dir + "/out"});
+  ASSERT_EQ(first.rc, 0) << first.out;
+  const std::string tar0 = io::read_file(dir + "/out/00000.tar");
+  auto both = caption({"--list", a, "--list", b, "--samples-per-shard", "2", "--out", dir + "/out"});
+  ASSERT_EQ(both.rc, 0) << both.out;
+  EXPECT_TRUE(has(both.out, "shard 00000: already done, skipped")) << both.out;
+  EXPECT_TRUE(has(both.out, "shard 00001: already done, skipped")) << both.out;
+  EXPECT_TRUE(has(both.out, "shard 00002: done, 2 samples")) << both.out;
+  EXPECT_EQ(io::read_file(dir + "/out/00000.tar"), tar0);
+  EXPECT_EQ(keys_of(captions_across(dir + "/out", {"00000", "00001", "00002"})), expected_captions(6));
+  auto ms = merge_stats({"--out", dir + "/out"});
+  EXPECT_EQ(ms.rc, 0) << ms.out;
+  EXPECT_TRUE(has(ms.out, "3 shard(s) expected (from the plan)")) << ms.out;
+}
