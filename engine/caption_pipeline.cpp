@@ -463,11 +463,10 @@ void CaptionRun::update_run_plan() {
     return false;
   };
   if (!o_.overwrite) {
-    for (auto& c : m.changed) {
-      const std::string name = c.substr(6, c.find(':') - 6);
+    for (auto& [name, change] : m.changed) {
       if (has_outputs(name))
-        throw UsageError(c + " (" + run_plan_path(o_.out_dir) + ", another layout of the same input); pass " +
-                         "--overwrite to replace it");
+        throw UsageError("shard " + name + ": " + change + " (planned differently in " +
+                         run_plan_path(o_.out_dir) + "); pass --overwrite to replace it");
     }
     for (auto& name : m.stale)
       if (has_outputs(name))

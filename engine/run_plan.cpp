@@ -77,7 +77,7 @@ PlanMerge merge_run_plan(const ordered_json& old_shards,
   for (auto& [name, e] : entries) {
     if (old_shards.contains(name)) {
       if (old_shards[name] != e) {
-        m.changed.push_back("shard " + name + ": " + describe_material_change(old_shards[name], e));
+        m.changed.emplace_back(name, describe_material_change(old_shards[name], e));
         m.differs = true;
       }
     } else {

@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/sources.h"
@@ -39,10 +40,11 @@ nlohmann::ordered_json shard_plan_entry(const ShardSpec& s, int64_t samples_per_
 nlohmann::ordered_json read_run_plan_shards(const std::string& out_dir);
 
 struct PlanMerge {
-  nlohmann::ordered_json shards;     // the merged "shards" object
-  std::vector<std::string> changed;  // "shard S: FIELD was OLD, now NEW" for re-planned shards
-  std::vector<std::string> stale;    // names of old entries on this run's inputs, no longer planned
-  bool differs = false;              // merged != old (the file must be written)
+  nlohmann::ordered_json shards;  // the merged "shards" object
+  // Re-planned shards: (name, "FIELD was OLD, now NEW; ...").
+  std::vector<std::pair<std::string, std::string>> changed;
+  std::vector<std::string> stale;  // names of old entries on this run's inputs, no longer planned
+  bool differs = false;            // merged != old (the file must be written)
 };
 // Merges this run's entries (name -> entry, in plan order) into the old plan's shards.
 // `run_inputs`: this run's canonical input paths.

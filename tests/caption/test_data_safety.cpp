@@ -237,6 +237,15 @@ TEST(DataSafety, ReshardingRefusesOrEndsWithEveryKeyOnce) {
       << eight.out;
   EXPECT_TRUE(has(eight.out, "pass --overwrite to replace it\n")) << eight.out;
   EXPECT_FALSE(io::file_exists(out + "/.00000.log.partial"));
+  // Another worker of the 8-layout, given only shard 00001 (no outputs yet): the plan still
+  // knows 00000 was written under the 4-layout, and refuses the same way.
+  auto worker1 = caption({"--list", list, "--samples-per-shard", "8", "--shards", "1", "--out", out});
+  EXPECT_EQ(worker1.rc, 2) << worker1.out;
+  EXPECT_TRUE(has(worker1.out,
+                  "caption: error: shard 00000: samples was 4, now 8; samples_per_shard was 4, now 8 "
+                  "(planned differently in " +
+                      out + "/_recap_plan.json); pass --overwrite to replace it\n"))
+      << worker1.out;
   // merge-stats asked about the 8-layout: shard 00000 holds 4 of 8 samples, not done.
   auto ms8 = merge_stats({"--out", out, "--list", list, "--samples-per-shard", "8"});
   EXPECT_EQ(ms8.rc, 1) << ms8.out;

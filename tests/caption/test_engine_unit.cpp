@@ -345,7 +345,9 @@ TEST(RunPlan, MergesPerShardKeepsOtherInputsAndFindsStaleShards) {
                                           {"00001", {{"input", "/l.jsonl"}, {"samples", 4}}}},
                                          {"/l.jsonl"});
   EXPECT_TRUE(m.differs);
-  EXPECT_EQ(m.changed, std::vector<std::string>{"shard 00000: samples was 4, now 8"});
+  ASSERT_EQ(m.changed.size(), 1u);
+  EXPECT_EQ(m.changed[0].first, "00000");
+  EXPECT_EQ(m.changed[0].second, "samples was 4, now 8");
   EXPECT_EQ(m.stale, std::vector<std::string>{"00002"});
   EXPECT_TRUE(m.shards.contains("x"));
   EXPECT_FALSE(m.shards.contains("00002"));
