@@ -270,9 +270,10 @@ class CaptionRun {
   double llm_waited_for_vision_s_ = 0;  // scheduler idle, work pending, tower busy
   // Work.
   InputOptions inputs_;
-  std::vector<ShardSpec> all_shards_;       // the whole plan
-  std::vector<ShardSpec> shards_;           // assigned to this worker, in order
-  std::vector<ShardFingerprint> shard_fp_;  // parallel to shards_
+  std::vector<ShardSpec> all_shards_;                     // the whole plan
+  std::vector<ShardSpec> shards_;                         // assigned to this worker, in order
+  std::vector<ShardFingerprint> shard_fp_;                // parallel to shards_
+  mutable std::map<std::string, std::string> list_xxh3_;  // list path -> content hash
   size_t next_shard_ = 0;
   std::deque<std::unique_ptr<OpenShard>> open_;
   std::map<uint64_t, InFlight> flight_;
@@ -413,11 +414,15 @@ ordered_json CaptionRun::shard_input_identity(const ShardSpec& s) const {
   if (s.is_tar) {
     m["input_mtime_ns"] = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
   } else {
-    try {
-      m["input_xxh3"] = file_xxh3(s.path);
-    } catch (const std::exception& e) {
-      throw UsageError(e.what());
+    auto cached = list_xxh3_.find(s.path);  // hashed once per list, however many shards it has
+    if (cached == list_xxh3_.end()) {
+      try {
+        cached = list_xxh3_.emplace(s.path, file_xxh3(s.path)).first;
+      } catch (const std::exception& e) {
+        throw UsageError(e.what());
+      }
     }
+    m["input_xxh3"] = cached->second;
     // The layout first: a changed --samples-per-shard is named before its consequences.
     m["samples_per_shard"] = o_.samples_per_shard;
     m["shard_id"] = s.shard_id;
