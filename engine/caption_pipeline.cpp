@@ -1,11 +1,13 @@
 #include "engine/caption_pipeline.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <deque>
 #include <map>
@@ -17,6 +19,7 @@
 #include "engine/kv_cache.h"
 #include "engine/loader.h"
 #include "engine/memory_plan.h"
+#include "engine/run_plan.h"
 #include "engine/scheduler.h"
 #include "engine/shard_assign.h"
 #include "engine/shard_output.h"
@@ -112,6 +115,7 @@ struct UsageError : std::runtime_error {
 // One shard being worked on.
 struct OpenShard {
   ShardSpec spec;
+  ShardFingerprint fp;
   std::unique_ptr<ShardOutput> out;
   std::unique_ptr<SampleStream> stream;
   bool exhausted = false;
@@ -134,6 +138,7 @@ struct InFlight {
 struct Totals {
   int64_t samples = 0, successes = 0, failed = 0, tokens_out = 0, tokens_in = 0;
   int64_t shards_done = 0, shards_skipped = 0, shards_failed = 0, shards_busy = 0, shards_total = 0;
+  int64_t shards_all_failed = 0;  // done, but not one sample succeeded (exit 1)
   int64_t samples_expected = -1;  // for the ETA (list inputs)
   std::map<std::string, int64_t> by_status;
 };
@@ -143,11 +148,15 @@ class Reporter {
   Reporter(bool quiet, double interval) : quiet_(quiet), interval_(interval), tty_(::isatty(2) == 1) {
     start_ = last_ = Clock::now();
   }
+  // A progress/info line: hidden by --quiet unless `always`.
   void line(const std::string& s, bool always = false) {
     if (quiet_ && !always) return;
     clear();
     std::fprintf(stderr, "%s\n", s.c_str());
   }
+  // Warnings and errors are printed under --quiet too: it hides progress, never a problem.
+  void warning(const std::string& s) { line("warning: " + s, true); }
+  void error(const std::string& s) { line(s, true); }
   void tick(const Totals& t, bool force = false) {
     if (quiet_) return;
     auto now = Clock::now();
@@ -224,6 +233,11 @@ class CaptionRun {
 
  private:
   void setup();
+  void check_environment() const;
+  void check_inputs_are_not_outputs() const;
+  void check_tokenizer_fits(const models::ModelConfig& cfg) const;
+  ordered_json shard_input_identity(const ShardSpec& s) const;
+  void update_run_plan();
   bool open_next_shard();
   void feed();
   void on_loaded(LoadResult r);
@@ -234,6 +248,7 @@ class CaptionRun {
   void on_caption(const CaptionResult& r);
   void fail_sample(InFlight& f, const std::string& status, const std::string& error);
   void write_outcome(OpenShard* sh, SampleOutcome&& oc);
+  void count_written(OpenShard* sh, const SampleOutcome& oc);
   void close_finished_shards();
   void warn_malformed(const SampleInput& in, const std::string& error);
   int64_t unfinished_shards() const;
@@ -262,7 +277,10 @@ class CaptionRun {
   double llm_waited_for_vision_s_ = 0;  // scheduler idle, work pending, tower busy
   // Work.
   InputOptions inputs_;
-  std::vector<ShardSpec> shards_;  // assigned to this worker, in order
+  std::vector<ShardSpec> all_shards_;                     // the whole plan
+  std::vector<ShardSpec> shards_;                         // assigned to this worker, in order
+  std::vector<ShardFingerprint> shard_fp_;                // parallel to shards_
+  mutable std::map<std::string, std::string> list_xxh3_;  // list path -> content hash
   size_t next_shard_ = 0;
   std::deque<std::unique_ptr<OpenShard>> open_;
   std::map<uint64_t, InFlight> flight_;
@@ -278,6 +296,213 @@ class CaptionRun {
   int64_t mtime_ = 0;
   double run_start_epoch_ = 0;
 };
+
+// Bad environment values are configuration errors (exit 2) found before any work, not
+// failures of the first shard: the lock settings, the forced ISA (resolved by the kernels'
+// own rule), and OMP_NUM_THREADS (positive integers, comma-separated for nested levels).
+void CaptionRun::check_environment() const {
+  try {
+    validate_lock_settings();
+  } catch (const io::IoError& e) {
+    throw UsageError(e.what());
+  }
+  if (const char* isa = std::getenv("RECAP_FORCE_ISA"); isa && *isa) {
+    try {
+      (void)kernels::isa_from_force_value(isa);
+    } catch (const std::exception& e) {
+      throw UsageError(std::string("RECAP_FORCE_ISA: ") + e.what());
+    }
+  }
+  if (const char* omp = std::getenv("OMP_NUM_THREADS"); omp && *omp) {
+    bool ok = true;
+    const std::string v = omp;
+    size_t pos = 0;
+    while (ok && pos <= v.size()) {
+      size_t end = v.find(',', pos);
+      if (end == std::string::npos) end = v.size();
+      const std::string part = v.substr(pos, end - pos);
+      ok = !part.empty() && part.size() <= 7 && part.find_first_not_of("0123456789") == std::string::npos &&
+           std::stol(part) > 0;
+      pos = end + 1;
+    }
+    if (!ok)
+      throw UsageError("OMP_NUM_THREADS=" + v +
+                       ": expected a positive number of threads (or a comma-separated list of them)");
+  }
+}
+
+namespace {
+// True when `base` (a file name in --out) is, or may become, one of shard `shard`'s outputs:
+// {shard}.tar, {shard}.jsonl, {shard}_stats.json, and the hidden .{shard}.* partial, lock
+// and temp files.
+bool is_output_name_of(const std::string& base, const std::string& shard) {
+  return base == shard + ".tar" || base == shard + ".jsonl" || base == shard + "_stats.json" ||
+         base.rfind("." + shard + ".", 0) == 0 || base.rfind("." + shard + "_stats.json.", 0) == 0;
+}
+
+bool same_file(const struct stat& a, const struct stat& b) {
+  return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+}  // namespace
+
+// Inputs are read-only under every flag. --out may be (or contain) an input folder only when
+// no output name can be an input's name there; and no output file may be an input under
+// another name (a hard link). Compared by device+inode (of the folder, and of the file), so
+// "ds", "./ds" and a symlink to ds are the same place.
+void CaptionRun::check_inputs_are_not_outputs() const {
+  struct stat out_st {};
+  const bool out_exists = ::stat(o_.out_dir.c_str(), &out_st) == 0;
+  std::vector<std::pair<std::string, struct stat>> inputs;  // path, stat of the file
+  std::set<std::string> seen;
+  for (auto& s : all_shards_) {
+    if (!seen.insert(s.path).second) continue;
+    struct stat st {};
+    if (::stat(s.path.c_str(), &st) != 0) continue;
+    inputs.emplace_back(s.path, st);
+    if (!out_exists) continue;
+    // The folder the input is named in, and the folder it really is in (symlinks).
+    for (const std::string& p : {s.path, canonical_input_path(s.path)}) {
+      struct stat dir_st {};
+      if (::stat(io::dir_name(p).c_str(), &dir_st) != 0 || !same_file(dir_st, out_st)) continue;
+      const std::string base = io::base_name(p);
+      std::string clash;
+      if (base == kRunPlanFile || base.rfind(std::string(".") + kRunPlanFile + ".", 0) == 0)
+        clash = "the run plan";
+      for (size_t i = 0; clash.empty() && i < all_shards_.size(); ++i)
+        if (is_output_name_of(base, all_shards_[i].name)) clash = "shard " + all_shards_[i].name;
+      if (!clash.empty())
+        throw UsageError("--out " + o_.out_dir + " holds input " + s.path + " under an output name of " +
+                         clash + "; inputs are never replaced or deleted: choose another --out");
+    }
+  }
+  if (!out_exists) return;
+  // An output file that is an input under another name.
+  for (auto& s : all_shards_)
+    for (const std::string& f : {shard_tar_path(o_.out_dir, s.name), shard_jsonl_path(o_.out_dir, s.name),
+                                 shard_stats_path(o_.out_dir, s.name)}) {
+      struct stat st {};
+      if (::stat(f.c_str(), &st) != 0) continue;
+      for (auto& [path, in_st] : inputs)
+        if (same_file(st, in_st))
+          throw UsageError("output " + f + " of shard " + s.name + " is the input " + path +
+                           " (the same file); inputs are never replaced or deleted: choose another --out");
+    }
+}
+
+// Every id the tokenizer can produce, and every special id the run uses, must index a row of
+// the model's embedding: found here, before the weights are loaded, not as a crash mid-run.
+void CaptionRun::check_tokenizer_fits(const models::ModelConfig& cfg) const {
+  const int64_t model_vocab = cfg.text.vocab;
+  if (model_vocab <= 0) return;
+  if (tok_->vocab_size() > model_vocab)
+    throw UsageError("tokenizer " + tok_->path() + " has " + std::to_string(tok_->vocab_size()) +
+                     " token ids but the model in " + o_.weights_dir + " has a vocabulary of " +
+                     std::to_string(model_vocab) + "; use the checkpoint's own tokenizer");
+  std::vector<std::pair<std::string, int64_t>> special;
+  for (int32_t id : stop_ids_) special.emplace_back("stop token id", id);
+  if (tok_->bos_id() >= 0) special.emplace_back("BOS id", tok_->bos_id());
+  for (auto& [what, id] : special)
+    if (id >= model_vocab)
+      throw UsageError(what + " " + std::to_string(id) + " (tokenizer " + tok_->path() +
+                       ", generation config) exceeds the vocabulary of the model in " + o_.weights_dir +
+                       " (" + std::to_string(model_vocab) + " ids)");
+}
+
+// The part of a shard's fingerprint material that is its own plan: which input, which part
+// of it, and the input's identity. A list is small and hashed (XXH3); a tar can be gigabytes
+// and is identified by size and mtime.
+ordered_json CaptionRun::shard_input_identity(const ShardSpec& s) const {
+  ordered_json m;
+  m["shard"] = s.name;
+  m["input"] = canonical_input_path(s.path);
+  struct stat st {};
+  if (::stat(s.path.c_str(), &st) != 0) throw UsageError("cannot stat input " + s.path);
+  m["input_size"] = static_cast<int64_t>(st.st_size);
+  if (s.is_tar) {
+    m["input_mtime_ns"] = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  } else {
+    auto cached = list_xxh3_.find(s.path);  // hashed once per list, however many shards it has
+    if (cached == list_xxh3_.end()) {
+      try {
+        cached = list_xxh3_.emplace(s.path, file_xxh3(s.path)).first;
+      } catch (const std::exception& e) {
+        throw UsageError(e.what());
+      }
+    }
+    m["input_xxh3"] = cached->second;
+    // The layout first: a changed --samples-per-shard is named before its consequences.
+    m["samples_per_shard"] = o_.samples_per_shard;
+    m["shard_id"] = s.shard_id;
+    m["first_record"] = s.first_record;
+    m["records"] = s.n_records;
+    m["columns"] = {{"url", o_.columns.url},
+                    {"caption", o_.columns.caption},
+                    {"key", o_.columns.key},
+                    {"strict", o_.columns.strict}};
+  }
+  return m;
+}
+
+// Records this run's plan in {out}/_recap_plan.json (engine/run_plan.h): refuses a re-planned
+// shard that has outputs, or removes it with --overwrite, before any work starts.
+void CaptionRun::update_run_plan() {
+  std::vector<std::pair<std::string, ordered_json>> entries;
+  std::set<std::string> run_inputs;
+  for (auto& s : all_shards_) {
+    entries.emplace_back(s.name, shard_plan_entry(s, o_.samples_per_shard));
+    run_inputs.insert(canonical_input_path(s.path));
+  }
+  begin_critical();  // a signal now would leave a temp file; it is acted on at end_critical
+  struct CriticalEnd {
+    ~CriticalEnd() { end_critical(); }
+  } critical_end;
+  RunPlanLock lock(o_.out_dir);
+  ordered_json old;
+  try {
+    old = read_run_plan_shards(o_.out_dir);
+  } catch (const std::exception& e) {
+    if (!o_.overwrite) throw UsageError(std::string(e.what()) + "; pass --overwrite to replace it");
+    old = ordered_json::object();
+  }
+  PlanMerge m = merge_run_plan(old, entries, run_inputs);
+  if (!m.differs) return;
+  auto has_outputs = [&](const std::string& shard) {
+    for (const std::string& f :
+         {shard_stats_path(o_.out_dir, shard), shard_tar_path(o_.out_dir, shard),
+          shard_jsonl_path(o_.out_dir, shard), io::join_path(o_.out_dir, "." + shard + ".log.partial"),
+          io::join_path(o_.out_dir, "." + shard + ".tar.partial")})
+      if (io::file_exists(f)) return true;
+    return false;
+  };
+  if (!o_.overwrite) {
+    for (auto& [name, change] : m.changed) {
+      if (has_outputs(name))
+        throw UsageError("shard " + name + ": " + change + " (planned differently in " +
+                         run_plan_path(o_.out_dir) + "); pass --overwrite to replace it");
+    }
+    for (auto& name : m.stale)
+      if (has_outputs(name))
+        throw UsageError(
+            "shard " + name + " of " + run_plan_path(o_.out_dir) + " (input " +
+            old[name].value("input", std::string()) +
+            ") is not in this run's plan (another layout of the same input); pass --overwrite to "
+            "remove it");
+  } else {
+    for (auto& name : m.stale) {
+      if (!has_outputs(name)) continue;
+      std::string busy;
+      if (!remove_shard_outputs(o_.out_dir, name, &busy))
+        throw UsageError("shard " + name + " is not in this run's plan but " + busy + "; stop it first");
+      rep_.line("shard " + name + ": removed (--overwrite: not in this run's plan, from another layout of " +
+                old[name].value("input", std::string()) + ")");
+    }
+  }
+  try {
+    write_run_plan(o_.out_dir, m.shards);
+  } catch (const std::exception& e) {
+    throw UsageError(e.what());
+  }
+}
 
 void CaptionRun::setup() {
   // Options that can be checked before anything is loaded.
@@ -308,14 +533,10 @@ void CaptionRun::setup() {
   }
 
   if (o_.num_captions > 1 && o_.sampling.greedy())
-    rep_.line(
-        "warning: --num-captions " + std::to_string(o_.num_captions) +
-        " with greedy decoding gives identical captions; set --temperature (and --top-k/--top-p) to sample");
-  try {
-    validate_lock_settings();
-  } catch (const io::IoError& e) {
-    throw UsageError(e.what());
-  }
+    rep_.warning("--num-captions " + std::to_string(o_.num_captions) +
+                 " with greedy decoding gives identical captions; set --temperature (and --top-k/--top-p) to "
+                 "sample");
+  check_environment();
   ThreadBudget tb = resolve_threads(o_.threads);
   apply_threads(tb.threads);
   threads_ = tb.threads;
@@ -332,13 +553,14 @@ void CaptionRun::setup() {
   inputs_.samples_per_shard = o_.samples_per_shard;
   inputs_.max_member_bytes = o_.max_image_bytes;
   std::vector<std::string> warnings;
-  std::vector<ShardSpec> all;
   try {
-    all = plan_shards(inputs_, &warnings);
+    all_shards_ = plan_shards(inputs_, &warnings);
   } catch (const InputError& e) {
     throw UsageError(e.what());
   }
-  for (auto& w : warnings) rep_.line("warning: " + w);
+  for (auto& w : warnings) rep_.warning(w);
+  // Inputs are read-only under every flag: refuse an --out where an output name is an input.
+  check_inputs_are_not_outputs();
   ShardSelection selection;
   std::vector<int64_t> positions;
   try {
@@ -346,13 +568,13 @@ void CaptionRun::setup() {
     if (!o_.shards_file.empty())
       selection = merge_selections(selection, read_shard_selection_file(o_.shards_file));
     std::vector<std::string> names;
-    for (auto& s : all) names.push_back(s.name);
+    for (auto& s : all_shards_) names.push_back(s.name);
     positions = worker_positions(assign, selection, names);
   } catch (const AssignmentError& e) {
     throw UsageError(e.what());
   }
-  for (int64_t p : positions) shards_.push_back(all[static_cast<size_t>(p)]);
-  rep_.line("caption: " + std::to_string(all.size()) + " input shard(s)" +
+  for (int64_t p : positions) shards_.push_back(all_shards_[static_cast<size_t>(p)]);
+  rep_.line("caption: " + std::to_string(all_shards_.size()) + " input shard(s)" +
             (selection.empty() ? "" : ", " + selection.describe() + " selected") + "; " + assign.describe() +
             " takes " + std::to_string(shards_.size()) + "; threads " + std::to_string(tb.threads) + " (" +
             tb.source + ")");
@@ -370,6 +592,13 @@ void CaptionRun::setup() {
   if (!ckpt.config.has_text || !ckpt.config.has_vision)
     throw UsageError(o_.weights_dir +
                      ": not a LLaVA checkpoint (needs the vision tower and the language model)");
+  // A quantized cache holds one precision; an explicit other --precision cannot be served
+  // (re-quantizing quantized weights would silently change results).
+  const std::string cache_precision = models::quantized_cache_precision(ckpt);
+  if (!cache_precision.empty() && o_.precision != "auto" && o_.precision != cache_precision)
+    throw UsageError(o_.weights_dir + " is a quantized cache of " + cache_precision +
+                     " weights but --precision " + o_.precision + " was given; pass --precision " +
+                     cache_precision + " (or quantize the original checkpoint again)");
   try {
     tok_ = std::make_unique<models::Tokenizer>(
         models::Tokenizer::from_file(models::find_tokenizer(o_.weights_dir, o_.tokenizer_path)));
@@ -384,6 +613,7 @@ void CaptionRun::setup() {
   } catch (const std::exception& e) {
     throw UsageError(e.what());
   }
+  check_tokenizer_fits(ckpt.config);
   // A prompt that renders for a dummy sample proves the template's fields exist.
   {
     SampleInput dummy;
@@ -412,12 +642,12 @@ void CaptionRun::setup() {
     shape.io_workers = o_.io_workers;
     shape.kv_cache_mb = o_.kv_cache_mb;
     shape.kv_dtype = kv_dtype;
-    std::optional<kernels::WeightFormat> cache_precision;
+    std::optional<kernels::WeightFormat> cache_format;
     if (ckpt.text_store && models::is_quantized_cache_store(*ckpt.text_store))
-      cache_precision = models::QuantizedCacheWeightSource(ckpt.text_store).precision();
+      cache_format = models::QuantizedCacheWeightSource(ckpt.text_store).precision();
     PrecisionChoice choice;
     try {
-      choice = choose_precision(o_.precision, cache_precision, ckpt.config, shape, available_memory());
+      choice = choose_precision(o_.precision, cache_format, ckpt.config, shape, available_memory());
     } catch (const std::exception& e) {
       throw UsageError(e.what());
     }
@@ -432,15 +662,19 @@ void CaptionRun::setup() {
     }
   }
 
-  // Fingerprint: everything that changes outputs, nothing that must not.
+  // Fingerprint: everything that changes outputs, nothing that must not (engine/fingerprint.h).
   ordered_json fp;
   fp["engine"] = o_.engine_version;
-  fp["weights"] = directory_identity(o_.weights_dir);
-  if (ckpt.config.vision_weights_dir != ckpt.config.weights_dir)
-    fp["vision_weights"] = directory_identity(ckpt.config.vision_weights_dir);
+  try {
+    fp["weights"] = directory_identity(o_.weights_dir);
+    if (ckpt.config.vision_weights_dir != ckpt.config.weights_dir)
+      fp["vision_weights"] = directory_identity(ckpt.config.vision_weights_dir);
+    fp["tokenizer"] = file_xxh3(tok_->path());
+  } catch (const std::exception& e) {
+    throw UsageError(std::string("fingerprint: ") + e.what());
+  }
   fp["precision"] = precision_name_;
   fp["kv_dtype"] = o_.kv_dtype;
-  fp["tokenizer"] = file_hash(tok_->path());
   fp["template"] = models::template_to_json(tmpl_);
   fp["max_new_tokens"] = o_.max_new_tokens;
   fp["temperature"] = o_.sampling.temperature;
@@ -452,6 +686,11 @@ void CaptionRun::setup() {
   fp["first_sentence"] = o_.first_sentence;
   fp["no_images"] = o_.no_images;
   fingerprint_ = fingerprint_of(fp);
+  for (auto& s : shards_) {
+    ordered_json m = shard_input_identity(s);
+    for (auto it = fp.begin(); it != fp.end(); ++it) m[it.key()] = it.value();
+    shard_fp_.emplace_back(fingerprint_of(m), std::move(m));
+  }
 
   // Refuse conflicting outputs before spending time on loading weights.
   try {
@@ -460,19 +699,20 @@ void CaptionRun::setup() {
     throw UsageError(e.what());
   }
   if (!o_.overwrite) {
-    for (auto& s : shards_) {
-      auto p = probe_shard(o_.out_dir, s.name, fingerprint_);
+    for (size_t i = 0; i < shards_.size(); ++i) {
+      auto p = probe_shard(o_.out_dir, shards_[i].name, shard_fp_[i]);
       if (p.state == ShardState::Conflict) throw UsageError(p.detail + "; pass --overwrite to replace it");
     }
   }
+  update_run_plan();
   tot_.shards_total = static_cast<int64_t>(shards_.size());
   int64_t expected = 0;
   bool known = true;
-  for (auto& s : shards_) {
-    if (s.n_records < 0)
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    if (shards_[i].n_records < 0)
       known = false;
-    else if (probe_shard(o_.out_dir, s.name, fingerprint_).state != ShardState::Done)
-      expected += s.n_records;
+    else if (probe_shard(o_.out_dir, shards_[i].name, shard_fp_[i]).state != ShardState::Done)
+      expected += shards_[i].n_records;
   }
   if (known) tot_.samples_expected = expected;
 
@@ -560,15 +800,16 @@ void CaptionRun::setup() {
 
 bool CaptionRun::open_next_shard() {
   while (next_shard_ < shards_.size()) {
+    const ShardFingerprint& fp = shard_fp_[next_shard_];
     const ShardSpec& spec = shards_[next_shard_++];
     ShardProbe probe;
     std::unique_ptr<ShardOutput> out;
     try {
-      out = ShardOutput::open(o_.out_dir, spec.name, fingerprint_, o_.overwrite, mtime_, &probe);
+      out = ShardOutput::open(o_.out_dir, spec.name, fp, o_.overwrite, mtime_, &probe);
     } catch (const FingerprintMismatch& e) {
       throw UsageError(e.what());
     } catch (const io::IoError& e) {  // this shard's files or lock: the others may still work
-      rep_.line("shard " + spec.name + ": error: " + e.what(), true);
+      rep_.error("shard " + spec.name + ": error: " + e.what());
       tot_.shards_failed++;
       had_failure_ = true;
       continue;
@@ -585,11 +826,12 @@ bool CaptionRun::open_next_shard() {
     }
     auto sh = std::make_unique<OpenShard>();
     sh->spec = spec;
+    sh->fp = fp;
     sh->start_time = now_epoch();
     try {
       sh->stream = open_shard(spec, inputs_);
     } catch (const InputError& e) {
-      rep_.line("shard " + spec.name + ": error: " + e.what(), true);
+      rep_.error("shard " + spec.name + ": error: " + e.what());
       tot_.shards_failed++;
       had_failure_ = true;
       continue;
@@ -599,6 +841,8 @@ bool CaptionRun::open_next_shard() {
                 " sample(s) already done");
     // A webdataset shard keeps its input's sample order (captions finish out of order).
     if (spec.is_tar) out->keep_input_order(true);
+    OpenShard* raw = sh.get();
+    out->on_written([this, raw](const SampleOutcome& oc) { count_written(raw, oc); });
     sh->out = std::move(out);
     open_.push_back(std::move(sh));
     return true;
@@ -665,7 +909,29 @@ void CaptionRun::feed() {
   }
 }
 
+// Hands a finished sample to its shard. A shard whose output failed (a lost lock, a full disk)
+// takes no more samples; a rerun redoes them.
 void CaptionRun::write_outcome(OpenShard* sh, SampleOutcome&& oc) {
+  sh->in_flight--;
+  if (sh->output_failed) return;  // not written; a rerun redoes it
+  // A sample's record carries the fingerprint of the shard it is written to (the one its
+  // stats and partial log record), not only the run's.
+  oc.meta["fingerprint"] = sh->fp.hash;
+  try {
+    sh->out->append(std::move(oc));
+  } catch (const io::IoError& e) {
+    // One shard's output failing fails that shard; the others go on.
+    sh->output_failed = true;
+    sh->exhausted = true;
+    sh->failure = std::string("output: ") + e.what();
+  }
+}
+
+// The run's counters count only samples actually written to a shard's outputs (called by
+// ShardOutput for each, including samples it held back for input order): one whose shard
+// output failed, or that was already recorded, is not counted.
+void CaptionRun::count_written(OpenShard* sh, const SampleOutcome& oc) {
+  sh->new_samples++;
   tot_.samples++;
   if (oc.success) {
     tot_.successes++;
@@ -676,18 +942,6 @@ void CaptionRun::write_outcome(OpenShard* sh, SampleOutcome&& oc) {
   tot_.by_status[oc.meta.value("status", std::string("?"))]++;
   tot_.tokens_out += oc.meta.value("tokens_out", int64_t(0));
   tot_.tokens_in += oc.meta.value("tokens_in", int64_t(0));
-  sh->in_flight--;
-  if (sh->output_failed) return;  // not written; a rerun redoes it
-  try {
-    sh->out->append(std::move(oc));
-  } catch (const io::IoError& e) {
-    // One shard's output failing (a lost lock, a full disk) fails that shard; the others go on.
-    sh->output_failed = true;
-    sh->exhausted = true;
-    sh->failure = std::string("output: ") + e.what();
-    return;
-  }
-  sh->new_samples++;
 }
 
 // A malformed list line or tar sample is recorded like any failure (the loader turns its
@@ -704,7 +958,7 @@ void CaptionRun::warn_malformed(const SampleInput& in, const std::string& error)
   msg += " (key ";
   msg += in.key;
   msg += ", recorded as failed_to_parse)";
-  rep_.line(msg);
+  rep_.error(msg);
 }
 
 void CaptionRun::fail_sample(InFlight& f, const std::string& status, const std::string& error) {
@@ -924,8 +1178,8 @@ void CaptionRun::close_finished_shards() {
       continue;
     }
     if (!sh.failure.empty()) {
-      rep_.line("shard " + sh.spec.name + ": error: " + sh.failure +
-                " (finished samples kept; not marked done)");
+      rep_.error("shard " + sh.spec.name + ": error: " + sh.failure +
+                 " (finished samples kept; not marked done)");
       tot_.shards_failed++;
       had_failure_ = true;
     } else {
@@ -940,15 +1194,25 @@ void CaptionRun::close_finished_shards() {
       extra["engine_version"] = o_.engine_version;
       extra["shard"] = sh.spec.name;
       extra["input"] = sh.spec.path;
+      extra["plan"] = shard_plan_entry(sh.spec, o_.samples_per_shard);
       try {
         auto st = sh.out->finish(extra, sh.start_time, end);
         tot_.shards_done++;
-        rep_.line("shard " + sh.spec.name + ": done, " + std::to_string(st["count"].get<int64_t>()) +
-                  " samples (" + std::to_string(st["successes"].get<int64_t>()) + " ok) in " +
-                  fmt_duration(dur) + " -> " + shard_tar_path(o_.out_dir, sh.spec.name));
+        const int64_t count = st["count"].get<int64_t>(), ok = st["successes"].get<int64_t>();
+        rep_.line("shard " + sh.spec.name + ": done, " + std::to_string(count) + " samples (" +
+                  std::to_string(ok) + " ok) in " + fmt_duration(dur) + " -> " +
+                  shard_tar_path(o_.out_dir, sh.spec.name));
+        // Written with its failures (a rerun skips it), but a shard without one caption means
+        // something is wrong with the input or the setup: the run says so in its exit code.
+        if (count > 0 && ok == 0) {
+          rep_.error("shard " + sh.spec.name + ": error: every sample failed (" + std::to_string(count) +
+                     " failed; see " + shard_jsonl_path(o_.out_dir, sh.spec.name) +
+                     "); written with its failures, the run exits 1");
+          tot_.shards_all_failed++;
+          had_failure_ = true;
+        }
       } catch (const io::IoError& e) {
-        rep_.line("shard " + sh.spec.name + ": error: cannot publish: " + e.what() + " (not marked done)",
-                  true);
+        rep_.error("shard " + sh.spec.name + ": error: cannot publish: " + e.what() + " (not marked done)");
         tot_.shards_failed++;
         had_failure_ = true;
       }
@@ -962,7 +1226,7 @@ void CaptionRun::close_finished_shards() {
 int64_t CaptionRun::unfinished_shards() const {
   int64_t n = static_cast<int64_t>(open_.size());
   for (size_t i = next_shard_; i < shards_.size(); ++i)
-    if (probe_shard(o_.out_dir, shards_[i].name, fingerprint_).state != ShardState::Done) ++n;
+    if (probe_shard(o_.out_dir, shards_[i].name, shard_fp_[i]).state != ShardState::Done) ++n;
   return n;
 }
 
@@ -976,6 +1240,7 @@ ordered_json CaptionRun::summary_json() const {
   s["shards_skipped"] = tot_.shards_skipped;
   s["shards_busy"] = tot_.shards_busy;
   s["shards_failed"] = tot_.shards_failed;
+  s["shards_all_samples_failed"] = tot_.shards_all_failed;
   s["samples"] = tot_.samples;
   s["successes"] = tot_.successes;
   s["failed"] = tot_.failed;
@@ -1005,9 +1270,11 @@ int CaptionRun::run() {
   try {
     setup();
   } catch (const UsageError& e) {
-    rep_.line(std::string("caption: error: ") + e.what(), true);
+    rep_.error(std::string("caption: error: ") + e.what());
     return 2;
   }
+  // From here a signal checkpoints: samples in flight are finished and written (engine/signals.h).
+  enter_checkpoint_phase();
   int rc = 0;
   try {
     for (;;) {
@@ -1051,7 +1318,7 @@ int CaptionRun::run() {
       if (stop_requested() && sched_->idle()) break;
     }
   } catch (const UsageError& e) {
-    rep_.line(std::string("caption: error: ") + e.what(), true);
+    rep_.error(std::string("caption: error: ") + e.what());
     return 2;
   }
   rep_.tick(tot_, true);
@@ -1074,12 +1341,12 @@ int CaptionRun::run() {
       summary["tokens_per_sec"].get<double>(), o_.out_dir.c_str());
   rep_.line(buf);
   if (malformed_ > kMaxMalformedWarnings)
-    rep_.line("warning: ... " + std::to_string(malformed_ - kMaxMalformedWarnings) +
-              " more malformed input(s) not shown (" + std::to_string(malformed_) +
-              " in all, status failed_to_parse in the sidecars)");
+    rep_.warning("... " + std::to_string(malformed_ - kMaxMalformedWarnings) +
+                 " more malformed input(s) not shown (" + std::to_string(malformed_) +
+                 " in all, status failed_to_parse in the sidecars)");
   if (interrupted) {
-    rep_.line("caption: stopped by signal " + std::to_string(stop_signal()) +
-              "; finished samples are kept, rerun the same command to resume (exit 75)");
+    rep_.error("caption: stopped by signal " + std::to_string(stop_signal()) +
+               "; finished samples are kept, rerun the same command to resume (exit 75)");
     rc = 75;
   } else if (had_failure_) {
     rc = 1;

@@ -11,6 +11,8 @@
 #include <set>
 #include <stdexcept>
 
+#include "engine/fingerprint.h"
+#include "engine/run_plan.h"
 #include "engine/shard_assign.h"
 #include "io/fileutil.h"
 
@@ -22,6 +24,8 @@ const char* merged_state_name(MergedShardState s) {
   switch (s) {
     case MergedShardState::Done:
       return "done";
+    case MergedShardState::Incomplete:
+      return "incomplete";
     case MergedShardState::Partial:
       return "partial";
     case MergedShardState::Missing:
@@ -40,6 +44,7 @@ bool ends_with(const std::string& s, const std::string& suf) {
 
 // The shard a file of the output directory belongs to, "" for other files.
 std::string shard_of_file(const std::string& f) {
+  if (f.rfind(std::string(".") + kRunPlanFile, 0) == 0) return "";  // the plan's temp file
   if (ends_with(f, "_stats.json")) return f.substr(0, f.size() - 11);
   if (!f.empty() && f[0] == '.') {
     for (const char* suf : {".log.partial", ".tar.partial", ".lock"})
@@ -124,25 +129,64 @@ std::vector<std::string> expected_from_directory(const std::vector<std::string>&
   return {out.begin(), out.end()};
 }
 
-MergeSummary merge_shard_stats(const std::string& out_dir, const std::vector<std::string>& expected_in) {
+MergeSummary merge_shard_stats(const std::string& out_dir, const std::vector<std::string>& expected) {
+  std::vector<PlannedShard> planned;
+  for (auto& n : expected) planned.push_back({n, -1, nullptr});
+  return merge_shard_stats(out_dir, planned);
+}
+
+MergeSummary merge_shard_stats(const std::string& out_dir, const std::vector<PlannedShard>& expected_in) {
   MergeSummary m;
   m.out_dir = out_dir;
   std::vector<std::string> seen = shards_in_directory(out_dir);  // also checks the directory
-  std::vector<std::string> expected = expected_in;
-  m.expected_from = expected.empty() ? "directory" : "inputs";
-  if (expected.empty()) expected = expected_from_directory(seen);
+  std::vector<PlannedShard> planned = expected_in;
+  m.expected_from = "inputs";
+  if (planned.empty()) {
+    const ordered_json plan = read_run_plan_shards(out_dir);
+    for (auto it = plan.begin(); it != plan.end(); ++it) {
+      const auto& e = it.value();
+      const int64_t n = e.is_object() && e.contains("samples") && e["samples"].is_number_integer()
+                            ? e["samples"].get<int64_t>()
+                            : -1;
+      planned.push_back({it.key(), n, e});
+    }
+    m.expected_from = planned.empty() ? "directory" : "plan";
+  }
+  if (planned.empty())
+    for (auto& n : expected_from_directory(seen)) planned.push_back({n, -1, nullptr});
+  if (m.expected_from != "directory") {
+    std::set<std::string> names;
+    for (auto& p : planned) names.insert(p.name);
+    for (auto& n : seen)
+      if (!names.count(n)) m.stale.push_back(n);
+  }
 
-  for (const auto& name : expected) {
+  for (const auto& plan : planned) {
+    const std::string& name = plan.name;
     MergedShard sh;
     sh.name = name;
+    sh.planned = plan.samples;
     const std::string stats = io::join_path(out_dir, name + "_stats.json");
     const std::string log = io::join_path(out_dir, "." + name + ".log.partial");
     if (io::file_exists(stats)) {
       try {
         auto j = ordered_json::parse(io::read_file(stats));
         if (!j.is_object() || !j.contains("count")) throw std::runtime_error("no \"count\" field");
-        sh.state = MergedShardState::Done;
         sh.samples = as_int(j["count"]);
+        // Done only when it holds what the plan says: a shard written under another layout of
+        // the same input (other records) or cut short is not.
+        if (plan.samples >= 0 && sh.samples != plan.samples)
+          sh.detail = "holds " + std::to_string(sh.samples) + " sample(s), the plan has " +
+                      std::to_string(plan.samples);
+        else if (plan.entry.is_object() && j.contains("plan") && j["plan"] != plan.entry)
+          sh.detail = "written for another plan: " + describe_material_change(j["plan"], plan.entry);
+        if (!sh.detail.empty()) {
+          sh.state = MergedShardState::Incomplete;
+          m.n_incomplete++;
+          m.shards.push_back(std::move(sh));
+          continue;
+        }
+        sh.state = MergedShardState::Done;
         for (auto it = j.begin(); it != j.end(); ++it) {
           const std::string& k = it.key();
           if (k == "count" || k == "successes" || k.rfind("failed_to_", 0) == 0 || k == "tokens_in" ||
@@ -221,6 +265,7 @@ ordered_json MergeSummary::to_json() const {
   j["all_done"] = all_done();
   j["shards_expected"] = shards.size();
   j["shards_done"] = n_done;
+  j["shards_incomplete"] = n_incomplete;
   j["shards_partial"] = n_partial;
   j["shards_missing"] = n_missing;
   j["shards_corrupt"] = n_corrupt;
@@ -232,14 +277,18 @@ ordered_json MergeSummary::to_json() const {
           a.push_back({{"shard", s.name}, {"samples_done", s.samples}});
         else if (st == MergedShardState::Corrupt)
           a.push_back({{"shard", s.name}, {"error", s.detail}});
+        else if (st == MergedShardState::Incomplete)
+          a.push_back({{"shard", s.name}, {"samples", s.samples}, {"planned", s.planned}, {"why", s.detail}});
         else
           a.push_back(s.name);
       }
     return a;
   };
+  j["incomplete"] = list(MergedShardState::Incomplete);
   j["partial"] = list(MergedShardState::Partial);
   j["missing"] = list(MergedShardState::Missing);
   j["corrupt"] = list(MergedShardState::Corrupt);
+  j["stale"] = stale;
   j["rerun"] = rerun_spec();
   ordered_json samples = ordered_json::object();
   for (const char* k :
@@ -271,10 +320,10 @@ std::string MergeSummary::to_text() const {
   std::snprintf(buf, sizeof buf, "merge-stats: %s: %zu shard(s) expected (from the %s)\n", out_dir.c_str(),
                 shards.size(), expected_from.c_str());
   t += buf;
-  std::snprintf(buf, sizeof buf, "  done %lld, partial %lld, missing %lld, corrupt %lld%s\n",
-                static_cast<long long>(n_done), static_cast<long long>(n_partial),
-                static_cast<long long>(n_missing), static_cast<long long>(n_corrupt),
-                all_done() ? "  -- all done" : "");
+  std::snprintf(buf, sizeof buf, "  done %lld, incomplete %lld, partial %lld, missing %lld, corrupt %lld%s\n",
+                static_cast<long long>(n_done), static_cast<long long>(n_incomplete),
+                static_cast<long long>(n_partial), static_cast<long long>(n_missing),
+                static_cast<long long>(n_corrupt), all_done() ? "  -- all done" : "");
   t += buf;
   std::snprintf(buf, sizeof buf,
                 "  samples in done shards: %lld (ok %lld; failed_to_download %lld, failed_to_decode %lld, "
@@ -313,8 +362,15 @@ std::string MergeSummary::to_text() const {
     if (s.state == MergedShardState::Done || s.state == MergedShardState::Missing) continue;
     t += "  " + std::string(merged_state_name(s.state)) + ": " + s.name;
     if (s.state == MergedShardState::Partial) t += " (" + std::to_string(s.samples) + " sample(s) so far)";
-    if (s.state == MergedShardState::Corrupt) t += " (" + s.detail + ")";
+    if (s.state == MergedShardState::Corrupt || s.state == MergedShardState::Incomplete)
+      t += " (" + s.detail + ")";
     t += "\n";
+  }
+  if (!stale.empty()) {
+    std::string names;
+    for (auto& n : stale)
+      if (names.size() < 400) names += (names.empty() ? "" : ",") + n;
+    t += "  stale (on disk, not in the plan; not counted): " + names + "\n";
   }
   if (n_missing > 0) {
     std::vector<int64_t> ids;

@@ -1,5 +1,6 @@
 #include "engine/shard_output.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -17,6 +18,7 @@
 #include <mutex>
 #include <thread>
 
+#include "engine/fingerprint.h"
 #include "io/keys.h"
 #include "io/tar.h"
 
@@ -42,36 +44,64 @@ std::string tar_partial_path(const std::string& out_dir, const std::string& shar
   return io::join_path(out_dir, "." + shard + ".tar.partial");
 }
 
-// Fingerprint recorded in a stats file or a partial log's header; "" when unreadable.
-std::string stats_fingerprint(const std::string& path, std::string* why) {
-  try {
-    auto j = ordered_json::parse(io::read_file(path));
-    if (j.is_object() && j.contains("fingerprint") && j["fingerprint"].is_string())
-      return j["fingerprint"].get<std::string>();
-    *why = "has no fingerprint";
-  } catch (const std::exception& e) {
-    *why = std::string("cannot be read (") + e.what() + ")";
-  }
-  return "";
+// Compares the fingerprint recorded in `rec` (a stats object or a partial log header, read
+// from `file`) with ours. "" when they match; else the conflict, naming the fields that
+// changed, or why the record cannot be compared.
+std::string recorded_fingerprint_change(const ordered_json& rec, const std::string& file,
+                                        const std::string& shard, const ShardFingerprint& fp) {
+  if (!rec.is_object() || !rec.contains("fingerprint") || !rec["fingerprint"].is_string())
+    return "shard " + shard + ": " + file +
+           " has no fingerprint (not written by recap-engine caption, or by a version before fingerprints)";
+  const std::string old = rec["fingerprint"].get<std::string>();
+  if (old == fp.hash) return "";
+  if (!rec.contains("fingerprint_material"))
+    return "shard " + shard + ": " + file + " was written by an older recap-engine (fingerprint " + old +
+           " without its material; this run: " + fp.hash + ")";
+  std::string change = describe_material_change(rec["fingerprint_material"], fp.material);
+  if (change.empty()) change = "fingerprint " + old + " differs";
+  return "shard " + shard + ": " + change + " (" + file + " was written with fingerprint " + old +
+         ", this run: " + fp.hash + ")";
 }
 
-std::string log_fingerprint(const std::string& path, std::string* why) {
+// The partial log's header, or null: *why is set when the header is there but unusable; a
+// torn header (no newline yet) is neither, nothing usable was written.
+ordered_json log_header(const std::string& path, std::string* why) {
   std::string text;
   try {
     text = io::read_file(path);
   } catch (const std::exception& e) {
     *why = e.what();
-    return "";
+    return nullptr;
   }
   size_t nl = text.find('\n');
-  if (nl == std::string::npos) return "";  // torn header: nothing usable, treated as empty
+  if (nl == std::string::npos) return nullptr;
   try {
     auto h = ordered_json::parse(text.substr(0, nl));
-    if (h.contains("fingerprint")) return h["fingerprint"].get<std::string>();
+    if (h.is_object()) return h;
   } catch (...) {
   }
   *why = "has an unreadable header";
-  return "";
+  return nullptr;
+}
+
+// Removes the temp files a publish of `shard` leaves when killed midway (io::atomic_write and
+// io::exclusive_write name them ".{final name}.tmp.{pid}.{n}"). Only called by the holder of
+// the shard lock, the only process that may be publishing the shard. Returns how many.
+int remove_publish_temps(const std::string& out_dir, const std::string& shard) {
+  const std::string jsonl_tmp = "." + shard + ".jsonl.tmp.";
+  const std::string stats_tmp = "." + shard + "_stats.json.tmp.";
+  int removed = 0;
+  DIR* d = ::opendir(out_dir.c_str());
+  if (!d) return 0;
+  std::vector<std::string> victims;
+  while (dirent* e = ::readdir(d)) {
+    const std::string n = e->d_name;
+    if (n.rfind(jsonl_tmp, 0) == 0 || n.rfind(stats_tmp, 0) == 0) victims.push_back(n);
+  }
+  ::closedir(d);
+  for (auto& n : victims)
+    if (::unlink(io::join_path(out_dir, n).c_str()) == 0) ++removed;
+  return removed;
 }
 
 off_t file_size(const std::string& path) {
@@ -381,31 +411,33 @@ ShardLock::~ShardLock() {
 
 // ---------------------------------------------------------------- probing and opening
 
-ShardProbe probe_shard(const std::string& out_dir, const std::string& shard, const std::string& fingerprint) {
+ShardProbe probe_shard(const std::string& out_dir, const std::string& shard,
+                       const ShardFingerprint& fingerprint) {
   ShardProbe p;
   std::string why;
   const std::string stats = shard_stats_path(out_dir, shard);
   if (io::file_exists(stats)) {
-    std::string fp = stats_fingerprint(stats, &why);
-    if (fp == fingerprint) {
-      p.state = ShardState::Done;
-    } else {
+    ordered_json rec;
+    try {
+      rec = ordered_json::parse(io::read_file(stats));
+    } catch (const std::exception& e) {
       p.state = ShardState::Conflict;
-      p.detail = fp.empty()
-                     ? stats + " " + why
-                     : stats + " was written with fingerprint " + fp + " (this run: " + fingerprint + ")";
+      p.detail = "shard " + shard + ": " + stats + " cannot be read (" + e.what() + ")";
+      return p;
     }
+    p.detail = recorded_fingerprint_change(rec, stats, shard, fingerprint);
+    p.state = p.detail.empty() ? ShardState::Done : ShardState::Conflict;
     return p;
   }
   const std::string log = log_partial_path(out_dir, shard);
   if (io::file_exists(log)) {
-    std::string fp = log_fingerprint(log, &why);
-    if (!fp.empty() && fp != fingerprint) {
+    ordered_json h = log_header(log, &why);
+    if (!h.is_null()) {
+      p.detail = recorded_fingerprint_change(h, log + " (an unfinished run)", shard, fingerprint);
+      if (!p.detail.empty()) p.state = ShardState::Conflict;
+    } else if (!why.empty()) {
       p.state = ShardState::Conflict;
-      p.detail = log + " (an unfinished run) has fingerprint " + fp + " (this run: " + fingerprint + ")";
-    } else if (fp.empty() && !why.empty()) {
-      p.state = ShardState::Conflict;
-      p.detail = log + " " + why;
+      p.detail = "shard " + shard + ": " + log + " " + why;
     }
   }
   // A published tar without stats is resumable when a finisher was killed between publishing
@@ -423,7 +455,7 @@ ShardProbe probe_shard(const std::string& out_dir, const std::string& shard, con
       // A finisher creates the stats before removing its log: they may have appeared since.
       if (io::file_exists(stats)) return probe_shard(out_dir, shard, fingerprint);
       p.state = ShardState::Conflict;
-      p.detail = tar + " exists without " + io::base_name(stats) +
+      p.detail = "shard " + shard + ": " + tar + " exists without " + io::base_name(stats) +
                  (has_log ? " and is not the unfinished run's partial tar"
                           : " or a partial log to resume from (not left by an interrupted run)");
     }
@@ -432,8 +464,8 @@ ShardProbe probe_shard(const std::string& out_dir, const std::string& shard, con
 }
 
 std::unique_ptr<ShardOutput> ShardOutput::open(const std::string& out_dir, const std::string& shard,
-                                               const std::string& fingerprint, bool overwrite, int64_t mtime,
-                                               ShardProbe* probe) {
+                                               const ShardFingerprint& fingerprint, bool overwrite,
+                                               int64_t mtime, ShardProbe* probe) {
   // A done shard stays done: no need to lock it to skip it.
   *probe = probe_shard(out_dir, shard, fingerprint);
   if (probe->state == ShardState::Done) return nullptr;
@@ -469,6 +501,7 @@ std::unique_ptr<ShardOutput> ShardOutput::open(const std::string& out_dir, const
     io::fsync_dir(out_dir);
     probe->state = ShardState::Todo;
   }
+  remove_publish_temps(out_dir, shard);
   // A publish cut short (probe_shard found it resumable): the published tar goes back under
   // the temp name, to be resumed and published again.
   struct stat ft {};
@@ -485,6 +518,20 @@ std::unique_ptr<ShardOutput> ShardOutput::open(const std::string& out_dir, const
   }
   o->load_partial(overwrite);
   return o;
+}
+
+bool remove_shard_outputs(const std::string& out_dir, const std::string& shard, std::string* busy) {
+  auto lock = ShardLock::acquire(out_dir, shard, busy);
+  if (!lock) return false;
+  lock->check_held();
+  ::unlink(shard_stats_path(out_dir, shard).c_str());  // the done marker first
+  for (const std::string& f : {shard_tar_path(out_dir, shard), shard_jsonl_path(out_dir, shard),
+                               log_partial_path(out_dir, shard), tar_partial_path(out_dir, shard)})
+    ::unlink(f.c_str());
+  remove_publish_temps(out_dir, shard);
+  io::fsync_dir(out_dir);
+  lock->mark_finished();  // its lock files go too
+  return true;
 }
 
 void ShardOutput::load_partial(bool /*overwrite*/) {
@@ -507,7 +554,7 @@ void ShardOutput::load_partial(bool /*overwrite*/) {
       break;
     }
     if (!header_ok) {
-      if (!j.contains("fingerprint") || j["fingerprint"] != fingerprint_) break;
+      if (!j.contains("fingerprint") || j["fingerprint"] != fingerprint_.hash) break;
       first_start_time_ = j.value("start_time", 0.0);
       header_ok = true;
       keep_log = nl + 1;
@@ -541,17 +588,14 @@ void ShardOutput::load_partial(bool /*overwrite*/) {
   log_ = io::OutFile(log_partial_, io::OutFile::Mode::Append);
 }
 
-void ShardOutput::append(SampleOutcome&& s) {
+bool ShardOutput::append(SampleOutcome&& s) {
   if (finished_) throw std::logic_error("append after finish");
-  if (!ordered_) {
-    write_sample(s);
-    return;
-  }
-  if (done_.count(s.index) || held_.count(s.index)) return;  // already recorded: never twice
+  if (!ordered_) return write_sample(s);
+  if (done_.count(s.index) || held_.count(s.index)) return false;  // already recorded: never twice
   while (done_.count(next_index_)) ++next_index_;
   if (s.index != next_index_) {
     held_.emplace(s.index, std::move(s));
-    return;
+    return true;
   }
   write_sample(s);
   for (;;) {
@@ -561,6 +605,7 @@ void ShardOutput::append(SampleOutcome&& s) {
     write_sample(it->second);
     held_.erase(it);
   }
+  return true;
 }
 
 namespace {
@@ -573,14 +618,15 @@ bool safe_suffix(const std::string& suffix) {
 }
 }  // namespace
 
-void ShardOutput::write_sample(const SampleOutcome& s) {
+bool ShardOutput::write_sample(const SampleOutcome& s) {
   lock_->check_held();
-  if (!done_.insert(s.index).second) return;  // already recorded (resume): never twice
+  if (!done_.insert(s.index).second) return false;  // already recorded (resume): never twice
   if (log_.bytes_written() == 0) {
     ordered_json h;
     h["recap_partial"] = 1;
     h["shard"] = shard_;
-    h["fingerprint"] = fingerprint_;
+    h["fingerprint"] = fingerprint_.hash;
+    h["fingerprint_material"] = fingerprint_.material;
     h["start_time"] = static_cast<double>(::time(nullptr));
     log_.write(h.dump() + "\n");
   }
@@ -625,6 +671,8 @@ void ShardOutput::write_sample(const SampleOutcome& s) {
     last_sync_ = now;
   }
   records_[s.index] = s.meta.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  if (on_written_) on_written_(s);
+  return true;
 }
 
 nlohmann::ordered_json ShardOutput::finish(const ordered_json& extra, double start_time, double end_time) {
@@ -674,7 +722,8 @@ nlohmann::ordered_json ShardOutput::finish(const ordered_json& extra, double sta
   st["resumed_samples"] = resumed_;
   if (first_start_time_ > 0) st["first_start_time"] = first_start_time_;
   for (auto it = extra.begin(); it != extra.end(); ++it) st[it.key()] = it.value();
-  st["fingerprint"] = fingerprint_;
+  st["fingerprint"] = fingerprint_.hash;
+  st["fingerprint_material"] = fingerprint_.material;
 
   // 1. tar: link, not rename, so that an existing final tar is never replaced.
   lock_->check_held();

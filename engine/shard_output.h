@@ -9,6 +9,10 @@
 //   {out}/.{shard}.log.partial   one JSON line per finished sample (its sidecar record, its input
 //                                index and the tar size after its members), appended and flushed
 //                                after the sample's tar members; line 1 records the fingerprint
+//                                and its material (engine/fingerprint.h)
+//   {out}/.{shard}.jsonl.tmp.*, .{shard}_stats.json.tmp.*   temp files of a publish; a kill
+//                                during a publish can leave them: the next holder of the lock
+//                                removes them (no other process may write them meanwhile)
 //
 // Only the lock holder ever writes the partial files, so two workers never write the same
 // temp file. On resume the log is read back, a torn last line dropped, every record whose tar
@@ -43,12 +47,14 @@
 // shard is done.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/sources.h"
@@ -61,6 +67,19 @@ class ShardLock;  // shard_output.cpp
 // A shard output that exists with another fingerprint (refused unless --overwrite).
 struct FingerprintMismatch : std::runtime_error {
   using std::runtime_error::runtime_error;
+};
+
+// What a shard's outputs must have been written with: the hash, and the material it is the
+// hash of (engine/fingerprint.h), both recorded in the partial log's header and the stats, so
+// that a conflict names the fields that changed.
+struct ShardFingerprint {
+  std::string hash;
+  nlohmann::ordered_json material;
+  ShardFingerprint() = default;
+  ShardFingerprint(std::string h, nlohmann::ordered_json m) : hash(std::move(h)), material(std::move(m)) {}
+  // A bare hash (unit tests, embedders): its material is {"fingerprint": hash}.
+  ShardFingerprint(const std::string& h) : hash(h), material({{"fingerprint", h}}) {}  // NOLINT
+  ShardFingerprint(const char* h) : ShardFingerprint(std::string(h)) {}                // NOLINT
 };
 
 struct SampleOutcome {
@@ -77,13 +96,15 @@ struct SampleOutcome {
 enum class ShardState {
   Todo,      // nothing or a partial run with our fingerprint (resumable)
   Done,      // stats exist with our fingerprint: skip
-  Conflict,  // stats or partial log with another fingerprint (or unreadable)
+  Conflict,  // stats or partial log with another fingerprint, without material, or unreadable
   Busy,      // another process holds the lock
 };
 
 struct ShardProbe {
   ShardState state = ShardState::Todo;
-  std::string detail;  // for Conflict: which file and which fingerprint; for Busy: who holds it
+  // Conflict: "shard S: FIELD was OLD, now NEW (FILE ...)" or why FILE is unusable; Busy: who
+  // holds it.
+  std::string detail;
 };
 
 std::string shard_stats_path(const std::string& out_dir, const std::string& shard);
@@ -95,7 +116,13 @@ std::string shard_jsonl_path(const std::string& out_dir, const std::string& shar
 void validate_lock_settings();
 
 // Looks at a shard's outputs without locking (for skipping and up-front refusal).
-ShardProbe probe_shard(const std::string& out_dir, const std::string& shard, const std::string& fingerprint);
+ShardProbe probe_shard(const std::string& out_dir, const std::string& shard,
+                       const ShardFingerprint& fingerprint);
+
+// Removes every output of a shard that is no longer part of the plan (a layout change with
+// --overwrite), under its lock: the stats (done marker) first, then tar, sidecar, partial and
+// temp files. Returns false with *busy set when another process holds the shard.
+bool remove_shard_outputs(const std::string& out_dir, const std::string& shard, std::string* busy);
 
 class ShardOutput {
  public:
@@ -104,7 +131,7 @@ class ShardOutput {
   // unless `overwrite` (then the old outputs and partial files are discarded), io::IoError
   // when the shard cannot be locked (see RECAP_LOCK_MODE above).
   static std::unique_ptr<ShardOutput> open(const std::string& out_dir, const std::string& shard,
-                                           const std::string& fingerprint, bool overwrite, int64_t mtime,
+                                           const ShardFingerprint& fingerprint, bool overwrite, int64_t mtime,
                                            ShardProbe* probe);
   ~ShardOutput();
 
@@ -114,15 +141,19 @@ class ShardOutput {
   int64_t resumed_count() const { return resumed_; }
 
   // Appends one sample (tar members for a success, then its log line). Not thread safe.
-  // Throws io::IoError when the shard lock was lost (lock files only), or, for a success,
-  // when its key fails io::key_problem() or a carried suffix holds '/', '\\' or control
-  // bytes (no member name is ever built from those).
+  // Throws io::IoError when the shard lock was lost (lock files only) or a write fails, or, for
+  // a success, when its key fails io::key_problem() or a carried suffix holds '/', '\\' or
+  // control bytes (no member name is ever built from those).
   // With keep_input_order(true) an outcome is held until every earlier input index has been
   // appended (or was done by an earlier run), so the tar lists samples in input order; held
   // outcomes are lost if the object is destroyed first (a rerun recomputes them).
-  void append(const SampleOutcome& s) { append(SampleOutcome(s)); }
-  void append(SampleOutcome&& s);
+  // Returns false (writes and holds nothing) when that input index is already recorded or held.
+  // Every sample really written (now, later when held, or by finish()) is passed to the
+  // on_written hook: counting there counts what the outputs hold, never more.
+  bool append(const SampleOutcome& s) { return append(SampleOutcome(s)); }
+  bool append(SampleOutcome&& s);
   void keep_input_order(bool on) { ordered_ = on; }
+  void on_written(std::function<void(const SampleOutcome&)> hook) { on_written_ = std::move(hook); }
   // Outcomes held back by keep_input_order.
   size_t held() const { return held_.size(); }
   // Publishes tar, sidecar and stats (extra keys merged into the computed stats). Returns
@@ -135,7 +166,8 @@ class ShardOutput {
   ShardOutput() = default;
   void load_partial(bool overwrite);
 
-  std::string out_dir_, shard_, fingerprint_;
+  std::string out_dir_, shard_;
+  ShardFingerprint fingerprint_;
   int64_t mtime_ = 0;
   std::unique_ptr<ShardLock> lock_;  // declared before the files: released after they close
   io::OutFile tar_, log_;
@@ -146,10 +178,11 @@ class ShardOutput {
   bool finished_ = false;
   double first_start_time_ = 0;
   int64_t last_sync_ = 0;
-  void write_sample(const SampleOutcome& s);
+  bool write_sample(const SampleOutcome& s);  // false: index already recorded
   bool ordered_ = false;
   int64_t next_index_ = 0;                 // with ordered_: the next input index to write
   std::map<int64_t, SampleOutcome> held_;  // with ordered_: outcomes waiting for earlier ones
+  std::function<void(const SampleOutcome&)> on_written_;
 };
 
 }  // namespace recap::engine

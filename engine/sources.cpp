@@ -58,8 +58,37 @@ int64_t count_list_records(const std::string& path, const io::ListColumns& colum
   }
 }
 
+// Shard names never collide across --list and --input: tar inputs keep their own names
+// (basename without .tar/.tar.gz/.tgz), and list shards are numbered from 0 in input order,
+// skipping every number whose zero-padded name a tar input already uses. Tar names are
+// therefore settled first; the shards are returned lists first, then tars, in input order.
 std::vector<ShardSpec> plan_shards(const InputOptions& opts, std::vector<std::string>* warnings) {
   if (opts.samples_per_shard < 1) throw InputError("--samples-per-shard must be at least 1");
+  std::vector<ShardSpec> tar_shards;
+  std::set<std::string> tar_names;
+  std::map<std::string, std::string> tar_of_name;
+  for (auto& path : expand_all(opts.tars)) {
+    if (!io::file_exists(path)) throw InputError(path + ": no such input tar");
+    std::string base = io::base_name(path);
+    // The output shard of x.tar, x.tar.gz, x.tgz ... is x.
+    for (const char* ext : {".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz",
+                            ".tar.zst", ".tzst", ".tar.lz4", ".tar.lz", ".tar.Z", ".taz"})
+      if (ends_with(base, ext) && base.size() > std::strlen(ext)) {
+        base.resize(base.size() - std::strlen(ext));
+        break;
+      }
+    if (!tar_names.insert(base).second)
+      throw InputError("two input tars share the name '" + base + "' (" + tar_of_name[base] + " and " + path +
+                       "; output shards are named after them)");
+    tar_of_name[base] = path;
+    ShardSpec s;
+    s.name = base;
+    s.is_tar = true;
+    s.path = path;
+    s.shard_id = -1;  // keys come from the tar
+    s.n_records = -1;
+    tar_shards.push_back(s);
+  }
   std::vector<ShardSpec> shards;
   int64_t shard_id = 0;
   for (auto& path : expand_all(opts.lists)) {
@@ -67,6 +96,7 @@ std::vector<ShardSpec> plan_shards(const InputOptions& opts, std::vector<std::st
     const int64_t n = count_list_records(path, opts.columns);
     if (n == 0 && warnings) warnings->push_back(path + ": no samples");
     for (int64_t first = 0; first < n; first += opts.samples_per_shard) {
+      while (tar_names.count(shard_name(shard_id))) ++shard_id;  // that name is a tar's
       ShardSpec s;
       s.name = shard_name(shard_id);
       s.shard_id = shard_id++;
@@ -76,28 +106,7 @@ std::vector<ShardSpec> plan_shards(const InputOptions& opts, std::vector<std::st
       shards.push_back(s);
     }
   }
-  std::set<std::string> names;
-  for (auto& path : expand_all(opts.tars)) {
-    if (!io::file_exists(path)) throw InputError(path + ": no such input tar");
-    // The output shard of x.tar, x.tar.gz, x.tgz ... is x.
-    std::string base = io::base_name(path);
-    for (const char* suf : {".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz",
-                            ".tar.zst", ".tzst", ".tar.lz4", ".tar.lz", ".tar.Z", ".taz"}) {
-      if (ends_with(base, suf) && base.size() > std::strlen(suf)) {
-        base.resize(base.size() - std::strlen(suf));
-        break;
-      }
-    }
-    if (!names.insert(base).second)
-      throw InputError("two input tars share the name '" + base + "' (output shards are named after them)");
-    ShardSpec s;
-    s.name = base;
-    s.is_tar = true;
-    s.path = path;
-    s.shard_id = shard_id++;
-    s.n_records = -1;
-    shards.push_back(s);
-  }
+  shards.insert(shards.end(), tar_shards.begin(), tar_shards.end());
   if (opts.lists.empty() && opts.tars.empty())
     throw InputError("no input: pass --list FILE or --input PATTERN");
   return shards;

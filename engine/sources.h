@@ -10,6 +10,8 @@
 // tar, named after the input's basename without .tar/.tar.gz/.tgz/...; members are grouped
 // into samples exactly as webdataset groups them (see TarStream in sources.cpp and
 // docs/CAPTION.md); keys are preserved, bad and duplicate keys fail their sample.
+// With both kinds, list shard numbers skip every name a tar input uses, so no two shards
+// share a name (plan_shards).
 #pragma once
 #include <cstdint>
 #include <memory>

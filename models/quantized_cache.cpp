@@ -3,14 +3,17 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
+#include <vector>
 
 #include "models/llava.h"
 
@@ -157,6 +160,45 @@ ModelConfig model_config_from_json(const std::string& text, const std::string& s
 bool is_quantized_cache(const std::string& dir) {
   std::error_code ec;
   return !dir.empty() && fs::is_regular_file(fs::path(dir) / kQuantizedCacheFile, ec);
+}
+
+std::string quantized_cache_header_hash(const std::string& dir) {
+  if (dir.empty()) return "";
+  const std::string path = (fs::path(dir) / kQuantizedCacheFile).string();
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  std::string header;
+  uint8_t len8[8];
+  if (::pread(fd, len8, 8, 0) == 8) {
+    uint64_t len = 0;
+    for (int i = 0; i < 8; ++i) len |= static_cast<uint64_t>(len8[i]) << (8 * i);
+    if (len > 0 && len < (uint64_t{1} << 30)) {
+      header.assign(8 + len, '\0');
+      std::memcpy(header.data(), len8, 8);
+      if (::pread(fd, header.data() + 8, len, 8) != static_cast<ssize_t>(len)) header.clear();
+    }
+  }
+  ::close(fd);
+  if (header.empty()) return "";
+  try {
+    auto h = json::parse(header.substr(8));
+    const auto& md = h.at("__metadata__");
+    if (!md.contains(kQuantizedCacheContentHashKey)) return "";
+    const std::string v = md.at(kQuantizedCacheContentHashKey).get<std::string>();
+    if (v.size() != 16 || v == std::string(16, '0')) return "";  // never finished writing it
+  } catch (...) {
+    return "";
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx",
+                static_cast<unsigned long long>(XXH3_64bits(header.data(), header.size())));
+  return buf;
+}
+
+std::string quantized_cache_precision(const Checkpoint& ckpt) {
+  if (!ckpt.text_store || !is_quantized_cache_store(*ckpt.text_store)) return "";
+  auto it = ckpt.text_store->metadata().find("recap.precision");
+  return it == ckpt.text_store->metadata().end() ? "" : it->second;
 }
 
 bool is_quantized_cache_store(const io::WeightStore& store) {
@@ -421,8 +463,16 @@ QuantizeStats write_quantized_cache(
   header["__metadata__"] = {{"recap.format", kQuantizedCacheMarker},
                             {"recap.precision", kernels::weight_format_name(precision)},
                             {"recap.config", model_config_to_json(config)},
-                            {"recap.matrices", matrices.dump()}};
+                            {"recap.matrices", matrices.dump()},
+                            // A placeholder of the final width: the hash of the data is known only
+                            // after it is written, and then overwrites these digits in place.
+                            {kQuantizedCacheContentHashKey, std::string(16, '0')}};
   std::string h = header.dump();
+  const std::string placeholder =
+      std::string("\"") + kQuantizedCacheContentHashKey + "\":\"" + std::string(16, '0') + "\"";
+  const size_t placeholder_at = h.find(placeholder);
+  if (placeholder_at == std::string::npos)
+    throw std::logic_error("quantize: content hash placeholder not found");
   while ((8 + h.size()) % kAlign != 0) h.push_back(' ');
   const uint64_t data_start = 8 + h.size();
 
@@ -431,7 +481,8 @@ QuantizeStats write_quantized_cache(
   if (ec) throw std::runtime_error(out_dir + ": cannot create directory: " + ec.message());
   const std::string final_path = (fs::path(out_dir) / kQuantizedCacheFile).string();
   const std::string tmp_path = final_path + ".tmp." + std::to_string(getpid());
-  int fd = ::open(tmp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // Read-write: the data is read back for its content hash.
+  int fd = ::open(tmp_path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) throw std::runtime_error(tmp_path + ": cannot create: " + std::strerror(errno));
   try {
     uint64_t hl = h.size();
@@ -457,6 +508,28 @@ QuantizeStats write_quantized_cache(
     }
     if (ftruncate(fd, static_cast<off_t>(data_start + off)) != 0)
       throw std::runtime_error(tmp_path + ": truncate failed: " + std::strerror(errno));
+    // The content hash: every byte after the header, read back from the file as written.
+    {
+      XXH3_state_t* xs = XXH3_createState();
+      XXH3_64bits_reset(xs);
+      std::vector<char> buf(4 << 20);
+      for (uint64_t pos = data_start, end = data_start + off; pos < end;) {
+        const size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), end - pos));
+        const ssize_t got = ::pread(fd, buf.data(), want, static_cast<off_t>(pos));
+        if (got <= 0) {
+          XXH3_freeState(xs);
+          throw std::runtime_error(tmp_path + ": read back failed: " + std::strerror(errno));
+        }
+        XXH3_64bits_update(xs, buf.data(), static_cast<size_t>(got));
+        pos += static_cast<uint64_t>(got);
+      }
+      char hex[17];
+      std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(XXH3_64bits_digest(xs)));
+      XXH3_freeState(xs);
+      const size_t digits_at = placeholder_at + placeholder.size() - 17;
+      h.replace(digits_at, 16, hex);
+      pwrite_all(fd, h.data(), h.size(), 8, tmp_path);
+    }
     if (fsync(fd) != 0) throw std::runtime_error(tmp_path + ": fsync failed: " + std::strerror(errno));
   } catch (...) {
     ::close(fd);

@@ -7,6 +7,10 @@
 //   recap.config     the resolved models::ModelConfig as JSON (no config.json parsing or
 //                    tensor-shape inference at load)
 //   recap.matrices   JSON {key: {"format": f, "n": n, "k": k}} for every packed matrix
+//   recap.content_xxh3  XXH3-64 (16 hex digits) of every byte after the header, computed at
+//                    quantize time; the run fingerprint hashes the header (which holds it)
+//                    instead of rereading gigabytes. Caches written before it existed lack
+//                    it and are hashed in full.
 // Packed matrices are U8 tensors [bytes] named by their WeightSource key (tensor names joined
 // with '+' for fused matrices), each at a 64-byte aligned file offset; f32 vectors (norms,
 // biases, class/position embeddings) are F32 tensors under their checkpoint names.
@@ -28,11 +32,20 @@ namespace recap::models {
 
 inline constexpr const char* kQuantizedCacheFile = "recap-packed.safetensors";
 inline constexpr const char* kQuantizedCacheMarker = "recap-packed-v1";
+inline constexpr const char* kQuantizedCacheContentHashKey = "recap.content_xxh3";
 
 // True when dir holds a quantized cache (DIR/recap-packed.safetensors).
 bool is_quantized_cache(const std::string& dir);
 // True when the store's metadata carries the marker.
 bool is_quantized_cache_store(const io::WeightStore& store);
+
+// XXH3-64 (16 hex digits) of DIR/recap-packed.safetensors's header (8-byte length + JSON)
+// when that header records recap.content_xxh3; "" when the file is absent, unreadable or
+// has no content hash (then the caller hashes the whole file).
+std::string quantized_cache_header_hash(const std::string& dir);
+// The precision recorded in a cache checkpoint's metadata ("f32"|"bf16"|"int8"|"int4"), ""
+// when the checkpoint is not a quantized cache.
+std::string quantized_cache_precision(const Checkpoint& ckpt);
 
 // Opens a cache as a Checkpoint (text_store == vision_store == the cache file). Every
 // recorded matrix and tensor is checked for presence and size. Throws ConfigError naming

@@ -2,13 +2,17 @@
 // user sees what finished and what to resubmit (engine/merge_stats.h).
 //
 // The expected shards come from the inputs when --list/--input are given (with the same
-// --samples-per-shard, column and --shards flags as the caption job), else from the
-// directory. Exit 0 only when every expected shard is done; 1 when some are not (partial,
-// missing, corrupt); 2 on a usage error (no such directory, unreadable inputs).
+// --samples-per-shard, column and --shards flags as the caption job), else from the run plan
+// caption wrote (OUT/_recap_plan.json), else from the directory. Exit codes:
+//   0  every expected shard is done (holds exactly the samples its plan says);
+//   1  some are not: incomplete (fewer samples than planned, or another layout), partial,
+//      missing (planned, no outputs), corrupt;
+//   2  usage error (no such directory, unreadable inputs or run plan).
 #include <cstdio>
 #include <iostream>
 
 #include "engine/merge_stats.h"
+#include "engine/run_plan.h"
 #include "engine/shard_assign.h"
 #include "engine/sources.h"
 #include "io/fileutil.h"
@@ -27,7 +31,7 @@ struct MergeFlags {
 };
 
 int run_merge_stats(const MergeFlags& f) {
-  std::vector<std::string> expected;
+  std::vector<engine::PlannedShard> expected;
   if (!f.lists.empty() || !f.inputs.empty()) {
     engine::InputOptions in;
     in.lists = f.lists;
@@ -35,14 +39,18 @@ int run_merge_stats(const MergeFlags& f) {
     in.columns = f.columns;
     in.samples_per_shard = f.samples_per_shard;
     std::vector<std::string> warnings, names;
+    std::vector<engine::ShardSpec> specs;
     try {
-      for (auto& s : engine::plan_shards(in, &warnings)) names.push_back(s.name);
+      specs = engine::plan_shards(in, &warnings);
+      for (auto& s : specs) names.push_back(s.name);
       engine::ShardSelection sel;
       if (!f.shards.empty()) sel = engine::parse_shard_selection(f.shards);
       if (!f.shards_file.empty())
         sel = engine::merge_selections(sel, engine::read_shard_selection_file(f.shards_file));
-      for (int64_t p : engine::selected_positions(sel, names))
-        expected.push_back(names[static_cast<size_t>(p)]);
+      for (int64_t p : engine::selected_positions(sel, names)) {
+        const auto& s = specs[static_cast<size_t>(p)];
+        expected.push_back({s.name, s.n_records, engine::shard_plan_entry(s, f.samples_per_shard)});
+      }
     } catch (const std::exception& e) {
       std::fprintf(stderr, "merge-stats: %s\n", e.what());
       return kExitUsage;

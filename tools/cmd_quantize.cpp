@@ -79,9 +79,13 @@ int run_quantize(const QuantizeArgs& a) {
                        tty ? "" : "\n");
       });
   if (tty) std::fprintf(stderr, "\n");
+  // The content hash recorded in the header (recap.content_xxh3): caption's fingerprint uses
+  // it instead of rereading the cache; a rerun of quantize with the same input prints the same.
+  const std::string header_hash = models::quantized_cache_header_hash(a.out);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
+  std::printf("content hash recorded (header xxh3 %s)\n", header_hash.c_str());
   std::printf(
       "wrote %s/%s: %s, %lld packed matrices, %lld f32 tensors, %.2f GiB (largest matrix %.1f MiB) in %.1f "
       "s; "

@@ -7,7 +7,9 @@
 
 #include "cli_util.h"
 #include "engine/caption_pipeline.h"
+#include "engine/fingerprint.h"
 #include "engine/kv_cache.h"
+#include "engine/run_plan.h"
 #include "engine/sampler.h"
 #include "engine/shard_assign.h"
 #include "engine/shard_output.h"
@@ -304,4 +306,50 @@ TEST(Threads, ExplicitThenOmpWithinTheLimitThenDetected) {
   auto d = resolve_threads(0);
   EXPECT_GE(d.threads, 1);
   EXPECT_LE(d.threads, affinity_cpu_count());
+}
+
+TEST(Fingerprint, MaterialChangeNamesEveryDifferingField) {
+  using nlohmann::ordered_json;
+  ordered_json was = {
+      {"samples_per_shard", 4}, {"weights", {{"a.safetensors", {{"xxh3", "01"}}}}}, {"old", 1}};
+  ordered_json now = {
+      {"samples_per_shard", 8}, {"weights", {{"a.safetensors", {{"xxh3", "02"}}}}}, {"new", true}};
+  EXPECT_EQ(
+      recap::engine::describe_material_change(was, now),
+      "samples_per_shard was 4, now 8; weights.a.safetensors.xxh3 was \"01\", now \"02\"; new was absent, "
+      "now true; old was 1, now absent");
+  EXPECT_EQ(recap::engine::describe_material_change(was, now, 1),
+            "samples_per_shard was 4, now 8; and 3 more field(s)");
+  EXPECT_EQ(recap::engine::describe_material_change(now, now), "");
+  // The hash is of the material: any field changes it, equal material gives equal hashes.
+  EXPECT_EQ(recap::engine::fingerprint_of(now),
+            recap::engine::fingerprint_of(ordered_json::parse(now.dump())));
+  EXPECT_NE(recap::engine::fingerprint_of(now), recap::engine::fingerprint_of(was));
+}
+
+TEST(RunPlan, MergesPerShardKeepsOtherInputsAndFindsStaleShards) {
+  using nlohmann::ordered_json;
+  ordered_json old = {{"00000", {{"input", "/l.jsonl"}, {"samples", 4}}},
+                      {"00001", {{"input", "/l.jsonl"}, {"samples", 4}}},
+                      {"00002", {{"input", "/l.jsonl"}, {"samples", 4}}},
+                      {"x", {{"input", "/x.tar"}, {"samples", nullptr}}}};
+  // The same plan: nothing to write.
+  std::vector<std::pair<std::string, ordered_json>> same;
+  for (auto it = old.begin(); it != old.end(); ++it) same.emplace_back(it.key(), it.value());
+  auto m0 = recap::engine::merge_run_plan(old, same, {"/l.jsonl", "/x.tar"});
+  EXPECT_FALSE(m0.differs);
+  EXPECT_EQ(m0.shards, old);
+  // Another layout of /l.jsonl only: 00000 changes, 00002 is stale, the tar's entry stays.
+  auto m = recap::engine::merge_run_plan(old,
+                                         {{"00000", {{"input", "/l.jsonl"}, {"samples", 8}}},
+                                          {"00001", {{"input", "/l.jsonl"}, {"samples", 4}}}},
+                                         {"/l.jsonl"});
+  EXPECT_TRUE(m.differs);
+  ASSERT_EQ(m.changed.size(), 1u);
+  EXPECT_EQ(m.changed[0].first, "00000");
+  EXPECT_EQ(m.changed[0].second, "samples was 4, now 8");
+  EXPECT_EQ(m.stale, std::vector<std::string>{"00002"});
+  EXPECT_TRUE(m.shards.contains("x"));
+  EXPECT_FALSE(m.shards.contains("00002"));
+  EXPECT_EQ(m.shards["00000"]["samples"], 8);
 }

@@ -63,7 +63,7 @@ TEST(MergeStats, SumsAndStatesFromDirectory) {
   io::atomic_write(dir + "/.00007.lock", "");  // started, nothing written yet
   io::atomic_write(dir + "/unrelated.txt", "x");
 
-  auto m = merge_shard_stats(dir, {});
+  auto m = merge_shard_stats(dir, std::vector<std::string>{});
   EXPECT_EQ(m.expected_from, "directory");
   // Seen 0,1,3,4,6,7 plus the gaps 2 and 5.
   ASSERT_EQ(m.shards.size(), 8u);
@@ -90,7 +90,7 @@ TEST(MergeStats, SumsAndStatesFromDirectory) {
   EXPECT_DOUBLE_EQ(m.images_per_worker_hour(), 24 * 3600.0 / 500);
   EXPECT_EQ(m.rerun_spec(), "--shards 2-5,7");
   auto text = m.to_text();
-  EXPECT_NE(text.find("done 3, partial 2, missing 2, corrupt 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("done 3, incomplete 0, partial 2, missing 2, corrupt 1"), std::string::npos) << text;
   EXPECT_NE(text.find("missing: 2,5"), std::string::npos) << text;
   EXPECT_NE(text.find("2 different fingerprints"), std::string::npos) << text;
   EXPECT_NE(text.find("inferred from the directory"), std::string::npos) << text;
@@ -105,11 +105,12 @@ TEST(MergeStats, CliExitCodesJsonAndTodoFile) {
   EXPECT_EQ(r.rc, 0) << r.out;
   EXPECT_NE(r.out.find("all done"), std::string::npos) << r.out;
 
-  // A list of 5 shards of 2 lines: shards 3 and 4 never started.
+  // A list of 5 shards of 5 lines (the 5 samples each done shard holds): shards 3 and 4 never
+  // started.
   std::string list;
-  for (int i = 0; i < 10; ++i) list += json{{"url", "img" + std::to_string(i) + ".jpg"}}.dump() + "\n";
+  for (int i = 0; i < 25; ++i) list += json{{"url", "img" + std::to_string(i) + ".jpg"}}.dump() + "\n";
   io::atomic_write(dir + "/l.jsonl", list);
-  r = merge({"--out", dir + "/out", "--list", dir + "/l.jsonl", "--samples-per-shard", "2", "--json",
+  r = merge({"--out", dir + "/out", "--list", dir + "/l.jsonl", "--samples-per-shard", "5", "--json",
              "--todo-file", dir + "/todo.txt"});
   EXPECT_EQ(r.rc, 1) << r.out;
   auto j = json::parse(r.out);
@@ -124,7 +125,7 @@ TEST(MergeStats, CliExitCodesJsonAndTodoFile) {
 
   // Restricted to the shards that are done: exit 0.
   r = merge(
-      {"--out", dir + "/out", "--list", dir + "/l.jsonl", "--samples-per-shard", "2", "--shards", "0-2"});
+      {"--out", dir + "/out", "--list", dir + "/l.jsonl", "--samples-per-shard", "5", "--shards", "0-2"});
   EXPECT_EQ(r.rc, 0) << r.out;
 
   // Usage errors: exit 2 with the reason.
@@ -134,7 +135,7 @@ TEST(MergeStats, CliExitCodesJsonAndTodoFile) {
   r = merge({"--out", dir + "/out", "--list", dir + "/missing.jsonl"});
   EXPECT_EQ(r.rc, 2) << r.out;
   EXPECT_NE(r.out.find("missing.jsonl"), std::string::npos) << r.out;
-  r = merge({"--out", dir + "/out", "--list", dir + "/l.jsonl", "--samples-per-shard", "2", "--shards", "9"});
+  r = merge({"--out", dir + "/out", "--list", dir + "/l.jsonl", "--samples-per-shard", "5", "--shards", "9"});
   EXPECT_EQ(r.rc, 2) << r.out;
   EXPECT_NE(r.out.find("no input shard 9"), std::string::npos) << r.out;
   r = merge({"--out", dir + "/out", "--shards", "1"});
