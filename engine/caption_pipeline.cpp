@@ -605,6 +605,13 @@ void CaptionRun::setup() {
   } catch (const std::exception& e) {
     throw UsageError(e.what());
   }
+  // Which tokenizer this is, said before it is checked against the model (a refused one is
+  // named too).
+  try {
+    rep_.line("tokenizer: " + describe_tokenizer(tok_->path()));
+  } catch (const std::exception& e) {
+    throw UsageError(e.what());
+  }
   try {
     tmpl_ =
         models::resolve_template(o_.template_name.empty() ? models::kDefaultTemplateName : o_.template_name);
@@ -655,11 +662,6 @@ void CaptionRun::setup() {
     precision = choice.precision;
     precision_name_ = kernels::weight_format_name(precision);
     rep_.line("precision " + precision_name_ + " (" + choice.reason + ")");
-    try {
-      rep_.line("tokenizer: " + describe_tokenizer(tok_->path()));
-    } catch (const std::exception& e) {
-      throw UsageError(e.what());
-    }
   }
 
   // Fingerprint: everything that changes outputs, nothing that must not (engine/fingerprint.h).
@@ -839,8 +841,9 @@ bool CaptionRun::open_next_shard() {
     if (out->resumed_count() > 0)
       rep_.line("shard " + spec.name + ": resuming, " + std::to_string(out->resumed_count()) +
                 " sample(s) already done");
-    // A webdataset shard keeps its input's sample order (captions finish out of order).
-    if (spec.is_tar) out->keep_input_order(true);
+    // Every shard keeps its input's sample order (captions finish out of order): the same
+    // input gives the same tar bytes whatever the batch, threads or download timing.
+    out->keep_input_order(true);
     OpenShard* raw = sh.get();
     out->on_written([this, raw](const SampleOutcome& oc) { count_written(raw, oc); });
     sh->out = std::move(out);

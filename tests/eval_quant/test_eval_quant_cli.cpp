@@ -283,6 +283,9 @@ TEST(CaptionPrecision, StartLinesNameTheTokenizer) {
                              "--max-new-tokens",
                              "2"};
   r = run_cmd(a);
+  // Named first, then refused before any weight is read: its ids exceed the tiny vocabulary.
+  EXPECT_EQ(r.rc, 2) << r.out;
+  EXPECT_NE(r.out.find("has 128256 token ids but the model in "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("\ntokenizer: Llama-3 (sha256 "
                        "c05a3c2174e9edd5be19dc5a0748c42a9037bec2811ce062728bfd71f8702d78)\n"),
             std::string::npos)
