@@ -178,7 +178,7 @@ ChatTemplate load_template_file(const std::string& path) {
   json j;
   try {
     j = json::parse(content);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error; out_of_range for a number overflow (1e999)
     fail(std::string("malformed JSON: ") + e.what());
   }
   if (!j.is_object()) fail("expected a JSON object");
