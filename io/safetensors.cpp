@@ -437,12 +437,13 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
 namespace {
 
 std::string find_index_in_dir(const fs::path& dir) {
-  if (fs::is_regular_file(dir / "model.safetensors.index.json"))
+  std::error_code ec;  // an unreadable directory or entry is skipped, never a filesystem_error
+  if (fs::is_regular_file(dir / "model.safetensors.index.json", ec))
     return (dir / "model.safetensors.index.json").string();
   std::vector<std::string> found;
-  for (const auto& e : fs::directory_iterator(dir)) {
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string n = e.path().filename().string();
-    if (e.is_regular_file() && n.size() > 23 && n.ends_with(".safetensors.index.json"))
+    if (e.is_regular_file(ec) && n.size() > 23 && n.ends_with(".safetensors.index.json"))
       found.push_back(e.path().string());
   }
   if (found.size() == 1) return found[0];
@@ -451,10 +452,11 @@ std::string find_index_in_dir(const fs::path& dir) {
 }
 
 std::string find_single_in_dir(const fs::path& dir) {
-  if (fs::is_regular_file(dir / "model.safetensors")) return (dir / "model.safetensors").string();
+  std::error_code ec;
+  if (fs::is_regular_file(dir / "model.safetensors", ec)) return (dir / "model.safetensors").string();
   std::vector<std::string> found;
-  for (const auto& e : fs::directory_iterator(dir))
-    if (e.is_regular_file() && e.path().extension() == ".safetensors") found.push_back(e.path().string());
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (e.is_regular_file(ec) && e.path().extension() == ".safetensors") found.push_back(e.path().string());
   if (found.size() == 1) return found[0];
   if (found.empty())
     fail(dir.string(),
