@@ -21,7 +21,7 @@ const std::string kData = RECAP_TEST_DATA;
 const std::string kTokenizer = std::string(RECAP_SOURCE_DIR) + "/examples/demo/tokenizer.json";
 const std::string kWeights = kData + "/tiny/llava_orig_with_vt_fp32";
 
-struct Run {
+struct CliRun {
   int code = -1;
   std::string out;  // stdout + stderr
 };
@@ -32,9 +32,9 @@ std::string quote(const std::string& s) {
   return q + "'";
 }
 
-Run run_limited(const std::string& args) {
+CliRun run_limited(const std::string& args) {
   const std::string cmd = "ulimit -v 2097152; exec " + quote(RECAP_BIN) + " " + args + " 2>&1";
-  Run r;
+  CliRun r;
   FILE* p = popen(cmd.c_str(), "r");
   char buf[4096];
   size_t n;
@@ -123,7 +123,7 @@ TEST(TokenizerErrorsCli, CaptionExits2NamingTheFile) {
     const std::string tok = tmp.file("tokenizer.json");
     write_text(tok, c.text);
     write_text(tmp.file("l.jsonl"), "{\"url\": \"" + kData + "/tiny/images/gray_square.jpg\"}\n");
-    const Run r =
+    const CliRun r =
         run_limited("caption --weights " + quote(kWeights) + " --tokenizer " + quote(tok) +
                     " --threads 1 --list " + quote(tmp.file("l.jsonl")) + " --out " + quote(tmp.file("out")));
     EXPECT_EQ(r.code, 2) << r.out;
@@ -139,7 +139,7 @@ TEST(TokenizerErrorsCli, TokenizeExits2NamingTheFile) {
     TempDir tmp;
     const std::string tok = tmp.file("tokenizer.json");
     write_text(tok, c.text);
-    const Run r = run_limited("tokenize --tokenizer " + quote(tok) + " --text hello");
+    const CliRun r = run_limited("tokenize --tokenizer " + quote(tok) + " --text hello");
     EXPECT_EQ(r.code, 2) << r.out;
     EXPECT_EQ(r.out, "recap-engine tokenize: error: " + tok + ": " + c.what + "\n");
   }
