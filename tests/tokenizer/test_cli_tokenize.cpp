@@ -146,6 +146,7 @@ TEST(CliTokenize, UsageAndBadTokenizer) {
   { std::ofstream(dir / "bad.json") << "{\"model\": {}}"; }
   r = run(bin() + " tokenize --tokenizer '" + (dir / "bad.json").string() + "' --text x 2>'" + err + "'");
   EXPECT_EQ(r.exit_code, 2);  // an unusable tokenizer file is a configuration error
-  EXPECT_EQ(slurp(err), "recap-engine tokenize: error: " + (dir / "bad.json").string() + ": missing model.vocab\n");
+  EXPECT_EQ(slurp(err),
+            "recap-engine tokenize: error: " + (dir / "bad.json").string() + ": missing model.vocab\n");
   fs::remove_all(dir);
 }
