@@ -28,6 +28,8 @@ namespace {
 
 // A header larger than this is not a weight file (real 8B shards have ~30 KB headers).
 constexpr uint64_t kMaxHeaderBytes = 100ull * 1024 * 1024;
+// Tensors have at most this many dimensions (weights have 1 to 4).
+constexpr size_t kMaxRank = 8;
 
 struct DTypeRow {
   DType dtype;
@@ -59,44 +61,81 @@ std::string shape_str(const std::vector<int64_t>& shape) {
   throw FormatError(file + ": tensor '" + tensor + "': " + what);
 }
 
-// Parses JSON text strictly: nlohmann::json keeps only one of two equal keys, so a parser
-// callback tracks the keys of every open object and reports the first duplicate.
-json parse_json_strict(const char* begin, const char* end, const std::string& file, const char* what) {
+// Deepest nesting accepted in a header or index: real ones nest 3 levels ({name: {shape: [..]}}).
+constexpr size_t kMaxJsonDepth = 64;
+
+// A SAX pass over the text that only checks structure: no key twice in one object (nlohmann::json
+// keeps just one of two equal keys, so a DOM cannot tell) and nesting at most kMaxJsonDepth. It
+// is linear in the text; nlohmann's parser callback is not (every object_end rescans the parent
+// object for discarded values, quadratic in the tensor count), which is why this is a separate
+// pass before a plain json::parse.
+struct StructureCheck : json::json_sax_t {
   std::vector<std::set<std::string>> open_objects;
+  size_t depth = 0;
   std::string duplicate;
   size_t duplicate_depth = 0;  // 1: a key of the top-level object
-  auto cb = [&](int /*depth*/, json::parse_event_t event, json& parsed) {
-    switch (event) {
-      case json::parse_event_t::object_start:
-        open_objects.emplace_back();
-        break;
-      case json::parse_event_t::object_end:
-        if (!open_objects.empty()) open_objects.pop_back();
-        break;
-      case json::parse_event_t::key:
-        if (!open_objects.empty() && duplicate.empty() && parsed.is_string()) {
-          if (!open_objects.back().insert(parsed.get<std::string>()).second) {
-            duplicate = parsed.get<std::string>();
-            duplicate_depth = open_objects.size();
-          }
-        }
-        break;
-      default:
-        break;
+  bool too_deep = false;
+
+  bool open() {
+    if (++depth > kMaxJsonDepth) {
+      too_deep = true;
+      return false;
     }
     return true;
-  };
+  }
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override {
+    open_objects.emplace_back();
+    return open();
+  }
+  bool key(string_t& k) override {
+    if (!open_objects.back().insert(k).second) {
+      duplicate = k;
+      duplicate_depth = open_objects.size();
+      return false;
+    }
+    return true;
+  }
+  bool end_object() override {
+    open_objects.pop_back();
+    --depth;
+    return true;
+  }
+  bool start_array(std::size_t) override { return open(); }
+  bool end_array() override {
+    --depth;
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+    return false;  // json::parse below reports it with its own message
+  }
+};
+
+// Parses JSON text strictly (see StructureCheck); every failure is a FormatError naming `file`.
+json parse_json_strict(const char* begin, const char* end, const std::string& file, const char* what) {
+  StructureCheck check;
+  const bool structure_ok = json::sax_parse(begin, end, &check);
+  if (!check.duplicate.empty()) {
+    if (check.duplicate_depth == 1 && std::string(what) == "header")
+      fail_tensor(file, check.duplicate, std::string("duplicate name in the ") + what);
+    fail(file, std::string("duplicate key '") + check.duplicate + "' in the " + what);
+  }
+  if (check.too_deep)
+    fail(file,
+         std::string("the ") + what + " nests deeper than " + std::to_string(kMaxJsonDepth) + " levels");
   json j;
   try {
-    j = json::parse(begin, end, cb);
-  } catch (const json::exception& e) {
+    j = json::parse(begin, end);
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number overflow
     fail(file, std::string("malformed JSON ") + what + ": " + e.what());
   }
-  if (!duplicate.empty()) {
-    if (duplicate_depth == 1 && std::string(what) == "header")
-      fail_tensor(file, duplicate, std::string("duplicate name in the ") + what);
-    fail(file, std::string("duplicate key '") + duplicate + "' in the " + what);
-  }
+  if (!structure_ok) fail(file, std::string("malformed JSON ") + what);  // not reached: parse threw
   return j;
 }
 
@@ -330,7 +369,14 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
     auto sh = v.find("shape");
     if (sh == v.end()) fail_tensor(path, name, "missing shape");
     if (!sh->is_array()) fail_tensor(path, name, "shape is not an array");
+    if (sh->size() > kMaxRank)
+      fail_tensor(path, name,
+                  "shape has " + std::to_string(sh->size()) + " dimensions (at most " +
+                      std::to_string(kMaxRank) + ")");
     uint64_t numel = 1;
+    // The product of the non-zero dims must fit in int64 too: an empty tensor [0, 2^40, 2^40] is
+    // 0 bytes, but code computing a row size from its dims would overflow.
+    uint64_t nonzero_numel = 1;
     bool overflow = false;
     for (const json& d : *sh) {
       uint64_t dim;
@@ -338,6 +384,9 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
         fail_tensor(path, name, "shape " + sh->dump() + " has an entry that is not a non-negative integer");
       t.shape.push_back(static_cast<int64_t>(dim));
       overflow = overflow || __builtin_mul_overflow(numel, dim, &numel);
+      overflow = overflow ||
+                 __builtin_mul_overflow(nonzero_numel, std::max<uint64_t>(dim, 1), &nonzero_numel) ||
+                 nonzero_numel > static_cast<uint64_t>(INT64_MAX);
     }
     uint64_t need = 0;
     overflow = overflow || __builtin_mul_overflow(numel, static_cast<uint64_t>(dtype_size(t.dtype)), &need);
@@ -388,12 +437,13 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
 namespace {
 
 std::string find_index_in_dir(const fs::path& dir) {
-  if (fs::is_regular_file(dir / "model.safetensors.index.json"))
+  std::error_code ec;  // an unreadable directory or entry is skipped, never a filesystem_error
+  if (fs::is_regular_file(dir / "model.safetensors.index.json", ec))
     return (dir / "model.safetensors.index.json").string();
   std::vector<std::string> found;
-  for (const auto& e : fs::directory_iterator(dir)) {
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string n = e.path().filename().string();
-    if (e.is_regular_file() && n.size() > 23 && n.ends_with(".safetensors.index.json"))
+    if (e.is_regular_file(ec) && n.size() > 23 && n.ends_with(".safetensors.index.json"))
       found.push_back(e.path().string());
   }
   if (found.size() == 1) return found[0];
@@ -402,10 +452,11 @@ std::string find_index_in_dir(const fs::path& dir) {
 }
 
 std::string find_single_in_dir(const fs::path& dir) {
-  if (fs::is_regular_file(dir / "model.safetensors")) return (dir / "model.safetensors").string();
+  std::error_code ec;
+  if (fs::is_regular_file(dir / "model.safetensors", ec)) return (dir / "model.safetensors").string();
   std::vector<std::string> found;
-  for (const auto& e : fs::directory_iterator(dir))
-    if (e.is_regular_file() && e.path().extension() == ".safetensors") found.push_back(e.path().string());
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (e.is_regular_file(ec) && e.path().extension() == ".safetensors") found.push_back(e.path().string());
   if (found.size() == 1) return found[0];
   if (found.empty())
     fail(dir.string(),
@@ -434,6 +485,42 @@ std::string read_small_file(const std::string& path) {
   }
   std::fclose(fp);
   return text;
+}
+
+// The path of shard `shard` named by the index `index_path` in directory `dir`, which must lie
+// inside `dir`: a relative name with no ".." escaping it, whose containing directory resolves
+// (realpath, symlinks followed) inside the real `dir`. The shard file itself may be a symlink
+// anywhere (a Hugging Face cache snapshot links every file to ../../blobs/<hash>); a symlinked
+// directory may not lead out. Throws FormatError naming the index, the tensor and the shard.
+fs::path shard_inside(const fs::path& dir, const std::string& shard, const std::string& index_path,
+                      const std::string& tensor) {
+  auto refuse = [&](const std::string& why) {
+    fail_tensor(index_path, tensor,
+                "shard '" + shard + "' " + why + "; shards must be inside " +
+                    (dir.empty() ? std::string(".") : dir.string()));
+  };
+  const fs::path rel(shard);
+  if (shard.empty()) refuse("is an empty name");
+  if (rel.is_absolute() || rel.has_root_name() || rel.has_root_directory()) refuse("is an absolute path");
+  if (shard.find('\0') != std::string::npos) refuse("contains a NUL byte");
+  const fs::path norm = rel.lexically_normal();
+  if (norm.empty() || *norm.begin() == ".." || norm == ".") refuse("lies outside the model folder");
+  const fs::path shard_path = dir / norm;
+  std::error_code ec;
+  if (!fs::is_regular_file(shard_path, ec))
+    fail_tensor(index_path, tensor,
+                "mapped to shard '" + shard + "', which does not exist (" + shard_path.string() + ")");
+  const fs::path real_dir = fs::canonical(dir.empty() ? fs::path(".") : dir, ec);
+  if (ec) fail(index_path, "cannot resolve the model folder: " + ec.message());
+  const fs::path real_parent =
+      fs::canonical(shard_path.parent_path().empty() ? fs::path(".") : shard_path.parent_path(), ec);
+  if (ec) refuse("cannot be resolved: " + ec.message());
+  const auto [dir_end, parent_it] =
+      std::mismatch(real_dir.begin(), real_dir.end(), real_parent.begin(), real_parent.end());
+  (void)parent_it;
+  if (dir_end != real_dir.end())
+    refuse("resolves to " + (real_parent / shard_path.filename()).string() + ", outside the model folder");
+  return shard_path;
 }
 
 }  // namespace
@@ -474,10 +561,7 @@ WeightStore WeightStore::open(const std::string& dir_or_file) {
     if (!it.value().is_string()) fail_tensor(index_path, it.key(), "weight_map value is not a string");
     const std::string shard = it.value().get<std::string>();
     if (shards.count(shard)) continue;
-    const fs::path shard_path = dir / shard;
-    if (!fs::is_regular_file(shard_path, ec))
-      fail_tensor(index_path, it.key(),
-                  "mapped to shard '" + shard + "', which does not exist (" + shard_path.string() + ")");
+    const fs::path shard_path = shard_inside(dir, shard, index_path, it.key());
     shards[shard] = SafetensorsFile::open(shard_path.string());
   }
   for (const auto& kv : shards) ws.files_.push_back(kv.second);  // in shard-name order
@@ -541,8 +625,7 @@ void SafetensorsWriter::add(const std::string& name, DType dtype, std::vector<in
                             const void* data, size_t nbytes) {
   if (name.empty() || name == "__metadata__")
     throw std::invalid_argument("SafetensorsWriter: bad tensor name '" + name + "'");
-  for (const auto& e : entries_)
-    if (e.name == name) throw std::invalid_argument("SafetensorsWriter: duplicate tensor '" + name + "'");
+  if (names_.count(name)) throw std::invalid_argument("SafetensorsWriter: duplicate tensor '" + name + "'");
   uint64_t numel = 1;
   for (int64_t d : shape) {
     if (d < 0 || __builtin_mul_overflow(numel, static_cast<uint64_t>(d), &numel))
@@ -556,6 +639,7 @@ void SafetensorsWriter::add(const std::string& name, DType dtype, std::vector<in
   Entry e{name, dtype, std::move(shape), {}};
   const auto* b = static_cast<const uint8_t*>(data);
   e.bytes.assign(b, b + nbytes);
+  names_.insert(name);
   entries_.push_back(std::move(e));
 }
 

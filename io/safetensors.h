@@ -3,12 +3,17 @@
 // A WeightStore is either one `model.safetensors` (or any *.safetensors file) or a sharded
 // checkpoint described by `model.safetensors.index.json` ({"weight_map": {name: shard}}).
 // Every validation failure throws io::FormatError whose message names the file and, where
-// there is one, the tensor.
+// there is one, the tensor. Parsing is linear in the header size (a header is at most 100 MB,
+// nests at most 64 levels, a shape at most 8 dims); every data_offsets pair is checked against
+// the file size. An index's shards must lie inside the index's folder (relative names, no ".."
+// out of it, no symlinked directory leading out; the shard file itself may be a symlink, as in
+// a Hugging Face cache snapshot).
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -99,6 +104,7 @@ class SafetensorsWriter {
     std::vector<uint8_t> bytes;
   };
   std::vector<Entry> entries_;
+  std::set<std::string> names_;  // of entries_: the duplicate check stays O(log n) per add
   std::map<std::string, std::string> metadata_;
 };
 

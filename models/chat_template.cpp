@@ -169,6 +169,7 @@ ChatTemplate load_template_file(const std::string& path) {
     throw std::runtime_error("template file " + path + ": " + msg);
   };
   if (std::filesystem::path(path).extension() != ".json") {
+    if (utf8_lossy(content) != content) fail("is not valid UTF-8 text");
     ChatTemplate t;
     t.name = path;
     t.text = content;
@@ -178,7 +179,7 @@ ChatTemplate load_template_file(const std::string& path) {
   json j;
   try {
     j = json::parse(content);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error; out_of_range for a number overflow (1e999)
     fail(std::string("malformed JSON: ") + e.what());
   }
   if (!j.is_object()) fail("expected a JSON object");
@@ -261,7 +262,9 @@ std::string template_to_json(const ChatTemplate& t) {
   j["prompt"] = t.prompt;
   j["bos_per_chunk"] = t.bos_per_chunk;
   j["stop"] = t.stop_tokens;
-  return j.dump();
+  // A file name or --prompt need not be UTF-8; JSON text must be, so such bytes become U+FFFD
+  // here instead of a json::type_error (found by tests/fuzz/fuzz_chat_template).
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 std::string RenderedPrompt::text() const {

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include "io/safetensors.h"
 #include "models/quantized_cache.h"
@@ -49,16 +50,74 @@ namespace {
 // ---------------------------------------------------------------------------------------
 // JSON access that names the file and key in every error.
 
+// A SAX pass that remembers the key path being parsed, so a parse error can name the key whose
+// value is bad ("text_config.rope_theta" for an overflowing 1e999 or a Python NaN/Infinity).
+struct KeyTracker : json::json_sax_t {
+  std::vector<std::string> path;  // one entry per open container: its current key, "" in arrays
+  std::string where() const {
+    std::string w;
+    for (const std::string& k : path) {
+      if (k.empty()) continue;
+      if (!w.empty()) w += '.';
+      w += k;
+    }
+    return w;
+  }
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override {
+    path.emplace_back();
+    return true;
+  }
+  bool key(string_t& k) override {
+    path.back() = k;
+    return true;
+  }
+  bool end_object() override {
+    path.pop_back();
+    return true;
+  }
+  bool start_array(std::size_t) override {
+    path.emplace_back();
+    return true;
+  }
+  bool end_array() override {
+    path.pop_back();
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+    return false;
+  }
+};
+
+// Config files are a few KB; a larger one is not a config.
+constexpr std::uintmax_t kMaxConfigFileBytes = 16u << 20;
+
 json read_json_file(const fs::path& path) {
+  std::error_code ec;
+  const std::uintmax_t size = fs::file_size(path, ec);
+  if (!ec && size > kMaxConfigFileBytes)
+    throw ConfigError(path.string() + ": " + std::to_string(size) + " bytes; a config file is at most " +
+                      std::to_string(kMaxConfigFileBytes) + " bytes");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ConfigError(path.string() + ": cannot open");
   std::stringstream ss;
   ss << in.rdbuf();
+  const std::string text = ss.str();
   json j;
   try {
-    j = json::parse(ss.str());
-  } catch (const json::parse_error& e) {
-    throw ConfigError(path.string() + ": malformed JSON: " + e.what());
+    j = json::parse(text);
+  } catch (const json::exception& e) {  // parse_error; out_of_range for a number overflow (1e999)
+    KeyTracker keys;
+    json::sax_parse(text, &keys);
+    const std::string key = keys.where();
+    throw ConfigError(path.string() + ": malformed JSON" + (key.empty() ? "" : " at " + key) + ": " +
+                      e.what() + " (NaN, Infinity and numbers beyond double range are not valid JSON)");
   }
   if (!j.is_object()) throw ConfigError(path.string() + ": expected a JSON object at top level");
   return j;
@@ -117,6 +176,29 @@ struct Section {
       throw ConfigError(file + ": " + key_name(key) + " must be positive");
     }
     return v;
+  }
+  // An integer in [lo, hi]; the default is not checked (every default is in range).
+  int64_t get_int_in(const std::string& key, int64_t def, int64_t lo, int64_t hi) const {
+    const int64_t v = get_int(key, def);
+    if (has(key) && (v < lo || v > hi))
+      fail(key, "out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    return v;
+  }
+  // A dimension: an integer in [1, hi].
+  int64_t get_dim(const std::string& key, int64_t def, int64_t hi) const {
+    return get_int_in(key, def, 1, hi);
+  }
+  // A finite number in (lo, hi] (lo exclusive: eps and theta must be positive).
+  double get_float_in(const std::string& key, double def, double lo, double hi) const {
+    const double v = get_float(key, def);
+    if (has(key) && !(std::isfinite(v) && v > lo && v <= hi))
+      fail(key, "out of range (" + number_str(lo) + ", " + number_str(hi) + "]");
+    return v;
+  }
+  static std::string number_str(double d) {
+    std::ostringstream o;
+    o << d;
+    return o.str();
   }
   Section sub(const std::string& key) const {
     Section s;
@@ -249,14 +331,14 @@ VisionConfig parse_clip_vision(const Section& s) {
       s.unsupported("model_type", "only CLIP vision towers (clip_vision_model) are supported");
   }
   VisionConfig v;
-  v.hidden = s.get_positive("hidden_size", 768);
-  v.intermediate = s.get_positive("intermediate_size", 3072);
-  v.layers = s.get_positive("num_hidden_layers", 12);
-  v.heads = s.get_positive("num_attention_heads", 12);
-  v.image_size = s.get_positive("image_size", 224);
-  v.patch_size = s.get_positive("patch_size", 32);
-  v.channels = s.get_positive("num_channels", 3);
-  v.ln_eps = static_cast<float>(s.get_float("layer_norm_eps", 1e-5));
+  v.hidden = s.get_dim("hidden_size", 768, kLimits.vision_hidden);
+  v.intermediate = s.get_dim("intermediate_size", 3072, kLimits.vision_intermediate);
+  v.layers = s.get_dim("num_hidden_layers", 12, kLimits.vision_layers);
+  v.heads = s.get_dim("num_attention_heads", 12, kLimits.vision_heads);
+  v.image_size = s.get_dim("image_size", 224, kLimits.image_size);
+  v.patch_size = s.get_dim("patch_size", 32, kLimits.patch_size);
+  v.channels = s.get_dim("num_channels", 3, kLimits.channels);
+  v.ln_eps = static_cast<float>(s.get_float_in("layer_norm_eps", 1e-5, 0.0, kLimits.max_eps));
   v.hidden_act = s.get_str("hidden_act", "quick_gelu");
   if (v.hidden_act != "quick_gelu") s.unsupported("hidden_act", "the CLIP tower must use quick_gelu");
   return v;
@@ -361,17 +443,17 @@ TextConfig parse_llama(const Section& s, const io::WeightStore& store, const std
   if (s.prefix == "text_config." && s.has("model_type") && s.get_str("model_type", "") != "llama")
     s.unsupported("model_type", "the language model must be llama");
   TextConfig t;
-  t.hidden = s.get_positive("hidden_size", 4096);
-  t.intermediate = s.get_positive("intermediate_size", 11008);
-  t.layers = s.get_positive("num_hidden_layers", 32);
-  t.heads = s.get_positive("num_attention_heads", 32);
-  t.kv_heads = s.get_positive("num_key_value_heads", t.heads);
+  t.hidden = s.get_dim("hidden_size", 4096, kLimits.text_hidden);
+  t.intermediate = s.get_dim("intermediate_size", 11008, kLimits.text_intermediate);
+  t.layers = s.get_dim("num_hidden_layers", 32, kLimits.text_layers);
+  t.heads = s.get_dim("num_attention_heads", 32, kLimits.text_heads);
+  t.kv_heads = s.get_dim("num_key_value_heads", t.heads, kLimits.text_heads);
   if (t.heads % t.kv_heads != 0)
     throw ConfigError(s.file + ": " + s.key_name("num_attention_heads") + " = " + std::to_string(t.heads) +
                       " is not a multiple of " + s.key_name("num_key_value_heads") + " = " +
                       std::to_string(t.kv_heads));
   if (s.has("head_dim")) {
-    t.head_dim = s.get_positive("head_dim", 0);
+    t.head_dim = s.get_dim("head_dim", 0, kLimits.head_dim);
   } else {
     if (t.hidden % t.heads != 0)
       throw ConfigError(s.file + ": " + s.key_name("hidden_size") + " = " + std::to_string(t.hidden) +
@@ -379,15 +461,15 @@ TextConfig parse_llama(const Section& s, const io::WeightStore& store, const std
                         std::to_string(t.heads));
     t.head_dim = t.hidden / t.heads;
   }
-  t.rms_eps = static_cast<float>(s.get_float("rms_norm_eps", 1e-6));
-  t.rope_theta = static_cast<float>(s.get_float("rope_theta", 10000.0));
-  t.max_position = s.get_positive("max_position_embeddings", 2048);
+  t.rms_eps = static_cast<float>(s.get_float_in("rms_norm_eps", 1e-6, 0.0, kLimits.max_eps));
+  t.rope_theta = static_cast<float>(s.get_float_in("rope_theta", 10000.0, 0.0, kLimits.max_rope_theta));
+  t.max_position = s.get_dim("max_position_embeddings", 2048, kLimits.max_position);
   t.tie_embeddings = s.get_bool("tie_word_embeddings", false);
   if (s.get_str("hidden_act", "silu") != "silu") s.unsupported("hidden_act", "the LLaMA MLP must use silu");
   if (s.has("rope_scaling")) s.unsupported("rope_scaling", "only plain RoPE is implemented");
   if (s.get_bool("attention_bias", false)) s.unsupported("attention_bias", "LLaMA attention has no bias");
   if (s.get_bool("mlp_bias", false)) s.unsupported("mlp_bias", "LLaMA MLP has no bias");
-  const int64_t config_vocab = s.get_positive("vocab_size", 32000);
+  const int64_t config_vocab = s.get_dim("vocab_size", 32000, kLimits.vocab);
   t.vocab = config_vocab;
   if (auto* e = store.find(embed_name); e && e->shape.size() == 2 && e->shape[0] > 0) {
     t.vocab = e->shape[0];
@@ -421,12 +503,12 @@ void parse_generation(const fs::path& dir, const Section& top, const Section& te
 int64_t preprocessor_edge(const Section& s, const std::string& key, int64_t def) {
   if (!s.has(key)) return def;
   const json& v = s.at(key);
-  if (v.is_number()) return s.get_positive(key, def);
+  if (v.is_number()) return s.get_dim(key, def, kLimits.image_size);
   if (v.is_object()) {
     Section o = s.sub(key);
-    if (o.has("shortest_edge")) return o.get_positive("shortest_edge", def);
+    if (o.has("shortest_edge")) return o.get_dim("shortest_edge", def, kLimits.image_size);
     if (o.has("height") || o.has("width")) {
-      int64_t h = o.get_positive("height", 0), w = o.get_positive("width", 0);
+      int64_t h = o.get_dim("height", 0, kLimits.image_size), w = o.get_dim("width", 0, kLimits.image_size);
       if (h != w) s.unsupported(key, "only square sizes are supported");
       return h;
     }
@@ -453,7 +535,13 @@ void parse_preprocessor(const std::vector<fs::path>& candidates, ModelConfig& cf
           !std::all_of(a.begin(), a.end(), [](const json& e) { return e.is_number(); }))
         s.fail(key, "expected a list of 3 numbers");
       auto& dst = std::string(key) == "image_mean" ? v.image_mean : v.image_std;
-      for (int c = 0; c < 3; ++c) dst[c] = a[c].get<float>();
+      for (int c = 0; c < 3; ++c) {
+        const double x = a[c].get<double>();
+        if (!(std::isfinite(x) && std::fabs(x) <= kLimits.max_mean_std))
+          s.fail(key, "each entry must be a finite number in [-" + Section::number_str(kLimits.max_mean_std) +
+                          ", " + Section::number_str(kLimits.max_mean_std) + "]");
+        dst[c] = static_cast<float>(x);
+      }
     }
     for (float sd : v.image_std)
       if (!(sd > 0)) s.fail("image_std", "must be positive");
@@ -512,12 +600,60 @@ void check_vision(const ModelConfig& cfg, const std::string& source) {
   }
   if (v.heads <= 0)
     bad("num_attention_heads is unknown (tensor shapes cannot tell it); pass --vision-config DIR");
+  // Dims taken from tensor shapes or names (a tensor "...layers.999999.x") have not been range
+  // checked by a config parser yet.
+  for (auto [val, name, hi] : {std::tuple{v.hidden, "hidden_size", kLimits.vision_hidden},
+                               {v.intermediate, "intermediate_size", kLimits.vision_intermediate},
+                               {v.layers, "num_hidden_layers", kLimits.vision_layers},
+                               {v.heads, "num_attention_heads", kLimits.vision_heads},
+                               {v.image_size, "image_size", kLimits.image_size},
+                               {v.patch_size, "patch_size", kLimits.patch_size},
+                               {v.channels, "num_channels", kLimits.channels}}) {
+    if (val > hi)
+      bad(std::string(name) + " = " + std::to_string(val) + " is out of range [1, " + std::to_string(hi) +
+          "]");
+  }
   if (v.hidden % v.heads != 0)
     bad("hidden_size " + std::to_string(v.hidden) + " is not a multiple of num_attention_heads " +
         std::to_string(v.heads));
   if (v.image_size % v.patch_size != 0)
     bad("image_size " + std::to_string(v.image_size) + " is not a multiple of patch_size " +
         std::to_string(v.patch_size));
+}
+
+// What the resolved dims imply the engine will allocate, checked against kLimits before anything
+// is sized by them: parameter count, the RoPE cos/sin table, the KV cache per position.
+void check_implied_memory(const ModelConfig& cfg, const std::string& file) {
+  const VisionConfig& v = cfg.vision;
+  const TextConfig& t = cfg.text;
+  auto d = [](int64_t x) { return static_cast<double>(x); };
+  const double patches = d(v.image_size / v.patch_size) * d(v.image_size / v.patch_size);
+  double params = d(v.layers) * (4 * d(v.hidden) * d(v.hidden) + 2 * d(v.hidden) * d(v.intermediate)) +
+                  (patches + 1) * d(v.hidden) +
+                  d(v.hidden) * d(v.channels) * d(v.patch_size) * d(v.patch_size);
+  double rope_bytes = 0, kv_bytes_per_position = 0;
+  if (cfg.has_text) {
+    const double q = d(t.heads) * d(t.head_dim), kv = d(t.kv_heads) * d(t.head_dim);
+    params +=
+        d(t.vocab) * d(t.hidden) * (t.tie_embeddings ? 1 : 2) +
+        d(t.layers) * (2 * d(t.hidden) * q + 2 * d(t.hidden) * kv + 3 * d(t.hidden) * d(t.intermediate)) +
+        d(v.hidden) * d(t.hidden) + d(t.hidden) * d(t.hidden);
+    rope_bytes = d(t.max_position) * d(t.head_dim) * 4;  // cos + sin, head_dim / 2 each, f32
+    kv_bytes_per_position = d(t.layers) * 2 * kv * 4;    // K and V of every layer, f32
+  }
+  auto too_big = [&](const std::string& what, double value, double limit) {
+    std::ostringstream o;
+    o << file << ": the config implies " << what << " of " << value << ", more than the limit " << limit
+      << " (text: hidden_size " << t.hidden << ", intermediate_size " << t.intermediate
+      << ", num_hidden_layers " << t.layers << ", vocab " << t.vocab << ", max_position_embeddings "
+      << t.max_position << "; vision: hidden_size " << v.hidden << ", num_hidden_layers " << v.layers << ")";
+    throw ConfigError(o.str());
+  };
+  if (params > kLimits.max_parameters) too_big("a parameter count", params, kLimits.max_parameters);
+  if (rope_bytes > kLimits.max_rope_table_bytes)
+    too_big("a RoPE table in bytes", rope_bytes, kLimits.max_rope_table_bytes);
+  if (kv_bytes_per_position > kLimits.max_kv_bytes_per_position)
+    too_big("KV cache bytes per position", kv_bytes_per_position, kLimits.max_kv_bytes_per_position);
 }
 
 Resolved resolve(const std::string& weights_dir, const LoadOptions& opts) {
@@ -739,6 +875,7 @@ Resolved resolve(const std::string& weights_dir, const LoadOptions& opts) {
     }
     parse_generation(dir, top, text, cfg);
   }
+  check_implied_memory(cfg, config_path.string());
   return r;
 }
 

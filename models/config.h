@@ -115,6 +115,35 @@ struct LoadOptions {
   std::string vision_config_dir;   // --vision-config (CLIPVisionConfig config.json)
 };
 
+// The ranges every config value must lie in (inclusive; eps and theta exclusive of 0), checked
+// before anything is allocated from them; a value outside throws ConfigError naming the file,
+// key, value and range. Far above any LLaVA/LLaMA/CLIP checkpoint (LLaMA-3-8B: hidden 4096,
+// intermediate 14336, 32 layers, 32 heads, head_dim 128, vocab 128256, 8192 positions).
+struct ConfigLimits {
+  int64_t text_hidden = 65536;
+  int64_t text_intermediate = 262144;
+  int64_t text_layers = 1024;
+  int64_t text_heads = 1024;  // num_attention_heads and num_key_value_heads
+  int64_t head_dim = 1024;
+  int64_t vocab = int64_t{1} << 22;
+  int64_t max_position = int64_t{1} << 20;  // max_position_embeddings
+  int64_t vision_hidden = 16384;
+  int64_t vision_intermediate = 65536;
+  int64_t vision_layers = 256;
+  int64_t vision_heads = 256;
+  int64_t image_size = 8192;  // also preprocessor size / crop_size
+  int64_t patch_size = 1024;
+  int64_t channels = 4;
+  double max_eps = 1.0;          // rms_norm_eps, layer_norm_eps in (0, 1]
+  double max_rope_theta = 1e12;  // rope_theta in (0, 1e12]
+  double max_mean_std = 1000.0;  // |image_mean|, |image_std| entries
+  // What the dims together imply (computed in double, so no overflow):
+  double max_parameters = 2e11;                         // vision + projector + text weights
+  double max_rope_table_bytes = 1.0 * (1 << 30);        // max_position x head_dim x 4 bytes (cos + sin)
+  double max_kv_bytes_per_position = 64.0 * (1 << 20);  // layers x 2 x kv_heads x head_dim x 4 bytes
+};
+inline constexpr ConfigLimits kLimits{};
+
 // Built-in dims of a known CLIP vision tower, keyed by its hub id (the real LLaVA checkpoint
 // names its tower "openai/clip-vit-large-patch14-336" and carries no CLIP dims). Matches a
 // bare id or a path whose last component is the repo name. Null when unknown.

@@ -26,6 +26,11 @@ constexpr const char* kLlama3SplitRegex =
     "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 constexpr uint32_t kInvalidCodepoint = 0xFFFFFFFFu;
+// Token ids index per-id tables sized max id + 1, so an id is at most this (Llama 3 uses 128255;
+// 4M ids of tables is ~150 MB, a huge id in a hostile file would be tens of GB).
+constexpr int64_t kMaxTokenId = (int64_t{1} << 22) - 1;
+// tokenizer.json of Llama 3 is 9 MB; the parsed DOM takes ~10x the text.
+constexpr std::uintmax_t kMaxTokenizerFileBytes = 256u << 20;
 
 // Decodes the code point at s[i]; an invalid or truncated sequence yields kInvalidCodepoint and
 // length 1 (the byte is then treated as a character of class "other").
@@ -136,6 +141,9 @@ std::string read_whole_file(const std::string& path, const char* what) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec))
     throw TokenizerError(std::string(what) + " " + path + ": is a directory, expected a file");
+  if (const std::uintmax_t size = std::filesystem::file_size(path, ec); !ec && size > kMaxTokenizerFileBytes)
+    throw TokenizerError(std::string(what) + " " + path + ": " + std::to_string(size) +
+                         " bytes, more than the limit of " + std::to_string(kMaxTokenizerFileBytes));
   std::ifstream in(path, std::ios::binary);
   if (!in)
     throw TokenizerError(std::string("cannot open ") + what + " " + path + ": " + std::strerror(errno));
@@ -331,9 +339,13 @@ void Tokenizer::Impl::load_json(const json& j) {
   int32_t max_id = -1;
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
     if (!it.value().is_number_integer()) fail("model.vocab[\"" + it.key() + "\"] is not an integer id");
+    if (it.value().is_number_unsigned() && it.value().get<uint64_t>() > static_cast<uint64_t>(kMaxTokenId))
+      fail("model.vocab[\"" + it.key() + "\"] has id " + it.value().dump() + ", out of range [0, " +
+           std::to_string(kMaxTokenId) + "]");
     int64_t id = it.value().get<int64_t>();
-    if (id < 0 || id > (1 << 30))
-      fail("model.vocab[\"" + it.key() + "\"] has invalid id " + std::to_string(id));
+    if (id < 0 || id > kMaxTokenId)
+      fail("model.vocab[\"" + it.key() + "\"] has id " + std::to_string(id) + ", out of range [0, " +
+           std::to_string(kMaxTokenId) + "]");
     std::string& key = byte_level_storage[entry_ids.size()];
     key = it.key();
     vocab_byte_level.emplace(std::string_view(key), static_cast<int32_t>(id));
@@ -349,8 +361,12 @@ void Tokenizer::Impl::load_json(const json& j) {
           !t["content"].is_string())
         fail("added_tokens entry without integer id and string content: " + t.dump());
       AddedToken tok;
-      tok.id = t["id"].get<int32_t>();
-      if (tok.id < 0) fail("added token with negative id: " + t.dump());
+      const json& id = t["id"];
+      if ((id.is_number_unsigned() && id.get<uint64_t>() > static_cast<uint64_t>(kMaxTokenId)) ||
+          (!id.is_number_unsigned() && (id.get<int64_t>() < 0 || id.get<int64_t>() > kMaxTokenId)))
+        fail("added token id " + id.dump() + " out of range [0, " + std::to_string(kMaxTokenId) +
+             "]: " + t.dump());
+      tok.id = id.get<int32_t>();
       tok.content = t["content"].get<std::string>();
       if (tok.content.empty()) fail("added token with empty content: " + t.dump());
       tok.special = t.value("special", false);
@@ -483,7 +499,7 @@ void Tokenizer::Impl::load_config(const std::string& config_path) {
     json c;
     try {
       c = json::parse(text);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
       throw TokenizerError(config_path + ": malformed JSON: " + e.what());
     }
     if (!c.is_object()) throw TokenizerError(config_path + ": expected a JSON object");
@@ -705,12 +721,18 @@ Tokenizer Tokenizer::from_file(const std::string& tokenizer_json_path, const std
     json j;
     try {
       j = json::parse(text);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error; out_of_range for a number overflow (1e999)
       throw TokenizerError(tokenizer_json_path + ": malformed JSON: " + e.what());
     }
     text.clear();
     text.shrink_to_fit();
-    impl->load_json(j);
+    try {
+      impl->load_json(j);
+    } catch (const json::exception& e) {
+      // A value of another type than the format has there (a string where a bool goes, ...)
+      // that load_json's own checks did not name: still the file's fault, not a crash.
+      throw TokenizerError(tokenizer_json_path + ": unexpected value: " + e.what());
+    }
   }
   std::string cfg = config_path;
   if (cfg.empty()) {

@@ -6,6 +6,7 @@
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -80,7 +81,14 @@ json process(const Tokenizer& tok, const TokenizeOptions& o, const json& in) {
 
 int run_tokenize(const TokenizeOptions& o) {
   using namespace recap::cli;
-  Tokenizer tok = Tokenizer::from_file(o.tokenizer);
+  std::optional<Tokenizer> loaded;
+  try {
+    loaded.emplace(Tokenizer::from_file(o.tokenizer));
+  } catch (const recap::models::TokenizerError& e) {  // an unusable tokenizer file: configuration, exit 2
+    std::fprintf(stderr, "recap-engine tokenize: error: %s\n", e.what());
+    return kExitUsage;
+  }
+  const Tokenizer& tok = *loaded;
   if (!o.jsonl.empty() && !o.text.empty()) {
     std::fprintf(stderr, "recap-engine tokenize: give either --text or --jsonl\n");
     return kExitUsage;

@@ -180,7 +180,9 @@ TEST(ChatTemplate, UserJsonTemplateFile) {
            {R"({"system": "x"})", "needs \"template\""},
            {R"({"base": "nope"})", "unknown template"},
            {R"({"template": 5})", "\"template\" must be a string"},
-           {"{ bad json", "malformed JSON"}}) {
+           {"{ bad json", "malformed JSON"},
+           {R"({"template": "x", "n": 1e999})",
+            "malformed JSON: [json.exception.out_of_range.406] number overflow"}}) {
     auto p = write_file(dir / "bad.json", content);
     try {
       load_template_file(p);
@@ -206,6 +208,21 @@ TEST(ChatTemplate, UserTextTemplateFile) {
             cat({{128000}, tok.encode("USER: "), {-200}, tok.encode("\nWhat is it? ASSISTANT:")}));
   in.has_image = false;
   EXPECT_EQ(build_prompt_ids(t, tok, in), cat({{128000}, tok.encode("USER: What is it? ASSISTANT:")}));
+
+  // A text template must be UTF-8 (found by fuzz_chat_template: it used to escape as a raw
+  // json::type_error from template_to_json).
+  path = write_file(dir / "latin1.txt", "USER: <image>\n{p\xfe\xff\xff\xfft}\nASSISTANT:");
+  try {
+    resolve_template(path);
+    ADD_FAILURE() << "loaded a template that is not UTF-8";
+  } catch (const std::runtime_error& e) {
+    EXPECT_EQ(std::string(e.what()), "template file " + path + ": is not valid UTF-8 text");
+  }
+  // Names and prompts need not be UTF-8: the canonical JSON replaces such bytes.
+  ChatTemplate odd = builtin_template("llama3-plain");
+  odd.name = "caf\xe9";
+  EXPECT_NE(template_to_json(odd).find("\"name\":\"caf\xef\xbf\xbd\""), std::string::npos)
+      << template_to_json(odd);
 
   // A template without <image> cannot take an image.
   path = write_file(dir / "noimage.txt", "{prompt}");
