@@ -330,9 +330,45 @@ void png_on_read(png_structp png, png_bytep out, size_t n) {
   st->pos += n;
 }
 
+// libpng prefixes a chunk error with the chunk's 4-byte type as read from the file (letters as
+// they are, other bytes as [XX]). In a file that merely starts with the PNG signature those are
+// 4 bytes of its content, and no byte of a non-image may reach a message (docs/CAPTION.md):
+// a type that is not a registered PNG chunk name is shown as "unregistered chunk" instead.
+std::string png_message_without_content(png_structp png, const char* msg) {
+  const png_uint_32 type = png_get_io_chunk_type(png);
+  std::string prefix;
+  char name[5] = {0};
+  for (int shift = 24, i = 0; shift >= 0; shift -= 8, ++i) {
+    const int c = static_cast<int>((type >> shift) & 0xff);
+    name[i] = static_cast<char>(c);
+    if (c < 65 || c > 122 || (c > 90 && c < 97)) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "[%02X]", c);
+      prefix += hex;
+    } else {
+      prefix += static_cast<char>(c);
+    }
+  }
+  prefix += ": ";
+  const std::string text = msg;
+  if (text.compare(0, prefix.size(), prefix) != 0) return text;
+  static const char* const kRegistered[] = {"IHDR", "PLTE", "IDAT", "IEND", "acTL", "bKGD", "cHRM", "cICP",
+                                            "cLLI", "dSIG", "eXIf", "fcTL", "fdAT", "gAMA", "hIST", "iCCP",
+                                            "iTXt", "mDCV", "oFFs", "pCAL", "pHYs", "sBIT", "sCAL", "sPLT",
+                                            "sRGB", "sTER", "tEXt", "tIME", "tRNS", "zTXt"};
+  for (const char* known : kRegistered)
+    if (std::strcmp(known, name) == 0) return text;
+  return "unregistered chunk: " + text.substr(prefix.size());
+}
+
 void png_on_error(png_structp png, png_const_charp msg) {
   auto* st = static_cast<PngState*>(png_get_error_ptr(png));
-  std::snprintf(st->message, sizeof(st->message), "%s", msg ? msg : "unknown libpng error");
+  try {  // no exception may cross libpng's C frames
+    std::snprintf(st->message, sizeof(st->message), "%s",
+                  msg ? png_message_without_content(png, msg).c_str() : "unknown libpng error");
+  } catch (...) {
+    std::snprintf(st->message, sizeof(st->message), "libpng error");
+  }
   std::longjmp(st->jump, 1);
 }
 
