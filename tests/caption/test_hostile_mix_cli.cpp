@@ -21,6 +21,7 @@
 #include "../images/image_writers.h"
 #include "../io_lists/loopback_http.h"
 #include "cli_util.h"
+#include "io/image.h"
 
 using nlohmann::json;
 using namespace recap::testing;
@@ -523,4 +524,27 @@ TEST(HostileMixCli, OneRunOverEveryHostileInputUnderUlimit) {
   EXPECT_EQ(again.out.find(kSecret), std::string::npos);
   EXPECT_EQ(snapshot_inputs(data), inputs_before);
   EXPECT_EQ(snapshot_inputs(shards), shards_before);
+}
+
+// The fix the run above needed (io/image.cpp): libpng names the chunk an error is in by its
+// 4-byte type as read from the file; for a type that is not a registered PNG chunk name those
+// are content bytes, and they are replaced. Registered names (IHDR, ...) are kept.
+TEST(HostileMixCli, PngChunkErrorsNeverEchoContentBytes) {
+  const std::string sig("\x89PNG\r\n\x1a\n", 8);
+  auto message_of = [](const std::string& bytes) {
+    try {
+      io::decode_image(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+    } catch (const io::ImageError& e) {
+      return std::string(e.what());
+    }
+    return std::string("decoded");
+  };
+  // Chunk type " SEC" (a space, then letters) and "Leak" (letters only).
+  EXPECT_EQ(message_of(sig + "junk " + kSecret), "PNG: unregistered chunk: invalid chunk type");
+  const std::string leak = message_of(sig + std::string("\0\0\0\x0d", 4) + "Leak" + kSecret);
+  EXPECT_EQ(leak, "PNG: unregistered chunk: CRC error");
+  // A real PNG whose IHDR checksum is broken keeps the registered name.
+  std::string png = make_png(8, 8, 3);
+  png[29] = static_cast<char>(png[29] ^ 0x55);  // the IHDR CRC: 8 signature + 8 + 13 data bytes
+  EXPECT_EQ(message_of(png), "PNG: IHDR: CRC error");
 }
