@@ -353,6 +353,12 @@ TEST(HostileMixCli, OneRunOverEveryHostileInputUnderUlimit) {
             std::string::npos)
       << r.out;
 
+  // The summary counts every sample written in this run, tar B's two included.
+  EXPECT_NE(r.out.find("caption: finished: 2 shard(s) done, 0 skipped, 1 failed, 0 busy; 33 samples (12 ok, "
+                       "21 failed)"),
+            std::string::npos)
+      << r.out;
+
   // --- The list's shard, 00000: every record in list order with its status and message.
   const std::string over = "larger than the size limit of " + std::to_string(kMaxImageBytes) + " bytes";
   const std::string robots = "Use of image disallowed by X-Robots-Tag directive (noai)";
@@ -503,6 +509,13 @@ TEST(HostileMixCli, OneRunOverEveryHostileInputUnderUlimit) {
   EXPECT_NE(again.out.find("shard mixB: resuming, 2 sample(s) already done"), std::string::npos) << again.out;
   EXPECT_NE(again.out.find("shard mixB: error: " + tar_b + ": offset " + std::to_string(huge_at)),
             std::string::npos)
+      << again.out;
+  EXPECT_NE(again.out.find("shard 00000: already done, skipped"), std::string::npos) << again.out;
+  EXPECT_NE(again.out.find("shard mixA: already done, skipped"), std::string::npos) << again.out;
+  EXPECT_NE(
+      again.out.find("caption: finished: 0 shard(s) done, 2 skipped, 1 failed, 0 busy; 0 samples (0 ok, "
+                     "0 failed)"),
+      std::string::npos)
       << again.out;
   for (auto& [name, bytes] : done_bytes) EXPECT_EQ(io::read_file(out + "/" + name), bytes) << name;
   EXPECT_EQ(key_status(partial_log_samples(b_log)),
