@@ -1,5 +1,6 @@
 #include "engine/memory_plan.h"
 
+#include <sys/resource.h>
 #include <time.h>
 
 #include <algorithm>
@@ -290,6 +291,18 @@ AvailableMemory available_memory() {
     if (a.bytes == 0 || head < a.bytes) {
       a.bytes = head;
       a.source = cg.source;
+    }
+  }
+  // `ulimit -v` (RLIMIT_AS, what many schedulers set per task) bounds the address space, mapped
+  // weights included: what is left of it is what the run may still map or allocate.
+  struct rlimit as_limit {};
+  if (::getrlimit(RLIMIT_AS, &as_limit) == 0 && as_limit.rlim_cur != RLIM_INFINITY) {
+    const uint64_t mapped = stat_field("/proc/self/status", "VmSize:") * 1024ull;
+    const uint64_t limit = static_cast<uint64_t>(as_limit.rlim_cur);
+    const uint64_t head = limit > mapped ? limit - mapped : 0;
+    if (a.bytes == 0 || head < a.bytes) {
+      a.bytes = head;
+      a.source = "RLIMIT_AS (ulimit -v)";
     }
   }
   return a;

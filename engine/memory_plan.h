@@ -65,8 +65,9 @@ struct AvailableMemory {
   std::string source;  // "RECAP_MEMORY_AVAILABLE_MB", "cgroup v2 memory.max", "cgroup v1 ...", "MemAvailable"
 };
 // RECAP_MEMORY_AVAILABLE_MB (MiB; tests and what-if runs) when set, else the smaller of
-// /proc/meminfo MemAvailable and the cgroup's headroom (v2 memory.max, v1
-// memory.limit_in_bytes, minus the group's anonymous memory already in use). Throws
+// /proc/meminfo MemAvailable, the cgroup's headroom (v2 memory.max, v1
+// memory.limit_in_bytes, minus the group's anonymous memory already in use) and what
+// RLIMIT_AS (`ulimit -v`) leaves of the address space (minus this process's VmSize). Throws
 // std::invalid_argument naming the variable when it is not a positive integer.
 AvailableMemory available_memory();
 

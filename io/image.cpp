@@ -113,9 +113,41 @@ struct JpegErrorManager {
   char message[JMSG_LENGTH_MAX] = {0};
 };
 
+// libjpeg's message for the current code, with every printf parameter shown as "?": the
+// parameters of some messages are bytes of the file ("Unsupported marker type 0x53"), and no
+// byte of a file that may not be an image reaches a message. The template text is libjpeg's own.
+void jpeg_message_without_parameters(j_common_ptr cinfo, char* out) {
+  const jpeg_error_mgr* e = cinfo->err;
+  const char* tmpl = nullptr;
+  if (e->msg_code > 0 && e->msg_code <= e->last_jpeg_message)
+    tmpl = e->jpeg_message_table[e->msg_code];
+  else if (e->addon_message_table && e->msg_code >= e->first_addon_message &&
+           e->msg_code <= e->last_addon_message)
+    tmpl = e->addon_message_table[e->msg_code - e->first_addon_message];
+  if (!tmpl) {
+    std::snprintf(out, JMSG_LENGTH_MAX, "libjpeg error %d", e->msg_code);
+    return;
+  }
+  size_t n = 0;
+  for (const char* p = tmpl; *p && n + 2 < JMSG_LENGTH_MAX; ++p) {
+    if (*p == '%' && p[1] == '%') {
+      out[n++] = '%';
+      ++p;
+    } else if (*p == '%') {
+      ++p;  // flags, width, precision and length, then the conversion letter
+      while (*p && std::strchr("-+ #0123456789.lhzjt", *p)) ++p;
+      if (!*p) break;
+      out[n++] = '?';
+    } else {
+      out[n++] = *p;
+    }
+  }
+  out[n] = '\0';
+}
+
 void jpeg_on_error(j_common_ptr cinfo) {
   auto* err = reinterpret_cast<JpegErrorManager*>(cinfo->err);
-  (*cinfo->err->format_message)(cinfo, err->message);
+  jpeg_message_without_parameters(cinfo, err->message);
   std::longjmp(err->jump, 1);
 }
 
@@ -127,7 +159,7 @@ void jpeg_on_message(j_common_ptr cinfo, int msg_level) {
   auto* err = reinterpret_cast<JpegErrorManager*>(cinfo->err);
   if (cinfo->err->msg_code == JWRN_JPEG_EOF) {
     err->truncated = true;
-    (*cinfo->err->format_message)(cinfo, err->message);
+    jpeg_message_without_parameters(cinfo, err->message);
     std::longjmp(err->jump, 1);
   }
   ++err->warnings;

@@ -561,3 +561,20 @@ TEST(HostileMixCli, PngChunkErrorsNeverEchoContentBytes) {
   png[29] = static_cast<char>(png[29] ^ 0x55);  // the IHDR CRC: 8 signature + 8 + 13 data bytes
   EXPECT_EQ(message_of(png), "PNG: IHDR: CRC error");
 }
+
+// libjpeg fills some messages with bytes of the file ("Unsupported marker type 0x53" for an 'S'
+// after the SOI): every parameter is shown as '?', the message text stays libjpeg's.
+TEST(HostileMixCli, JpegErrorsNeverEchoContentBytes) {
+  auto message_of = [](const std::string& bytes) {
+    try {
+      io::decode_image(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+    } catch (const io::ImageError& e) {
+      return std::string(e.what());
+    }
+    return std::string("decoded");
+  };
+  const std::string msg = message_of(std::string("\xff\xd8\xff", 3) + kSecret + std::string(64, 'S'));
+  EXPECT_NE(msg.find("Unsupported marker type 0x?"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("0x53"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("SEC"), std::string::npos) << msg;
+}

@@ -291,3 +291,21 @@ TEST(CaptionPrecision, StartLinesNameTheTokenizer) {
             std::string::npos)
       << r.out;
 }
+
+// `ulimit -v` is a memory limit too (schedulers set it per task): the plan counts what it
+// leaves of the address space, so an 8B run under it is refused up front instead of failing
+// while mapping weights.
+TEST(PlanCli, UlimitVBoundsTheMemoryAvailable) {
+  const std::string cmd = "ulimit -v 3000000; exec " + shell_quote(RECAP_BIN) + " plan --weights " +
+                          shell_quote(kWeights) + " --no-calibration";
+  RunResult r = run_cmd({"/bin/sh", "-c", cmd});
+  ASSERT_EQ(r.rc, 0) << r.out;
+  const size_t at = r.out.find("memory available: ");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  const std::string line = r.out.substr(at, r.out.find('\n', at) - at);
+  EXPECT_NE(line.find("(RLIMIT_AS (ulimit -v))"), std::string::npos) << line;
+  // 3000000 KiB = 2.86 GiB, less what the process has mapped already.
+  const double gib = std::stod(line.substr(std::string("memory available: ").size()));
+  EXPECT_LT(gib, 2.87) << line;
+  EXPECT_GT(gib, 1.0) << line;
+}
