@@ -17,7 +17,9 @@ namespace recap::io {
 
 namespace {
 
-constexpr size_t kMaxExpansion = 10'000'000;
+// At most this many names from one pattern (a million shards of 10,000 samples is ten billion
+// samples): bounds the time and memory of expanding a hostile pattern.
+constexpr size_t kMaxExpansion = 1'000'000;
 
 bool parse_int(const std::string& s, int64_t* out) {
   if (s.empty() || s.size() > 18) return false;
@@ -46,7 +48,7 @@ std::vector<std::string> group_alternatives(const std::string& body, const std::
       width = std::max(as.size(), bs.size());
     int64_t n = (a <= b ? b - a : a - b) + 1;
     if (static_cast<size_t>(n) > kMaxExpansion)
-      throw ListError("brace range {" + body + "} in '" + pattern + "' names more than 10,000,000 items");
+      throw ListError("brace range {" + body + "} in '" + pattern + "' names more than 1,000,000 items");
     std::vector<std::string> out;
     out.reserve(static_cast<size_t>(n));
     int64_t step = a <= b ? 1 : -1;
@@ -78,6 +80,9 @@ std::vector<std::string> group_alternatives(const std::string& body, const std::
   std::vector<std::string> out;
   for (auto& p : parts) {
     auto sub = expand_braces(p);
+    // The alternatives together are bounded too, not only each one.
+    if (out.size() + sub.size() > kMaxExpansion)
+      throw ListError("brace group {" + body + "} in '" + pattern + "' names more than 1,000,000 items");
     out.insert(out.end(), sub.begin(), sub.end());
   }
   return out;
@@ -107,7 +112,7 @@ std::vector<std::string> expand_braces(const std::string& pattern) {
   auto alts = group_alternatives(pattern.substr(open + 1, close - open - 1), pattern);
   auto rests = expand_braces(pattern.substr(close + 1));
   if (alts.size() * rests.size() > kMaxExpansion)
-    throw ListError("pattern '" + pattern + "' names more than 10,000,000 items");
+    throw ListError("pattern '" + pattern + "' names more than 1,000,000 items");
   std::vector<std::string> out;
   out.reserve(alts.size() * rests.size());
   for (auto& a : alts)

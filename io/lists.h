@@ -40,7 +40,7 @@ struct ListError : std::runtime_error {
 // Expands every {A..B} range (zero padding kept when A is written with leading zeros, e.g.
 // {00000..00099}) and {a,b,c} alternative group, left to right, into the list of names in
 // order. A string without braces expands to itself. Throws ListError on an unbalanced brace
-// or a range with more than 10,000,000 names.
+// or a pattern, range or group naming more than 1,000,000 names.
 std::vector<std::string> expand_braces(const std::string& pattern);
 
 // Braces first (expand_braces), then each name holding '*', '?' or '[' is globbed (glob(3)
