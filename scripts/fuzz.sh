@@ -8,6 +8,9 @@
 #   JOBS            parallel build jobs (default: number of CPUs)
 #   FUZZ_TARGETS    space-separated target names to run (default: every fuzz_*.cpp)
 #   FUZZ_KEEP_DIR   where the scratch corpora and findings go (default: build-fuzz/run)
+#   FUZZ_SEED       libFuzzer -seed (default 0: a new random seed each run). CI fixes it so a
+#                   CI run explores the same inputs first every time (reproducible); long runs
+#                   on a developer machine leave it random to find what is new.
 # First every kept regression input (corpus/<target>/crash-*) runs once; then the fuzzing.
 # Appends "passed failed" (targets) to $RECAP_TALLY_FILE when set (.ci/run adds it up).
 set -euo pipefail
@@ -51,7 +54,7 @@ max_len_of() {
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-common=(-rss_limit_mb=2048 -timeout=10 -print_final_stats=1)
+common=(-rss_limit_mb=2048 -timeout=10 -print_final_stats=1 -seed="${FUZZ_SEED:-0}")
 rm -rf "$RUN_DIR"
 mkdir -p "$RUN_DIR"
 passed=0
