@@ -22,6 +22,7 @@
 #include "../io_lists/loopback_http.h"
 #include "cli_util.h"
 #include "io/image.h"
+#include "tar_builder.h"
 
 using nlohmann::json;
 using namespace recap::testing;
@@ -91,47 +92,6 @@ std::string make_png(int w, int h, unsigned seed) {
     s.samples[i] = static_cast<uint32_t>((i * seed + i / 3) & 0xff);
   return to_string(encode_png(s));
 }
-
-std::string gzip(const std::string& data) {
-  z_stream zs{};
-  EXPECT_EQ(deflateInit2(&zs, 9, Z_DEFLATED, 15 + 16, 9, Z_DEFAULT_STRATEGY), Z_OK);
-  std::string out(deflateBound(&zs, data.size()) + 64, '\0');
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
-  zs.avail_in = static_cast<uInt>(data.size());
-  zs.next_out = reinterpret_cast<Bytef*>(out.data());
-  zs.avail_out = static_cast<uInt>(out.size());
-  EXPECT_EQ(deflate(&zs, Z_FINISH), Z_STREAM_END);
-  out.resize(zs.total_out);
-  deflateEnd(&zs);
-  return out;
-}
-
-// A tar built member by member, remembering where each header begins (messages name offsets).
-struct TarBuilder {
-  std::string bytes;
-  uint64_t add(const std::string& name, const std::string& data) {
-    const uint64_t at = bytes.size();
-    bytes += io::tar_member_bytes(name, data, 1700000000);
-    return at;
-  }
-  // A header declaring `size` bytes whose data is not there (a truncated or forged tar).
-  uint64_t add_header_only(const std::string& name, uint64_t size) {
-    const uint64_t at = bytes.size();
-    std::string h = io::tar_member_bytes(name, "", 0);
-    char num[16];
-    std::snprintf(num, sizeof num, "%011llo", static_cast<unsigned long long>(size));
-    std::memcpy(&h[124], num, 11);
-    std::memset(&h[148], ' ', 8);
-    unsigned sum = 0;
-    for (unsigned char c : h) sum += c;
-    std::snprintf(num, sizeof num, "%06o", sum);
-    std::memcpy(&h[148], num, 6);
-    h[154] = '\0';
-    bytes += h;
-    return at;
-  }
-  std::string done() const { return bytes + io::tar_end_bytes(); }
-};
 
 // Every regular file under `dir`, hidden ones (partial files) included.
 std::vector<std::string> files_under(const std::string& dir) {
@@ -330,7 +290,7 @@ TEST(HostileMixCli, OneRunOverEveryHostileInputUnderUlimit) {
   tb.add("b1.jpg", b1);
   tb.add("b1.txt", "orig b1");
   tb.add("b2.png", b2);
-  const uint64_t huge_at = tb.add_header_only("huge.jpg", 4ull << 30);
+  const uint64_t huge_at = tb.add_header("huge.jpg", 4ull << 30);
   const std::string tar_b = shards + "/mixB.tar";
   io::atomic_write(tar_b, tb.bytes + std::string(1024, '\0'));
 

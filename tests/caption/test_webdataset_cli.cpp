@@ -11,6 +11,7 @@
 #include <set>
 
 #include "cli_util.h"
+#include "tar_builder.h"
 
 using nlohmann::json;
 using namespace recap::testing;
@@ -32,48 +33,6 @@ RunResult caption(const std::vector<std::string>& extra) {
   a.insert(a.end(), extra.begin(), extra.end());
   return run_cmd(a);
 }
-
-// Builds a tar member by member, remembering where each begins (offsets in messages).
-struct TarBuilder {
-  std::string bytes;
-  uint64_t add(const std::string& name, const std::string& data) {
-    const uint64_t at = bytes.size();
-    bytes += io::tar_member_bytes(name, data, 1700000000);
-    return at;
-  }
-  // A directory entry (typeflag '5').
-  uint64_t add_dir(const std::string& name) {
-    const uint64_t at = bytes.size();
-    std::string h = io::tar_member_bytes(name, "", 0);
-    h[156] = '5';
-    std::memset(&h[148], ' ', 8);
-    unsigned sum = 0;
-    for (unsigned char c : h) sum += c;
-    char num[8];
-    std::snprintf(num, sizeof num, "%06o", sum);
-    std::memcpy(&h[148], num, 6);
-    h[154] = '\0';
-    bytes += h;
-    return at;
-  }
-  // A member header declaring `size` bytes (data not appended).
-  uint64_t add_header(const std::string& name, uint64_t size) {
-    const uint64_t at = bytes.size();
-    std::string h = io::tar_member_bytes(name, "", 0);
-    char num[16];
-    std::snprintf(num, sizeof num, "%011llo", static_cast<unsigned long long>(size));
-    std::memcpy(&h[124], num, 11);
-    std::memset(&h[148], ' ', 8);
-    unsigned sum = 0;
-    for (unsigned char c : h) sum += c;
-    std::snprintf(num, sizeof num, "%06o", sum);
-    std::memcpy(&h[148], num, 6);
-    h[154] = '\0';
-    bytes += h;
-    return at;
-  }
-  std::string done() const { return bytes + io::tar_end_bytes(); }
-};
 
 // webdataset's grouping of a tar (tariterators.base_plus_ext + group_by_keys, lcase=True), run
 // by python3 on `path`: a JSON list of {"key": k, "suffixes": [...]}, or an error line when

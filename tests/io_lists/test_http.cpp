@@ -12,6 +12,7 @@
 #include "loopback_http.h"
 
 using namespace recap::io;
+using recap::testing::gzip;
 using recap::testing::LoopbackHttpServer;
 
 namespace {
@@ -91,23 +92,6 @@ TEST(Http, ManyInFlightAllComplete) {
     EXPECT_EQ(r.body, "body" + std::to_string(i));
   }
 }
-
-namespace {
-// gzip (RFC 1952) of `data`, as a server applying Content-Encoding: gzip sends it.
-std::string gzip(const std::string& data) {
-  z_stream zs{};
-  EXPECT_EQ(deflateInit2(&zs, 9, Z_DEFLATED, 15 + 16, 9, Z_DEFAULT_STRATEGY), Z_OK);
-  std::string out(deflateBound(&zs, data.size()) + 64, '\0');
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
-  zs.avail_in = static_cast<uInt>(data.size());
-  zs.next_out = reinterpret_cast<Bytef*>(out.data());
-  zs.avail_out = static_cast<uInt>(out.size());
-  EXPECT_EQ(deflate(&zs, Z_FINISH), Z_STREAM_END);
-  out.resize(zs.total_out);
-  deflateEnd(&zs);
-  return out;
-}
-}  // namespace
 
 // Every body byte is counted as it arrives: a chunked answer without Content-Length, a gzip
 // body that inflates past the limit from a few KiB on the wire, and an announced
