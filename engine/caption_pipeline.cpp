@@ -841,9 +841,10 @@ bool CaptionRun::open_next_shard() {
     if (out->resumed_count() > 0)
       rep_.line("shard " + spec.name + ": resuming, " + std::to_string(out->resumed_count()) +
                 " sample(s) already done");
-    // Every shard keeps its input's sample order (captions finish out of order): the same
-    // input gives the same tar bytes whatever the batch, threads or download timing.
-    out->keep_input_order(true);
+    // A webdataset shard keeps its input's sample order (captions finish out of order). List
+    // shards are written as samples finish: holding finished captions behind an earlier
+    // unfinished one would delay every write by up to a whole decode wave.
+    if (spec.is_tar) out->keep_input_order(true);
     OpenShard* raw = sh.get();
     out->on_written([this, raw](const SampleOutcome& oc) { count_written(raw, oc); });
     sh->out = std::move(out);

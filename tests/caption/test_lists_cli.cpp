@@ -22,7 +22,8 @@ const std::string kImages = kData + "/tiny/images";
 RunResult caption(const std::vector<std::string>& extra) {
   std::vector<std::string> a{RECAP_BIN,        "caption",  "--weights",        kWeights,
                              "--tokenizer",    kTokenizer, "--threads",        "1",
-                             "--log-interval", "1000",     "--max-new-tokens", "4"};
+                             "--log-interval", "1000",     "--max-new-tokens", "4",
+                             "--io-workers",   "1"};  // one loader: list shards are written as samples finish
   a.insert(a.end(), extra.begin(), extra.end());
   return run_cmd(a);
 }
