@@ -296,6 +296,11 @@ TEST(CaptionPrecision, StartLinesNameTheTokenizer) {
 // leaves of the address space, so an 8B run under it is refused up front instead of failing
 // while mapping weights.
 TEST(PlanCli, UlimitVBoundsTheMemoryAvailable) {
+#if defined(__SANITIZE_ADDRESS__)
+  // An ASan binary reserves a 16 TiB shadow at start, which any `ulimit -v` refuses before
+  // main() runs; the release build (scripts/test.sh) runs this test.
+  GTEST_SKIP() << "ulimit -v cannot start an AddressSanitizer binary";
+#endif
   const std::string cmd = "ulimit -v 3000000; exec " + shell_quote(RECAP_BIN) + " plan --weights " +
                           shell_quote(kWeights) + " --no-calibration";
   RunResult r = run_cmd({"/bin/sh", "-c", cmd});
