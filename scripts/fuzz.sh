@@ -11,6 +11,8 @@
 #   FUZZ_SEED       libFuzzer -seed (default 0: a new random seed each run). CI fixes it so a
 #                   CI run explores the same inputs first every time (reproducible); long runs
 #                   on a developer machine leave it random to find what is new.
+#   FUZZ_RUNS       stop each target after this many executions instead of after SECONDS (the
+#                   long run of docs/RELIABILITY.md: FUZZ_RUNS=1000000)
 # First every kept regression input (corpus/<target>/crash-*) runs once; then the fuzzing.
 # Appends "passed failed" (targets) to $RECAP_TALLY_FILE when set (.ci/run adds it up).
 set -euo pipefail
@@ -84,10 +86,16 @@ for t in "${targets[@]}"; do
   done
   shopt -u nullglob
   if ((ok)); then
-    if "$bin" "${common[@]}" -max_total_time="$FUZZ_SECONDS" -max_len="$(max_len_of "$t")" \
+    if [[ -n ${FUZZ_RUNS:-} ]]; then
+      budget=(-runs="$FUZZ_RUNS")
+    else
+      budget=(-max_total_time="$FUZZ_SECONDS")
+    fi
+    started=$SECONDS
+    if "$bin" "${common[@]}" "${budget[@]}" -max_len="$(max_len_of "$t")" \
       -artifact_prefix="$findings/" "$work" >"$log" 2>&1; then
       execs=$(sed -nE 's/^stat::number_of_executed_units: *([0-9]+).*/\1/p' "$log" | tail -n 1)
-      echo "fuzz: $t: ok, ${execs:-?} runs in ${FUZZ_SECONDS} s, corpus $(find "$work" -type f | wc -l) inputs"
+      echo "fuzz: $t: ok, ${execs:-?} runs in $((SECONDS - started)) s, corpus $(find "$work" -type f | wc -l) inputs"
     else
       ok=0
       echo "fuzz: $t: FINDING"
