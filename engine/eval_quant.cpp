@@ -6,6 +6,7 @@
 #include <fstream>
 #include <set>
 
+#include "engine/bench.h"
 #include "engine/sampler.h"
 #include "engine/threads.h"
 #include "io/fileutil.h"
@@ -17,6 +18,7 @@
 #include "models/preprocess.h"
 #include "models/quantized_cache.h"
 #include "models/tokenizer.h"
+#include "models/weight_source.h"
 
 namespace recap::engine {
 
@@ -110,9 +112,15 @@ struct Context {
   int64_t vocab_limit = 0;
 };
 
-std::unique_ptr<models::LlavaModel> load(const Context& cx, const std::string& precision) {
+std::unique_ptr<models::LlavaModel> load(const Context& cx, const EvalQuantOptions& o,
+                                         const std::string& precision) {
   models::ModelOptions mo;
   mo.precision = kernels::parse_weight_format(precision);
+  if (!o.synthetic.empty()) {
+    // One source for tower and text, as `quantize --synthetic` packs them.
+    models::SyntheticWeightSource src(o.seed, 0.02f);
+    return models::LlavaModel::load_from(cx.ckpt.config, &src, &src, mo);
+  }
   return models::LlavaModel::load(cx.ckpt, mo);
 }
 
@@ -187,17 +195,26 @@ json run_eval_quant(const EvalQuantOptions& o, const std::function<void(const st
   models::LoadOptions lo;
   lo.vision_weights_dir = o.vision_weights_dir;
   lo.vision_config_dir = o.vision_config_dir;
-  if (models::is_quantized_cache(o.weights_dir))
+  if (o.synthetic.empty() == o.weights_dir.empty())
+    throw EvalQuantError("give exactly one of --weights DIR or --synthetic NAME");
+  if (!o.synthetic.empty() && o.tokenizer_path.empty())
+    throw EvalQuantError("--synthetic needs --tokenizer FILE (the Llama-3 tokenizer.json)");
+  if (!o.synthetic.empty() && !is_synthetic_preset(o.synthetic))
+    throw EvalQuantError("--synthetic '" + o.synthetic + "': unknown preset (known: llava-llama3-8b)");
+  if (o.synthetic.empty() && models::is_quantized_cache(o.weights_dir))
     throw EvalQuantError(
         o.weights_dir +
         ": a quantized cache holds one precision only; eval-quant needs the float checkpoint");
   try {
-    cx.ckpt = models::open_checkpoint(o.weights_dir, lo);
+    if (!o.synthetic.empty())
+      cx.ckpt.config = synthetic_preset_config(o.synthetic);
+    else
+      cx.ckpt = models::open_checkpoint(o.weights_dir, lo);
     if (!cx.ckpt.config.has_text || !cx.ckpt.config.has_vision)
       throw EvalQuantError(o.weights_dir +
                            ": not a LLaVA checkpoint (needs the vision tower and the language model)");
-    cx.tok = std::make_unique<models::Tokenizer>(
-        models::Tokenizer::from_file(models::find_tokenizer(o.weights_dir, o.tokenizer_path)));
+    cx.tok = std::make_unique<models::Tokenizer>(models::Tokenizer::from_file(
+        o.synthetic.empty() ? models::find_tokenizer(o.weights_dir, o.tokenizer_path) : o.tokenizer_path));
     const models::ChatTemplate tmpl = models::resolve_template(models::kDefaultTemplateName);
     models::PromptInputs pin;
     pin.prompt = tmpl.prompt;
@@ -233,7 +250,7 @@ json run_eval_quant(const EvalQuantOptions& o, const std::function<void(const st
   std::vector<RefCaption> refs(o.images.size());
   {
     say("eval-quant: reference " + o.reference + ": loading");
-    auto ref = load(cx, o.reference);
+    auto ref = load(cx, o, o.reference);
     Runner run(*ref, max_positions);
     for (size_t i = 0; i < o.images.size(); ++i) {
       const std::vector<float> embeds = prompt_embeds(*ref, cx, i);
@@ -256,7 +273,7 @@ json run_eval_quant(const EvalQuantOptions& o, const std::function<void(const st
 
   // 2. The quantized model, teacher-forced through each reference caption, and its own greedy caption.
   say("eval-quant: " + o.precision + ": loading");
-  auto quant = load(cx, o.precision);
+  auto quant = load(cx, o, o.precision);
   Runner run(*quant, max_positions);
   std::vector<double> kls;
   int64_t agree = 0, identical = 0;
@@ -328,7 +345,7 @@ json run_eval_quant(const EvalQuantOptions& o, const std::function<void(const st
   for (double k : kls) mean += k;
   const size_t n = kls.size();
   json r;
-  r["weights"] = o.weights_dir;
+  r["weights"] = o.synthetic.empty() ? o.weights_dir : "synthetic:" + o.synthetic;
   r["precision"] = o.precision;
   r["reference"] = o.reference;
   r["max_new_tokens"] = o.max_new_tokens;

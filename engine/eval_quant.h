@@ -30,6 +30,12 @@ namespace recap::engine {
 
 struct EvalQuantOptions {
   std::string weights_dir;
+  // Instead of weights_dir: random weights of a preset's real shapes ("llava-llama3-8b",
+  // engine/bench.h), the same values for reference and quantized model (a function of the
+  // seed and tensor name), so the figures are the quantization error at the real shapes.
+  // Needs tokenizer_path.
+  std::string synthetic;
+  uint64_t seed = 1;
   std::string vision_weights_dir;
   std::string vision_config_dir;
   std::string tokenizer_path;       // "" = WEIGHTS/tokenizer.json

@@ -65,7 +65,11 @@ const CommandRegistrar kEvalQuant(
     [](CLI::App* sub) -> std::function<int()> {
       auto f = std::make_shared<EvalQuantFlags>();
       auto& o = f->o;
-      sub->add_option("--weights", o.weights_dir, "float LLaVA checkpoint directory")->required();
+      sub->add_option("--weights", o.weights_dir, "float LLaVA checkpoint directory");
+      sub->add_option("--synthetic", o.synthetic,
+                      "instead of --weights: random weights of a preset's real shapes (llava-llama3-8b; "
+                      "needs --tokenizer)");
+      sub->add_option("--seed", o.seed, "seed of --synthetic weights")->capture_default_str();
       sub->add_option("--vision-weights", o.vision_weights_dir,
                       "CLIP vision tower directory (if not embedded)");
       sub->add_option("--vision-config", o.vision_config_dir,

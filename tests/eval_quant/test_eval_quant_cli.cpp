@@ -130,7 +130,21 @@ TEST(EvalQuantCli, BadFlagsExitTwo) {
   EXPECT_EQ(r.out, "recap-engine eval-quant: error: --max-new-tokens must be at least 1\n");
   r = run_cmd({RECAP_BIN, "eval-quant", "--precision", "int8"});  // --weights missing
   EXPECT_EQ(r.rc, 2);
-  EXPECT_NE(r.out.find("--weights is required"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out, "recap-engine eval-quant: error: give exactly one of --weights DIR or --synthetic NAME\n");
+  r = eval_quant({"--synthetic", "llava-llama3-8b"});  // both
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_EQ(r.out, "recap-engine eval-quant: error: give exactly one of --weights DIR or --synthetic NAME\n");
+  // Refused before any weight is built: 16 GB of bf16 would be made for nothing.
+  r = run_cmd({RECAP_BIN, "eval-quant", "--synthetic", "llava-llama3-8b"});
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_EQ(
+      r.out,
+      "recap-engine eval-quant: error: --synthetic needs --tokenizer FILE (the Llama-3 tokenizer.json)\n");
+  r = run_cmd({RECAP_BIN, "eval-quant", "--synthetic", "llama-70b", "--tokenizer", kTokenizer});
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_EQ(
+      r.out,
+      "recap-engine eval-quant: error: --synthetic 'llama-70b': unknown preset (known: llava-llama3-8b)\n");
 }
 
 TEST(PlanCli, JsonShapeOnTinyModel) {
