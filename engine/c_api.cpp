@@ -539,8 +539,7 @@ recap_status caption_batch(recap_model& m, const recap_caption_params& p, const 
     }
     if (on_progress) on_progress(finished, n, user);
   };
-  const int vision_batch = p.vision_batch > 0 ? p.vision_batch : std::min(p.max_batch, 8);
-  const size_t lookahead = static_cast<size_t>(2 * p.max_batch + vision_batch + lo.workers);
+  const size_t lookahead = driver.lookahead(lo.workers);
   size_t next = 0;
   while (!cancelled && (next < n || driver.in_flight() > 0)) {
     for (; !cancelled && next < n && driver.queued() < lookahead; ++next) {

@@ -133,6 +133,11 @@ class CaptionDriver {
   size_t in_flight() const { return in_flight_; }
   // Samples loading, waiting for the tower or for a batch slot (the caller's lookahead).
   size_t queued() const;
+  // How many samples a caller keeps queued so the tower and freed batch slots never wait:
+  // two batches of sequences, a tower batch and one per loader worker.
+  size_t lookahead(int loader_workers) const {
+    return static_cast<size_t>(2 * o_.max_batch + vision_batch_ + loader_workers);
+  }
   // No sequence is decoding (stop: everything started has finished).
   bool decoding_idle() const { return sched_->idle(); }
 

@@ -672,8 +672,7 @@ bool CaptionRun::open_next_shard() {
 }
 
 void CaptionRun::feed() {
-  const int vision_batch = o_.vision_batch > 0 ? o_.vision_batch : std::min(o_.max_batch, 8);
-  const size_t lookahead = static_cast<size_t>(2 * o_.max_batch + vision_batch + o_.io_workers);
+  const size_t lookahead = driver_->lookahead(o_.io_workers);
   // --max-samples is checked only when a new sample (or a new shard) would be taken, so a
   // shard whose last sample is the limit-th is still seen to its end and finished.
   auto limit_reached = [&] { return o_.max_samples > 0 && admitted_new_ >= o_.max_samples; };
