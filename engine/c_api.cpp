@@ -377,6 +377,8 @@ struct ApiSample {
 struct ResultView {
   std::vector<const char*> captions, stop_reasons;
   recap_result r{};
+  ResultView(const ResultView&) = delete;  // r points into this object's vectors
+  ResultView& operator=(const ResultView&) = delete;
   ResultView(size_t index, const ApiSample& s) {
     r.index = index;
     r.key = s.key.c_str();
