@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "engine/kv_cache.h"
+#include "engine/sampler.h"
 #include "engine/threads.h"
 #include "io/image.h"
 #include "kernels/gemm.h"
@@ -95,10 +96,6 @@ double vision_flops_per_image(const models::ModelConfig& c) {
 double kv_bytes_per_position(const models::TextConfig& t, kernels::KvDType d) {
   return 2.0 * static_cast<double>(t.layers * t.kv_heads * t.head_dim) *
          static_cast<double>(models::kv_dtype_size(d));
-}
-
-int32_t argmax_row(const float* row, int64_t n) {
-  return static_cast<int32_t>(std::max_element(row, row + n) - row);
 }
 
 // The compute peak that bounds a GEMM of this weight format (int8/int4 multiply int8
@@ -326,7 +323,7 @@ json run_bench(const BenchOptions& o) {
   // Decode, batch 1: the prompt's sequence continues.
   const int steps =
       o.decode_steps > 0 ? std::min(o.decode_steps, o.new_tokens) : std::min(o.new_tokens, o.quick ? 2 : 16);
-  int32_t next = argmax_row(logits.data(), V);
+  int32_t next = argmax_lowest(logits.data(), V);
   const double w_step = decoder_step_weight_bytes(c.text, format);
   const double kvpos = kv_bytes_per_position(c.text, kv_dtype);
   double b1_bytes = 0;
@@ -339,7 +336,7 @@ json run_bench(const BenchOptions& o) {
     ch.start_pos = prompt_len + s;
     ch.block_table = seq0.data();
     model->forward({ch}, kv.views(), logits.data());
-    next = argmax_row(logits.data(), V);
+    next = argmax_lowest(logits.data(), V);
     b1_bytes += w_step + kvpos * static_cast<double>(prompt_len + s + 1);
   }
   const double b1_s = seconds_since(t_b1);
@@ -367,7 +364,7 @@ json run_bench(const BenchOptions& o) {
     }
     model->forward(chunks, kv.views(), logits.data());
     for (int b = 0; b < B; ++b)
-      nexts[static_cast<size_t>(b)] = argmax_row(logits.data() + static_cast<size_t>(b) * V, V);
+      nexts[static_cast<size_t>(b)] = argmax_lowest(logits.data() + static_cast<size_t>(b) * V, V);
     bb_bytes += w_step + kvpos * static_cast<double>(B) * static_cast<double>(prompt_len + s + 1);
   }
   const double bb_s = seconds_since(t_bb);

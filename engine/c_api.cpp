@@ -1,36 +1,33 @@
-// The C API (include/recap/recap.h) over the engine: the same model loading, prompt building,
-// vision batching and continuous-batching scheduler that `recap-engine caption` runs, minus the
-// list/shard/resume machinery. A batch flows: prompt ids per sample (template + fields) ->
-// decode + preprocess a vision group (worker threads) -> encode_images -> splice -> Scheduler
-// (prefill + batched decode; a finished caption frees its slot for the next image at once).
+// The C API (include/recap/recap.h): only the C boundary. Argument checks, conversions between
+// the C structs and the engine's types, the mapping from exceptions and sample failures to
+// recap_status, log and result callbacks. Captioning itself is engine/caption_driver, the code
+// `recap-engine caption` runs: a recap_image becomes a SampleInput (inline bytes, decoded RGB,
+// or an already-failed input), each record becomes a recap_result.
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <deque>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <string>
-#include <thread>
 #include <type_traits>
 #include <vector>
 
+#include "engine/caption_driver.h"
+#include "engine/errors.h"
 #include "engine/kv_cache.h"
-#include "engine/sampler.h"
-#include "engine/scheduler.h"
+#include "engine/loader.h"
 #include "engine/threads.h"
 #include "io/fileutil.h"
 #include "io/image.h"
 #include "io/safetensors.h"
 #include "models/chat_template.h"
 #include "models/config.h"
-#include "models/kv_pool.h"
 #include "models/llava.h"
 #include "models/preprocess.h"
 #include "models/tokenizer.h"
@@ -136,6 +133,12 @@ recap_status guarded(char** error, Fn&& fn) {
   } catch (const io::FormatError& e) {
     set_error(error, e.what());
     return RECAP_ERR_FORMAT;
+  } catch (const engine::KvCacheTooLarge& e) {
+    set_error(error, e.what());
+    return RECAP_ERR_OUT_OF_MEMORY;
+  } catch (const engine::UsageError& e) {  // the call's settings (e.g. a template field no sample has)
+    set_error(error, e.what());
+    return RECAP_ERR_INVALID_ARGUMENT;
   } catch (const std::exception& e) {
     set_error(error, std::string("internal error: ") + e.what());
     return RECAP_ERR_INTERNAL;
@@ -209,6 +212,8 @@ recap_model_params recap_model_default_params(void) {
 
 recap_caption_params recap_caption_default_params(void) {
   recap_caption_params p;
+  std::memset(&p, 0, sizeof p);
+  p.struct_size = sizeof(recap_caption_params);
   p.template_name = nullptr;
   p.prompt = nullptr;
   p.max_new_tokens = 128;
@@ -218,6 +223,10 @@ recap_caption_params recap_caption_default_params(void) {
   p.seed = 0;
   p.max_batch = 8;
   p.vision_batch = 0;
+  p.num_captions = 1;
+  p.shear = RECAP_SHEAR_NONE;
+  p.first_sentence = 0;
+  p.max_image_pixels = recap::io::DecodeOptions{}.max_pixels;
   return p;
 }
 
@@ -335,31 +344,141 @@ void recap_model_free(recap_model* model) {
 
 namespace {
 
-struct Sample {
+// The recap_status a failed sample's record maps to.
+recap_status status_of(engine::SampleFailure f) {
+  switch (f) {
+    case engine::SampleFailure::kNone:
+      return RECAP_OK;
+    case engine::SampleFailure::kInput:
+      return RECAP_ERR_INVALID_ARGUMENT;
+    case engine::SampleFailure::kFetch:
+    case engine::SampleFailure::kImage:
+      return RECAP_ERR_IMAGE;
+    case engine::SampleFailure::kPrompt:
+    case engine::SampleFailure::kGeneration:
+      return RECAP_ERR_UNSUPPORTED;
+    case engine::SampleFailure::kTower:
+      return RECAP_ERR_INTERNAL;
+  }
+  return RECAP_ERR_INTERNAL;
+}
+
+// A sample's outcome in C terms: the record (absent for a sample a cancelled call never
+// finished) and the message a C caller sees ("<status>: <error>").
+struct ApiSample {
   std::string key;
-  std::vector<int32_t> prompt_ids;
-  int64_t n_prompt = 0;
-  recap_status status = RECAP_OK;
-  std::string caption, error;
-  int new_tokens = 0;
-  bool done = false;
+  std::optional<engine::CaptionRecord> rec;
+  recap_status status = RECAP_ERR_CANCELLED;
+  std::string status_name = "cancelled";
+  std::string error = "cancelled before this sample finished";
 };
 
-// Template by name or file: unknown names are invalid arguments, missing files I/O errors,
-// files that do not parse FORMAT errors.
-models::ChatTemplate resolve_template_checked(const std::string& name) {
-  const auto names = models::builtin_template_names();
-  if (std::find(names.begin(), names.end(), name) != names.end()) return models::builtin_template(name);
-  const bool looks_like_path = name.find('/') != std::string::npos || name.find('.') != std::string::npos;
-  if (!looks_like_path) {
-    std::string known;
-    for (auto& n : names) known += (known.empty() ? "" : ", ") + n;
-    throw ApiError{RECAP_ERR_INVALID_ARGUMENT,
-                   "template '" + name + "' is neither a built-in template (" + known + ") nor a file path"};
+// A recap_result whose strings point into `s` (valid while `s` and this view live).
+struct ResultView {
+  std::vector<const char*> captions, stop_reasons;
+  recap_result r{};
+  ResultView(const ResultView&) = delete;  // r points into this object's vectors
+  ResultView& operator=(const ResultView&) = delete;
+  ResultView(size_t index, const ApiSample& s) {
+    r.index = index;
+    r.key = s.key.c_str();
+    r.status = s.status;
+    r.status_name = s.status_name.c_str();
+    r.error_message = s.status == RECAP_OK ? "" : s.error.c_str();
+    r.caption = "";
+    r.stop_reason = "";
+    if (s.rec && s.status == RECAP_OK) {
+      for (auto& c : s.rec->captions) captions.push_back(c.c_str());
+      for (auto& c : s.rec->stop_reasons) stop_reasons.push_back(c.c_str());
+      r.caption = captions.empty() ? "" : captions[0];
+      r.stop_reason = stop_reasons.empty() ? "" : stop_reasons[0];
+    }
+    if (s.rec) {
+      r.prompt_tokens = s.status == RECAP_OK ? static_cast<int>(s.rec->prompt_tokens) : 0;
+      r.new_tokens = static_cast<int>(s.rec->new_tokens);
+    }
+    r.n_captions = captions.size();
+    r.captions = captions.empty() ? nullptr : captions.data();
+    r.stop_reasons = stop_reasons.empty() ? nullptr : stop_reasons.data();
   }
-  if (!is_readable_file(name)) throw ApiError{RECAP_ERR_IO, name + ": template file not found or unreadable"};
+};
+
+// The sample a recap_image is to the driver: encoded bytes to decode, RGB pixels to
+// preprocess, or an input that already failed (no pixels, a bad RGB size).
+engine::SampleInput sample_of(const recap_image& im, size_t index, std::optional<io::Image>* rgb) {
+  engine::SampleInput in;
+  in.index = static_cast<int64_t>(index);
+  in.key = im.key ? im.key : std::to_string(index);
+  in.caption = im.original_caption ? im.original_caption : "";
+  if (im.encoded) {
+    in.has_inline_image = true;
+    in.image_bytes.assign(reinterpret_cast<const char*>(im.encoded), im.encoded_size);
+  } else if (im.rgb) {
+    if (im.width <= 0 || im.height <= 0) {
+      in.parse_error = "rgb image of size " + std::to_string(im.width) + "x" + std::to_string(im.height);
+    } else {
+      io::Image img;
+      img.width = im.width;
+      img.height = im.height;
+      img.rgb.assign(im.rgb, im.rgb + static_cast<size_t>(im.width) * static_cast<size_t>(im.height) * 3);
+      *rgb = std::move(img);
+    }
+  } else {
+    in.parse_error = "the image has neither encoded bytes nor rgb pixels";
+  }
+  return in;
+}
+
+// The caption params a caller passed, checked; NULL: the defaults.
+recap_caption_params checked_params(const recap_caption_params* params) {
+  if (!params) return recap_caption_default_params();
+  // Read before any other field: a struct of another API version has other offsets.
+  if (params->struct_size != sizeof(recap_caption_params))
+    throw ApiError{
+        RECAP_ERR_INVALID_ARGUMENT,
+        "recap_caption_params.struct_size is " + std::to_string(params->struct_size) + ", not " +
+            std::to_string(sizeof(recap_caption_params)) + " (API version " +
+            std::to_string(RECAP_API_VERSION) +
+            "): initialise the params with recap_caption_default_params() and rebuild against this recap.h"};
+  const recap_caption_params& p = *params;
+  if (p.max_new_tokens < 1) throw ApiError{RECAP_ERR_INVALID_ARGUMENT, "max_new_tokens must be at least 1"};
+  if (p.max_batch < 1) throw ApiError{RECAP_ERR_INVALID_ARGUMENT, "max_batch must be at least 1"};
+  if (p.vision_batch < 0) throw ApiError{RECAP_ERR_INVALID_ARGUMENT, "vision_batch must be >= 0"};
+  if (!(p.temperature >= 0.f)) throw ApiError{RECAP_ERR_INVALID_ARGUMENT, "temperature must be >= 0"};
+  if (p.top_k < 0) throw ApiError{RECAP_ERR_INVALID_ARGUMENT, "top_k must be >= 0"};
+  if (!(p.top_p > 0.f && p.top_p <= 1.f))
+    throw ApiError{RECAP_ERR_INVALID_ARGUMENT, "top_p must be in (0, 1]"};
+  if (p.num_captions < 1) throw ApiError{RECAP_ERR_INVALID_ARGUMENT, "num_captions must be at least 1"};
+  if (p.num_captions > p.max_batch)
+    throw ApiError{RECAP_ERR_INVALID_ARGUMENT, "num_captions " + std::to_string(p.num_captions) +
+                                                   " exceeds max_batch " + std::to_string(p.max_batch)};
+  const int shear = enum_value(p.shear);
+  if (shear != RECAP_SHEAR_NONE && shear != RECAP_SHEAR_WORDS && shear != RECAP_SHEAR_TOKENS)
+    throw ApiError{RECAP_ERR_INVALID_ARGUMENT,
+                   "shear " + std::to_string(shear) + " is not a recap_shear value"};
+  return p;
+}
+
+// Template by name or file, with the call's errors told apart: an unknown name is an invalid
+// argument, a missing file an I/O error, a file that does not parse a FORMAT error. NULL or
+// "" is the engine's default (applied by engine::resolve_caption_template).
+models::ChatTemplate checked_template(const char* name_or_null, const char* prompt) {
+  const std::string name = name_or_null ? name_or_null : "";
+  const auto names = models::builtin_template_names();
+  const bool builtin = name.empty() || std::find(names.begin(), names.end(), name) != names.end();
+  if (!builtin) {
+    const bool looks_like_path = name.find('/') != std::string::npos || name.find('.') != std::string::npos;
+    if (!looks_like_path) {
+      std::string known;
+      for (auto& n : names) known += (known.empty() ? "" : ", ") + n;
+      throw ApiError{RECAP_ERR_INVALID_ARGUMENT, "template '" + name + "' is neither a built-in template (" +
+                                                     known + ") nor a file path"};
+    }
+    if (!is_readable_file(name))
+      throw ApiError{RECAP_ERR_IO, name + ": template file not found or unreadable"};
+  }
   try {
-    return models::load_template_file(name);
+    return engine::resolve_caption_template(name, prompt ? prompt : "");
   } catch (const std::bad_alloc&) {
     throw;
   } catch (const std::exception& e) {
@@ -367,298 +486,104 @@ models::ChatTemplate resolve_template_checked(const std::string& name) {
   }
 }
 
-std::map<std::string, std::string> prompt_fields(const recap_image& im, const std::string& key) {
-  // The fields `recap-engine caption` gives a list sample with no extra columns.
-  std::map<std::string, std::string> f;
-  const std::string oc = im.original_caption ? im.original_caption : "";
-  f["original_caption"] = oc;
-  f["caption"] = oc;
-  f["key"] = key;
-  f["url"] = "";
-  return f;
-}
-
-class BatchRun {
- public:
-  BatchRun(recap_model& m, const recap_caption_params& p, const recap_image* images, size_t n,
-           recap_result_callback on_result, recap_progress_callback on_progress, void* user)
-      : m_(m), p_(p), images_(images), n_(n), on_result_(on_result), on_progress_(on_progress), user_(user) {}
-
-  // Returns RECAP_OK or RECAP_ERR_CANCELLED; throws ApiError / engine exceptions otherwise.
-  recap_status run();
-  std::vector<Sample>& samples() { return samples_; }
-
- private:
-  void build_prompts();
-  void prepare_group();
-  void finish(size_t i, recap_status status, std::string caption, std::string error, int new_tokens);
-
-  recap_model& m_;
-  const recap_caption_params& p_;
-  const recap_image* images_;
-  size_t n_;
-  recap_result_callback on_result_;
-  recap_progress_callback on_progress_;
-  void* user_;
-
-  models::ChatTemplate tmpl_;
-  std::vector<Sample> samples_;
-  size_t next_ = 0;  // next sample to decode
-  size_t finished_ = 0;
-  bool cancelled_ = false;
-  std::unique_ptr<engine::Scheduler> sched_;
-  std::deque<engine::CaptionRequest> waiting_;  // encoded, waiting for a batch slot
-};
-
-void BatchRun::finish(size_t i, recap_status status, std::string caption, std::string error, int new_tokens) {
-  Sample& s = samples_[i];
-  s.status = status;
-  s.caption = std::move(caption);
-  s.error = std::move(error);
-  s.new_tokens = new_tokens;
-  s.done = true;
-  ++finished_;
-  if (status != RECAP_OK)
-    log_line(RECAP_LOG_INFO, "sample " + std::to_string(i) + " (" + s.key + "): " + s.error);
-  if (on_result_ && !cancelled_) {
-    recap_result r;
-    r.index = i;
-    r.key = s.key.c_str();
-    r.status = s.status;
-    r.caption = s.caption.c_str();
-    r.error_message = s.error.c_str();
-    r.prompt_tokens = static_cast<int>(s.n_prompt);
-    r.new_tokens = s.new_tokens;
-    if (on_result_(&r, user_) != 0) cancelled_ = true;
-  }
-  if (on_progress_) on_progress_(finished_, n_, user_);
-}
-
-void BatchRun::build_prompts() {
-  const auto& cfg = m_.llava->config();
-  samples_.resize(n_);
-  for (size_t i = 0; i < n_; ++i) {
-    Sample& s = samples_[i];
-    s.key = images_[i].key ? images_[i].key : std::to_string(i);
-    models::PromptInputs pin;
-    pin.prompt = tmpl_.prompt;
-    pin.fields = prompt_fields(images_[i], s.key);
-    try {
-      s.prompt_ids = models::build_prompt_ids(tmpl_, *m_.tok, pin);
-    } catch (const std::bad_alloc&) {
-      throw;
-    } catch (const std::exception& e) {
-      // The same template renders for every sample, so this is the call's argument error.
-      throw ApiError{RECAP_ERR_INVALID_ARGUMENT, std::string("template: ") + e.what()};
-    }
-    std::vector<int64_t> ids64(s.prompt_ids.begin(), s.prompt_ids.end());
-    s.n_prompt = m_.llava->spliced_length(ids64);
-    if (s.n_prompt + p_.max_new_tokens > cfg.text.max_position) {
-      s.status = RECAP_ERR_UNSUPPORTED;
-      s.error = "prompt (" + std::to_string(s.n_prompt) + " positions) + max_new_tokens " +
-                std::to_string(p_.max_new_tokens) + " exceeds the model's " +
-                std::to_string(cfg.text.max_position) + " positions";
-    }
-  }
-}
-
-// Decodes and preprocesses the next group of samples (worker threads), encodes the good ones
-// with one vision-tower call and queues their prompt embeddings.
-void BatchRun::prepare_group() {
-  const auto& cfg = m_.llava->config();
-  const size_t group = static_cast<size_t>(p_.vision_batch > 0 ? p_.vision_batch : std::min(p_.max_batch, 8));
-  std::vector<size_t> idx;
-  while (next_ < n_ && idx.size() < group) {
-    const size_t i = next_++;
-    if (samples_[i].status != RECAP_OK) {  // prompt too long: fails without touching the image
-      std::string err = samples_[i].error;
-      finish(i, samples_[i].status, "", err, 0);
-      if (cancelled_) return;
-      continue;
-    }
-    idx.push_back(i);
-  }
-  if (idx.empty()) return;
-  const int64_t S = m_.pre.crop_size;
-  const size_t img_elems = static_cast<size_t>(3 * S * S);
-  std::vector<float> pixels(idx.size() * img_elems);
-  std::vector<recap_status> st(idx.size(), RECAP_OK);
-  std::vector<std::string> err(idx.size());
-  auto work = [&](size_t k) {
-    const recap_image& im = images_[idx[k]];
-    try {
-      io::Image img;
-      if (im.encoded) {
-        if (im.encoded_size == 0)
-          throw io::ImageError(io::ImageErrorKind::Truncated, "empty encoded image (0 bytes)");
-        img = io::decode_image(im.encoded, im.encoded_size);
-      } else if (im.rgb) {
-        if (im.width <= 0 || im.height <= 0) {
-          st[k] = RECAP_ERR_INVALID_ARGUMENT;
-          err[k] = "rgb image of size " + std::to_string(im.width) + "x" + std::to_string(im.height);
-          return;
-        }
-        img.width = im.width;
-        img.height = im.height;
-        img.rgb.assign(im.rgb, im.rgb + static_cast<size_t>(im.width) * static_cast<size_t>(im.height) * 3);
-      } else {
-        st[k] = RECAP_ERR_INVALID_ARGUMENT;
-        err[k] = "the image has neither encoded bytes nor rgb pixels";
-        return;
-      }
-      models::preprocess_llava_into(img, m_.pre, pixels.data() + k * img_elems);
-    } catch (const io::ImageError& e) {
-      st[k] = RECAP_ERR_IMAGE;
-      err[k] = std::string("failed_to_decode: ") + e.what();
-    } catch (const std::bad_alloc&) {
-      st[k] = RECAP_ERR_OUT_OF_MEMORY;
-      err[k] = "out of memory while decoding the image";
-    } catch (const std::exception& e) {
-      st[k] = RECAP_ERR_IMAGE;
-      err[k] = e.what();
-    }
-  };
-  const size_t workers = std::min(idx.size(), static_cast<size_t>(std::max(1, m_.threads)));
-  if (workers <= 1) {
-    for (size_t k = 0; k < idx.size(); ++k) work(k);
-  } else {
-    std::atomic<size_t> next{0};
-    std::vector<std::thread> threads;
-    for (size_t w = 0; w < workers; ++w)
-      threads.emplace_back([&] {
-        for (size_t k; (k = next.fetch_add(1)) < idx.size();) work(k);
-      });
-    for (auto& t : threads) t.join();
-  }
-  // Failures are finished now; the good images are packed together for the tower.
-  std::vector<size_t> good;
-  for (size_t k = 0; k < idx.size(); ++k) {
-    if (st[k] != RECAP_OK) {
-      finish(idx[k], st[k], "", err[k], 0);
-      if (cancelled_) return;
-      continue;
-    }
-    if (good.size() != k)
-      std::copy_n(pixels.begin() + static_cast<long>(k * img_elems), img_elems,
-                  pixels.begin() + static_cast<long>(good.size() * img_elems));
-    good.push_back(k);
-  }
-  if (good.empty()) return;
-  const int64_t P = cfg.vision.num_patches(), D = cfg.text.hidden;
-  std::vector<float> features(good.size() * static_cast<size_t>(P * D));
-  m_.llava->encode_images(pixels.data(), static_cast<int64_t>(good.size()), features.data());
-  for (size_t g = 0; g < good.size(); ++g) {
-    const size_t i = idx[good[g]];
-    Sample& s = samples_[i];
-    engine::CaptionRequest req;
-    req.id = i;
-    req.n_prompt = s.n_prompt;
-    req.prompt_embeds.resize(static_cast<size_t>(s.n_prompt * D));
-    std::vector<int64_t> ids64(s.prompt_ids.begin(), s.prompt_ids.end());
-    m_.llava->splice_embeddings(ids64, features.data() + g * static_cast<size_t>(P * D), 1,
-                                req.prompt_embeds.data());
-    req.n_captions = 1;
-    req.sampling.temperature = p_.temperature;
-    req.sampling.top_k = p_.top_k;
-    req.sampling.top_p = p_.top_p;
-    req.sampling.seed = p_.seed;
-    req.seed_key = s.key;
-    waiting_.push_back(std::move(req));
-  }
-}
-
-recap_status BatchRun::run() {
-  tmpl_ = resolve_template_checked(p_.template_name && *p_.template_name ? p_.template_name
-                                                                         : models::kDefaultTemplateName);
-  if (p_.prompt && *p_.prompt) tmpl_.prompt = p_.prompt;
+// One recap_caption_batch call: feeds the driver, keeps each sample's record, calls back.
+// Returns RECAP_OK or RECAP_ERR_CANCELLED; throws otherwise.
+recap_status caption_batch(recap_model& m, const recap_caption_params& p, const recap_image* images, size_t n,
+                           recap_result_callback on_result, recap_progress_callback on_progress, void* user,
+                           std::vector<ApiSample>& samples) {
+  const models::ChatTemplate tmpl = checked_template(p.template_name, p.prompt);
   std::vector<int32_t> stop_ids;
   try {
-    stop_ids = models::stop_token_ids(tmpl_, *m_.tok, m_.generation_eos);
+    stop_ids = models::stop_token_ids(tmpl, *m.tok, m.generation_eos);
   } catch (const std::bad_alloc&) {
     throw;
   } catch (const std::exception& e) {
     throw ApiError{RECAP_ERR_INVALID_ARGUMENT, std::string("template: ") + e.what()};
   }
-  build_prompts();
+  engine::DriverOptions o;
+  o.max_new_tokens = p.max_new_tokens;
+  o.sampling.temperature = p.temperature;
+  o.sampling.top_k = p.top_k;
+  o.sampling.top_p = p.top_p;
+  o.sampling.seed = p.seed;
+  o.num_captions = p.num_captions;
+  const int shear = enum_value(p.shear);
+  o.shear = shear == RECAP_SHEAR_WORDS ? "words" : shear == RECAP_SHEAR_TOKENS ? "tokens" : "";
+  o.first_sentence = p.first_sentence != 0;
+  o.max_batch = p.max_batch;
+  o.vision_batch = p.vision_batch;
+  o.kv_dtype = m.kv_dtype;
+  o.threads = m.threads;
+  engine::LoaderOptions lo;
+  lo.workers = std::max(1, m.threads);
+  lo.preprocess = m.pre;
+  lo.decode.max_pixels = p.max_image_pixels;
+  engine::Loader loader(lo);
+  bool cancelled = false;
+  engine::CaptionDriver driver(*m.llava, *m.tok, tmpl, stop_ids, o, loader, m.pool,
+                               [&] { return cancelled; });
 
-  // KV pool: max_batch sequences of the longest prompt + max_new_tokens.
-  const auto& cfg = m_.llava->config();
-  engine::KvCacheShape shape;
-  shape.layers = cfg.text.layers;
-  shape.kv_heads = cfg.text.kv_heads;
-  shape.head_dim = cfg.text.head_dim;
-  shape.block_size = 16;
-  shape.dtype = m_.kv_dtype;
-  int64_t longest = 1;
-  for (auto& s : samples_)
-    if (s.status == RECAP_OK) longest = std::max(longest, s.n_prompt);
-  const int64_t per_seq = (longest + p_.max_new_tokens + shape.block_size - 1) / shape.block_size;
-  const int64_t blocks = per_seq * p_.max_batch;
-  if (blocks > (int64_t(1) << 31) - 1)
-    throw ApiError{RECAP_ERR_OUT_OF_MEMORY,
-                   "a KV cache for max_batch " + std::to_string(p_.max_batch) + " sequences of " +
-                       std::to_string(per_seq * shape.block_size) + " positions is too large"};
-  if (!m_.pool || m_.pool->total_blocks() < blocks || m_.pool->free_blocks() != m_.pool->total_blocks()) {
-    m_.pool.reset();
-    m_.pool = std::make_unique<engine::KvCachePool>(shape, blocks);
+  samples.assign(n, ApiSample{});
+  size_t finished = 0;
+  const auto sink = [&](engine::CaptionRecord&& rec) {
+    const size_t i = static_cast<size_t>(rec.id);
+    ApiSample& s = samples[i];
+    s.status = status_of(rec.failure);
+    s.status_name = rec.status;
+    s.error = rec.ok() ? "" : rec.status + ": " + rec.error;
+    s.rec = std::move(rec);
+    ++finished;
+    if (s.status != RECAP_OK)
+      log_line(RECAP_LOG_INFO, "sample " + std::to_string(i) + " (" + s.key + "): " + s.error);
+    if (on_result && !cancelled) {
+      ResultView v(i, s);
+      if (on_result(&v.r, user) != 0) cancelled = true;
+    }
+    if (on_progress) on_progress(finished, n, user);
+  };
+  const size_t lookahead = driver.lookahead(lo.workers);
+  size_t next = 0;
+  while (!cancelled && (next < n || driver.in_flight() > 0)) {
+    for (; !cancelled && next < n && driver.queued() < lookahead; ++next) {
+      std::optional<io::Image> rgb;
+      engine::SampleInput in = sample_of(images[next], next, &rgb);
+      samples[next].key = in.key;
+      driver.push(next, std::move(in), std::move(rgb));
+    }
+    driver.pump(sink);
   }
-  engine::SchedulerOptions so;
-  so.max_batch = p_.max_batch;
-  so.max_new_tokens = p_.max_new_tokens;
-  so.vocab_limit = m_.tok->vocab_size();
-  for (int32_t id : stop_ids) so.stop_ids.insert(id);
-  sched_ = std::make_unique<engine::Scheduler>(*m_.llava, *m_.pool, so);
-
-  while (!cancelled_) {
-    // Keep up to max_batch encoded images waiting so a freed slot fills at once.
-    while (!cancelled_ && next_ < n_ && waiting_.size() < static_cast<size_t>(p_.max_batch)) prepare_group();
-    if (cancelled_) break;
-    bool admitted = false;
-    while (!waiting_.empty() && sched_->can_admit(waiting_.front().n_prompt, waiting_.front().n_captions)) {
-      sched_->admit(std::move(waiting_.front()));
-      waiting_.pop_front();
-      admitted = true;
-    }
-    if (!sched_->idle()) {
-      for (auto& r : sched_->step()) {
-        const size_t i = static_cast<size_t>(r.id);
-        if (!r.error.empty()) {
-          finish(i, RECAP_ERR_UNSUPPORTED, "", r.error, 0);
-        } else {
-          const auto& ids = r.tokens.at(0);
-          finish(i, RECAP_OK, m_.tok->decode_output(ids), "", static_cast<int>(ids.size()));
-        }
-        if (cancelled_) break;
-      }
-    } else if (waiting_.empty() && next_ >= n_) {
-      break;
-    } else if (!admitted) {
-      throw ApiError{RECAP_ERR_INTERNAL, "scheduler idle but a waiting request cannot be admitted"};
-    }
-  }
-  if (!cancelled_) return RECAP_OK;
-  for (size_t i = 0; i < n_; ++i)
-    if (!samples_[i].done) {
-      samples_[i].status = RECAP_ERR_CANCELLED;
-      samples_[i].error = "cancelled before this sample finished";
-    }
-  return RECAP_ERR_CANCELLED;
+  return cancelled ? RECAP_ERR_CANCELLED : RECAP_OK;
 }
 
-recap_result* make_results(std::vector<Sample>& samples) {
+char** dup_strings(const std::vector<std::string>& v) {
+  if (v.empty()) return nullptr;
+  auto** out = static_cast<char**>(std::calloc(v.size(), sizeof(char*)));
+  if (!out) return nullptr;
+  for (size_t i = 0; i < v.size(); ++i) out[i] = dup_string(v[i]);
+  return out;
+}
+
+recap_result* make_results(const std::vector<ApiSample>& samples) {
   auto* out = static_cast<recap_result*>(std::calloc(samples.size(), sizeof(recap_result)));
   if (!out) throw std::bad_alloc();
   for (size_t i = 0; i < samples.size(); ++i) {
-    const Sample& s = samples[i];
+    const ResultView v(i, samples[i]);
     recap_result& r = out[i];
-    r.index = i;
-    r.status = s.status;
-    r.prompt_tokens = static_cast<int>(s.n_prompt);
-    r.new_tokens = s.new_tokens;
-    r.key = dup_string(s.key);
-    r.caption = dup_string(s.caption);
-    r.error_message = dup_string(s.error);
-    if (!r.key || !r.caption || !r.error_message) {
+    r = v.r;
+    r.key = dup_string(v.r.key);
+    r.status_name = dup_string(v.r.status_name);
+    r.caption = dup_string(v.r.caption);
+    r.error_message = dup_string(v.r.error_message);
+    r.stop_reason = dup_string(v.r.stop_reason);
+    const std::vector<std::string> none;
+    const auto& rec = samples[i].rec;
+    const bool ok = rec && samples[i].status == RECAP_OK;
+    r.captions = dup_strings(ok ? rec->captions : none);
+    r.stop_reasons = dup_strings(ok ? rec->stop_reasons : none);
+    bool complete = r.key && r.status_name && r.caption && r.error_message && r.stop_reason &&
+                    (r.n_captions == 0 || (r.captions && r.stop_reasons));
+    for (size_t c = 0; complete && c < r.n_captions; ++c) complete = r.captions[c] && r.stop_reasons[c];
+    if (!complete) {
       recap_results_free(out, samples.size());
       throw std::bad_alloc();
     }
@@ -675,35 +600,27 @@ recap_status recap_caption_batch(recap_model* model, const recap_caption_params*
                                  recap_result_callback on_result, recap_progress_callback on_progress,
                                  void* user_data, char** error) {
   if (results) *results = nullptr;
-  recap_status cancelled_or_ok = RECAP_OK;
-  const recap_status st = guarded(error, [&] {
+  return guarded(error, [&] {
     if (!model) throw ApiError{RECAP_ERR_INVALID_ARGUMENT, "recap_caption_batch: model is NULL"};
     if (!images) throw ApiError{RECAP_ERR_INVALID_ARGUMENT, "recap_caption_batch: images is NULL"};
     if (n == 0) throw ApiError{RECAP_ERR_INVALID_ARGUMENT, "recap_caption_batch: empty batch (n == 0)"};
-    const recap_caption_params p = params ? *params : recap_caption_default_params();
-    if (p.max_new_tokens < 1) throw ApiError{RECAP_ERR_INVALID_ARGUMENT, "max_new_tokens must be at least 1"};
-    if (p.max_batch < 1) throw ApiError{RECAP_ERR_INVALID_ARGUMENT, "max_batch must be at least 1"};
-    if (p.vision_batch < 0) throw ApiError{RECAP_ERR_INVALID_ARGUMENT, "vision_batch must be >= 0"};
-    if (!(p.temperature >= 0.f)) throw ApiError{RECAP_ERR_INVALID_ARGUMENT, "temperature must be >= 0"};
-    if (p.top_k < 0) throw ApiError{RECAP_ERR_INVALID_ARGUMENT, "top_k must be >= 0"};
-    if (!(p.top_p > 0.f && p.top_p <= 1.f))
-      throw ApiError{RECAP_ERR_INVALID_ARGUMENT, "top_p must be in (0, 1]"};
+    const recap_caption_params p = checked_params(params);
 
     std::lock_guard<std::mutex> lock(model->mu);
     engine::apply_threads(model->threads);  // OpenMP's thread count is per calling thread
-    BatchRun run(*model, p, images, n, on_result, on_progress, user_data);
+    std::vector<ApiSample> samples;
+    recap_status st;
     try {
-      cancelled_or_ok = run.run();
+      st = caption_batch(*model, p, images, n, on_result, on_progress, user_data, samples);
     } catch (...) {
       model->pool.reset();  // abandoned sequences may still hold blocks
       throw;
     }
+    // A cancelled call leaves blocks held by the sequences it abandoned: the pool goes.
     if (model->pool && model->pool->free_blocks() != model->pool->total_blocks()) model->pool.reset();
-    if (results) *results = make_results(run.samples());
-    if (cancelled_or_ok == RECAP_ERR_CANCELLED)
-      throw ApiError{RECAP_ERR_CANCELLED, "cancelled by the result callback"};
+    if (results) *results = make_results(samples);
+    if (st == RECAP_ERR_CANCELLED) throw ApiError{RECAP_ERR_CANCELLED, "cancelled by the result callback"};
   });
-  return st;
 }
 
 recap_status recap_caption_image(recap_model* model, const recap_caption_params* params,
@@ -736,9 +653,17 @@ recap_status recap_caption_image(recap_model* model, const recap_caption_params*
 void recap_results_free(recap_result* results, size_t n) {
   if (!results) return;
   for (size_t i = 0; i < n; ++i) {
-    std::free(const_cast<char*>(results[i].key));
-    std::free(const_cast<char*>(results[i].caption));
-    std::free(const_cast<char*>(results[i].error_message));
+    recap_result& r = results[i];
+    std::free(const_cast<char*>(r.key));
+    std::free(const_cast<char*>(r.status_name));
+    std::free(const_cast<char*>(r.caption));
+    std::free(const_cast<char*>(r.error_message));
+    std::free(const_cast<char*>(r.stop_reason));
+    for (const char* const* list : {r.captions, r.stop_reasons}) {
+      if (!list) continue;
+      for (size_t c = 0; c < r.n_captions; ++c) std::free(const_cast<char*>(list[c]));
+      std::free(const_cast<char**>(list));
+    }
   }
   std::free(results);
 }

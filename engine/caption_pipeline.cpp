@@ -15,6 +15,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "engine/caption_driver.h"
+#include "engine/errors.h"
 #include "engine/fingerprint.h"
 #include "engine/kv_cache.h"
 #include "engine/loader.h"
@@ -42,51 +44,6 @@ namespace recap::engine {
 using nlohmann::ordered_json;
 using Clock = std::chrono::steady_clock;
 
-// ---------------------------------------------------------------- text post-processing
-
-namespace {
-bool is_space(char c) {
-  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
-}
-}  // namespace
-
-std::string first_sentence(const std::string& text) {
-  std::string s = models::strip_python_whitespace(text);
-  size_t dot = s.find('.');
-  if (dot != std::string::npos) s.resize(dot);
-  return models::strip_python_whitespace(s);
-}
-
-int64_t count_words(const std::string& text) {
-  int64_t n = 0;
-  bool in = false;
-  for (char c : text) {
-    if (is_space(c)) {
-      in = false;
-    } else if (!in) {
-      in = true;
-      ++n;
-    }
-  }
-  return n;
-}
-
-std::string shear_words(const std::string& text, int64_t n_words) {
-  if (n_words <= 0) return text;
-  int64_t n = 0;
-  bool in = false;
-  for (size_t i = 0; i < text.size(); ++i) {
-    if (is_space(text[i])) {
-      if (in && n == n_words) return text.substr(0, i);
-      in = false;
-    } else if (!in) {
-      in = true;
-      ++n;
-    }
-  }
-  return text;
-}
-
 // ---------------------------------------------------------------- the run
 
 namespace {
@@ -108,10 +65,6 @@ std::string fmt_duration(double s) {
   return buf;
 }
 
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
 // One shard being worked on.
 struct OpenShard {
   ShardSpec spec;
@@ -124,15 +77,6 @@ struct OpenShard {
   int64_t in_flight = 0;
   int64_t new_samples = 0, new_successes = 0;
   double start_time = 0;
-};
-
-// A sample between the loader and its shard output.
-struct InFlight {
-  OpenShard* shard = nullptr;
-  LoadResult load;
-  double vision_ms = 0;
-  std::vector<int32_t> prompt_ids;
-  int64_t n_prompt = 0;
 };
 
 struct Totals {
@@ -202,17 +146,6 @@ class Reporter {
   Clock::time_point start_, last_;
 };
 
-std::map<std::string, std::string> prompt_fields(const SampleInput& in) {
-  std::map<std::string, std::string> f;
-  for (auto it = in.extra.begin(); it != in.extra.end(); ++it)
-    f[it.key()] = it.value().is_string() ? it.value().get<std::string>() : it.value().dump();
-  f["original_caption"] = in.caption;
-  f["caption"] = in.caption;
-  f["key"] = in.key;
-  f["url"] = in.url;
-  return f;
-}
-
 // The sidecar / {key}.json record, img2dataset's keys first.
 ordered_json base_meta(const SampleInput& in) {
   ordered_json m;
@@ -229,7 +162,7 @@ ordered_json base_meta(const SampleInput& in) {
 class CaptionRun {
  public:
   explicit CaptionRun(const CaptionOptions& o) : o_(o), rep_(o.quiet, o.log_interval_s) {}
-  int run();
+  ExitCode run();
 
  private:
   void setup();
@@ -240,13 +173,8 @@ class CaptionRun {
   void update_run_plan();
   bool open_next_shard();
   void feed();
-  void on_loaded(LoadResult r);
-  void encode_ready();
-  VisionBatch take_ready_batch(int threads);
-  void finish_encoded(VisionBatch& batch);
-  void admit_encoded();
-  void on_caption(const CaptionResult& r);
-  void fail_sample(InFlight& f, const std::string& status, const std::string& error);
+  void on_record(CaptionRecord&& rec);
+  void fail_sample(OpenShard* sh, const CaptionRecord& rec);
   void write_outcome(OpenShard* sh, SampleOutcome&& oc);
   void count_written(OpenShard* sh, const SampleOutcome& oc);
   void close_finished_shards();
@@ -263,18 +191,14 @@ class CaptionRun {
   std::vector<int32_t> stop_ids_;
   models::PreprocessConfig pre_;
   std::unique_ptr<KvCachePool> pool_;
-  std::unique_ptr<Scheduler> sched_;
   std::unique_ptr<Loader> loader_;
+  // Everything between a loaded sample and its captions (engine/caption_driver.h). Declared
+  // after the model, pool and loader it uses, so it goes first.
+  std::unique_ptr<CaptionDriver> driver_;
   std::string fingerprint_;
   std::string isa_;
   std::string precision_name_;  // the precision in use (auto resolved)
-  int vision_batch_ = 8;
-  int64_t image_side_ = 0;
   int threads_ = 1;
-  // The tower's thread (null: images are encoded on this thread between decode steps).
-  // Declared after model_ so it is joined before the model goes away.
-  std::unique_ptr<VisionWorker> vision_;
-  double llm_waited_for_vision_s_ = 0;  // scheduler idle, work pending, tower busy
   // Work.
   InputOptions inputs_;
   std::vector<ShardSpec> all_shards_;                     // the whole plan
@@ -283,10 +207,8 @@ class CaptionRun {
   mutable std::map<std::string, std::string> list_xxh3_;  // list path -> content hash
   size_t next_shard_ = 0;
   std::deque<std::unique_ptr<OpenShard>> open_;
-  std::map<uint64_t, InFlight> flight_;
+  std::map<uint64_t, OpenShard*> flight_;  // samples given to the driver -> their shard
   uint64_t next_tag_ = 1;
-  std::deque<uint64_t> ready_;                               // loaded, waiting for the vision tower
-  std::deque<std::pair<uint64_t, CaptionRequest>> encoded_;  // waiting for a batch slot
   int64_t admitted_new_ = 0;
   bool sources_done_ = false;
   bool max_samples_reached_ = false;  // --max-samples stopped the feed
@@ -294,25 +216,15 @@ class CaptionRun {
   bool had_failure_ = false;
   Totals tot_;
   int64_t mtime_ = 0;
-  double run_start_epoch_ = 0;
 };
 
 // Bad environment values are configuration errors (exit 2) found before any work, not
 // failures of the first shard: the lock settings, the forced ISA (resolved by the kernels'
 // own rule), and OMP_NUM_THREADS (positive integers, comma-separated for nested levels).
 void CaptionRun::check_environment() const {
-  try {
-    validate_lock_settings();
-  } catch (const io::IoError& e) {
-    throw UsageError(e.what());
-  }
-  if (const char* isa = std::getenv("RECAP_FORCE_ISA"); isa && *isa) {
-    try {
-      (void)kernels::isa_from_force_value(isa);
-    } catch (const std::exception& e) {
-      throw UsageError(std::string("RECAP_FORCE_ISA: ") + e.what());
-    }
-  }
+  as_usage_error("", [] { validate_lock_settings(); });
+  if (const char* isa = std::getenv("RECAP_FORCE_ISA"); isa && *isa)
+    as_usage_error("RECAP_FORCE_ISA", [&] { (void)kernels::isa_from_force_value(isa); });
   if (const char* omp = std::getenv("OMP_NUM_THREADS"); omp && *omp) {
     bool ok = true;
     const std::string v = omp;
@@ -422,13 +334,8 @@ ordered_json CaptionRun::shard_input_identity(const ShardSpec& s) const {
     m["input_mtime_ns"] = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
   } else {
     auto cached = list_xxh3_.find(s.path);  // hashed once per list, however many shards it has
-    if (cached == list_xxh3_.end()) {
-      try {
-        cached = list_xxh3_.emplace(s.path, file_xxh3(s.path)).first;
-      } catch (const std::exception& e) {
-        throw UsageError(e.what());
-      }
-    }
+    if (cached == list_xxh3_.end())
+      cached = list_xxh3_.emplace(s.path, as_usage_error("", [&] { return file_xxh3(s.path); })).first;
     m["input_xxh3"] = cached->second;
     // The layout first: a changed --samples-per-shard is named before its consequences.
     m["samples_per_shard"] = o_.samples_per_shard;
@@ -497,11 +404,7 @@ void CaptionRun::update_run_plan() {
                 old[name].value("input", std::string()) + ")");
     }
   }
-  try {
-    write_run_plan(o_.out_dir, m.shards);
-  } catch (const std::exception& e) {
-    throw UsageError(e.what());
-  }
+  as_usage_error("", [&] { write_run_plan(o_.out_dir, m.shards); });
 }
 
 void CaptionRun::setup() {
@@ -526,11 +429,7 @@ void CaptionRun::setup() {
   if (o_.precision != "auto" && o_.precision != "f32" && o_.precision != "bf16" && o_.precision != "int8" &&
       o_.precision != "int4")
     throw UsageError("--precision '" + o_.precision + "': expected auto, f32, bf16, int8 or int4");
-  try {
-    kv_dtype = models::parse_kv_dtype(o_.kv_dtype);
-  } catch (const std::exception& e) {
-    throw UsageError(e.what());
-  }
+  kv_dtype = as_usage_error("", [&] { return models::parse_kv_dtype(o_.kv_dtype); });
 
   if (o_.num_captions > 1 && o_.sampling.greedy())
     rep_.warning("--num-captions " + std::to_string(o_.num_captions) +
@@ -540,12 +439,8 @@ void CaptionRun::setup() {
   ThreadBudget tb = resolve_threads(o_.threads);
   apply_threads(tb.threads);
   threads_ = tb.threads;
-  ShardAssignment assign;
-  try {
-    assign = resolve_shard_assignment(o_.shard_index, o_.shard_count);
-  } catch (const AssignmentError& e) {
-    throw UsageError(e.what());
-  }
+  // AssignmentError and InputError are configuration errors by type (engine/errors.h).
+  const ShardAssignment assign = resolve_shard_assignment(o_.shard_index, o_.shard_count);
 
   inputs_.lists = o_.lists;
   inputs_.tars = o_.inputs;
@@ -553,26 +448,17 @@ void CaptionRun::setup() {
   inputs_.samples_per_shard = o_.samples_per_shard;
   inputs_.max_member_bytes = o_.max_image_bytes;
   std::vector<std::string> warnings;
-  try {
-    all_shards_ = plan_shards(inputs_, &warnings);
-  } catch (const InputError& e) {
-    throw UsageError(e.what());
-  }
+  all_shards_ = plan_shards(inputs_, &warnings);
   for (auto& w : warnings) rep_.warning(w);
   // Inputs are read-only under every flag: refuse an --out where an output name is an input.
   check_inputs_are_not_outputs();
   ShardSelection selection;
-  std::vector<int64_t> positions;
-  try {
-    if (!o_.shards.empty()) selection = parse_shard_selection(o_.shards);
-    if (!o_.shards_file.empty())
-      selection = merge_selections(selection, read_shard_selection_file(o_.shards_file));
-    std::vector<std::string> names;
-    for (auto& s : all_shards_) names.push_back(s.name);
-    positions = worker_positions(assign, selection, names);
-  } catch (const AssignmentError& e) {
-    throw UsageError(e.what());
-  }
+  if (!o_.shards.empty()) selection = parse_shard_selection(o_.shards);
+  if (!o_.shards_file.empty())
+    selection = merge_selections(selection, read_shard_selection_file(o_.shards_file));
+  std::vector<std::string> names;
+  for (auto& s : all_shards_) names.push_back(s.name);
+  const std::vector<int64_t> positions = worker_positions(assign, selection, names);
   for (int64_t p : positions) shards_.push_back(all_shards_[static_cast<size_t>(p)]);
   rep_.line("caption: " + std::to_string(all_shards_.size()) + " input shard(s)" +
             (selection.empty() ? "" : ", " + selection.describe() + " selected") + "; " + assign.describe() +
@@ -583,12 +469,8 @@ void CaptionRun::setup() {
   models::LoadOptions lo;
   lo.vision_weights_dir = o_.vision_weights_dir;
   lo.vision_config_dir = o_.vision_config_dir;
-  models::Checkpoint ckpt;
-  try {
-    ckpt = models::open_checkpoint(o_.weights_dir, lo);
-  } catch (const std::exception& e) {
-    throw UsageError(e.what());
-  }
+  // Every failure of these steps is the checkpoint, tokenizer or template the user named.
+  models::Checkpoint ckpt = as_usage_error("", [&] { return models::open_checkpoint(o_.weights_dir, lo); });
   if (!ckpt.config.has_text || !ckpt.config.has_vision)
     throw UsageError(o_.weights_dir +
                      ": not a LLaVA checkpoint (needs the vision tower and the language model)");
@@ -599,49 +481,23 @@ void CaptionRun::setup() {
     throw UsageError(o_.weights_dir + " is a quantized cache of " + cache_precision +
                      " weights but --precision " + o_.precision + " was given; pass --precision " +
                      cache_precision + " (or quantize the original checkpoint again)");
-  try {
+  as_usage_error("", [&] {
     tok_ = std::make_unique<models::Tokenizer>(
         models::Tokenizer::from_file(models::find_tokenizer(o_.weights_dir, o_.tokenizer_path)));
-  } catch (const std::exception& e) {
-    throw UsageError(e.what());
-  }
-  // Which tokenizer this is, said before it is checked against the model (a refused one is
-  // named too).
-  try {
+    // Which tokenizer this is, said before it is checked against the model (a refused one is
+    // named too).
     rep_.line("tokenizer: " + describe_tokenizer(tok_->path()));
-  } catch (const std::exception& e) {
-    throw UsageError(e.what());
-  }
-  try {
-    tmpl_ =
-        models::resolve_template(o_.template_name.empty() ? models::kDefaultTemplateName : o_.template_name);
-    if (!o_.prompt.empty()) tmpl_.prompt = o_.prompt;
+    tmpl_ = resolve_caption_template(o_.template_name, o_.prompt);
     stop_ids_ = models::stop_token_ids(tmpl_, *tok_, ckpt.config.generation.eos_token_ids);
-  } catch (const std::exception& e) {
-    throw UsageError(e.what());
-  }
+  });
   check_tokenizer_fits(ckpt.config);
-  // A prompt that renders for a dummy sample proves the template's fields exist.
-  {
-    SampleInput dummy;
-    models::PromptInputs pin;
-    pin.prompt = tmpl_.prompt;
-    pin.fields = prompt_fields(dummy);
-    try {
-      models::build_prompt_ids(tmpl_, *tok_, pin);
-    } catch (const std::exception& e) {
-      throw UsageError(std::string("template: ") + e.what());
-    }
-  }
+  // Throws UsageError("template: ...") when the template uses a field no sample has.
+  const std::vector<int32_t> template_ids = template_prompt_ids(tmpl_, *tok_);
 
   // ---- precision (2/2): auto resolves here, and a run that cannot fit exits 2 before loading.
   {
     RunShape shape;
-    SampleInput dummy;
-    models::PromptInputs pin;
-    pin.prompt = tmpl_.prompt;
-    pin.fields = prompt_fields(dummy);
-    shape.prompt_positions = prompt_positions(ckpt.config, models::build_prompt_ids(tmpl_, *tok_, pin));
+    shape.prompt_positions = prompt_positions(ckpt.config, template_ids);
     shape.max_new_tokens = o_.max_new_tokens;
     shape.max_batch = o_.max_batch;
     shape.vision_batch = o_.vision_batch;
@@ -652,12 +508,9 @@ void CaptionRun::setup() {
     std::optional<kernels::WeightFormat> cache_format;
     if (ckpt.text_store && models::is_quantized_cache_store(*ckpt.text_store))
       cache_format = models::QuantizedCacheWeightSource(ckpt.text_store).precision();
-    PrecisionChoice choice;
-    try {
-      choice = choose_precision(o_.precision, cache_format, ckpt.config, shape, available_memory());
-    } catch (const std::exception& e) {
-      throw UsageError(e.what());
-    }
+    const PrecisionChoice choice = as_usage_error("", [&] {
+      return choose_precision(o_.precision, cache_format, ckpt.config, shape, available_memory());
+    });
     if (!choice.fits) throw UsageError(choice.error);
     precision = choice.precision;
     precision_name_ = kernels::weight_format_name(precision);
@@ -667,14 +520,12 @@ void CaptionRun::setup() {
   // Fingerprint: everything that changes outputs, nothing that must not (engine/fingerprint.h).
   ordered_json fp;
   fp["engine"] = o_.engine_version;
-  try {
+  as_usage_error("fingerprint", [&] {
     fp["weights"] = directory_identity(o_.weights_dir);
     if (ckpt.config.vision_weights_dir != ckpt.config.weights_dir)
       fp["vision_weights"] = directory_identity(ckpt.config.vision_weights_dir);
     fp["tokenizer"] = file_xxh3(tok_->path());
-  } catch (const std::exception& e) {
-    throw UsageError(std::string("fingerprint: ") + e.what());
-  }
+  });
   fp["precision"] = precision_name_;
   fp["kv_dtype"] = o_.kv_dtype;
   fp["template"] = models::template_to_json(tmpl_);
@@ -695,11 +546,7 @@ void CaptionRun::setup() {
   }
 
   // Refuse conflicting outputs before spending time on loading weights.
-  try {
-    io::make_dirs(o_.out_dir);
-  } catch (const std::exception& e) {
-    throw UsageError(e.what());
-  }
+  as_usage_error("", [&] { io::make_dirs(o_.out_dir); });
   if (!o_.overwrite) {
     for (size_t i = 0; i < shards_.size(); ++i) {
       auto p = probe_shard(o_.out_dir, shards_[i].name, shard_fp_[i]);
@@ -729,61 +576,6 @@ void CaptionRun::setup() {
             fmt_duration(std::chrono::duration<double>(Clock::now() - t0).count()) + "; fingerprint " +
             fingerprint_);
   isa_ = kernels::isa_name(kernels::active_isa());
-  pre_ = models::from_vision_config(cfg.vision);
-  image_side_ = pre_.crop_size;
-  vision_batch_ = o_.vision_batch > 0 ? o_.vision_batch : std::min(o_.max_batch, 8);
-  if (o_.vision_thread && threads_ >= 2) vision_ = std::make_unique<VisionWorker>(*model_);
-
-  // Prompt length (for sizing): the template without sample fields.
-  int64_t n_prompt_est = 0;
-  {
-    SampleInput dummy;
-    models::PromptInputs pin;
-    pin.prompt = tmpl_.prompt;
-    pin.fields = prompt_fields(dummy);
-    auto ids = models::build_prompt_ids(tmpl_, *tok_, pin);
-    std::vector<int64_t> ids64(ids.begin(), ids.end());
-    n_prompt_est = model_->spliced_length(ids64);
-  }
-  if (n_prompt_est + o_.max_new_tokens > cfg.text.max_position)
-    throw UsageError("prompt (" + std::to_string(n_prompt_est) + " positions) + --max-new-tokens " +
-                     std::to_string(o_.max_new_tokens) + " exceeds the model's " +
-                     std::to_string(cfg.text.max_position) + " positions");
-
-  KvCacheShape shape;
-  shape.layers = cfg.text.layers;
-  shape.kv_heads = cfg.text.kv_heads;
-  shape.head_dim = cfg.text.head_dim;
-  shape.block_size = 16;
-  shape.dtype = kv_dtype;
-  int64_t blocks;
-  // Sample fields in the template make prompts longer than the estimate: leave 25% room.
-  const int64_t per_seq =
-      (n_prompt_est + n_prompt_est / 4 + o_.max_new_tokens + shape.block_size - 1) / shape.block_size;
-  if (o_.kv_cache_mb > 0) {
-    blocks = KvCachePool::blocks_for_budget(shape, static_cast<size_t>(o_.kv_cache_mb) << 20);
-    const int64_t one = (n_prompt_est + o_.max_new_tokens + shape.block_size - 1) / shape.block_size;
-    const int64_t min_blocks =
-        one + static_cast<int64_t>(o_.num_captions - 1) * (one - n_prompt_est / shape.block_size);
-    if (blocks < min_blocks)
-      throw UsageError(
-          "--kv-cache-mb " + std::to_string(o_.kv_cache_mb) + " holds " + std::to_string(blocks) +
-          " blocks; one image needs " + std::to_string(min_blocks) + " (" +
-          std::to_string(((static_cast<size_t>(min_blocks) * shape.bytes_per_block()) >> 20) + 1) + " MiB)");
-  } else {
-    blocks = per_seq * o_.max_batch;
-  }
-  pool_ = std::make_unique<KvCachePool>(shape, blocks);
-  SchedulerOptions so;
-  so.max_batch = o_.max_batch;
-  so.max_new_tokens = o_.max_new_tokens;
-  so.vocab_limit = tok_->vocab_size();
-  for (int32_t id : stop_ids_) so.stop_ids.insert(id);
-  sched_ = std::make_unique<Scheduler>(*model_, *pool_, so);
-  rep_.line("kv cache: " + std::to_string(blocks) + " blocks x " + std::to_string(shape.block_size) +
-            " positions (" + std::to_string((static_cast<size_t>(blocks) * shape.bytes_per_block()) >> 20) +
-            " MiB, " + o_.kv_dtype + "); max batch " + std::to_string(o_.max_batch) + "; prompt " +
-            std::to_string(n_prompt_est) + " positions; isa " + isa_);
 
   LoaderOptions lopt;
   lopt.workers = o_.io_workers;
@@ -795,11 +587,36 @@ void CaptionRun::setup() {
   lopt.http.user_agent = io::HttpOptions::user_agent_for(o_.engine_version);
   lopt.http.disallowed_header_directives = io::parse_directive_list(o_.disallowed_header_directives);
   lopt.local_root = o_.local_root;
-  lopt.preprocess = pre_;
+  lopt.preprocess = models::from_vision_config(cfg.vision);
   loader_ = std::make_unique<Loader>(lopt);
+
+  DriverOptions dopt;
+  dopt.max_new_tokens = o_.max_new_tokens;
+  dopt.sampling = o_.sampling;
+  dopt.num_captions = o_.num_captions;
+  dopt.shear = o_.shear;
+  dopt.first_sentence = o_.first_sentence;
+  dopt.max_batch = o_.max_batch;
+  dopt.vision_batch = o_.vision_batch;
+  dopt.kv_cache_mb = o_.kv_cache_mb;
+  dopt.kv_dtype = kv_dtype;
+  dopt.threads = threads_;
+  dopt.vision_thread = o_.vision_thread;
+  driver_ = std::make_unique<CaptionDriver>(*model_, *tok_, tmpl_, stop_ids_, dopt, *loader_, pool_,
+                                            [] { return stop_requested(); });
+  const int64_t n_prompt_est = driver_->prompt_estimate();
+  if (n_prompt_est + o_.max_new_tokens > cfg.text.max_position)
+    throw UsageError("prompt (" + std::to_string(n_prompt_est) + " positions) + --max-new-tokens " +
+                     std::to_string(o_.max_new_tokens) + " exceeds the model's " +
+                     std::to_string(cfg.text.max_position) + " positions");
+  const KvCacheShape& shape = pool_->shape();
+  const int64_t blocks = pool_->total_blocks();
+  rep_.line("kv cache: " + std::to_string(blocks) + " blocks x " + std::to_string(shape.block_size) +
+            " positions (" + std::to_string((static_cast<size_t>(blocks) * shape.bytes_per_block()) >> 20) +
+            " MiB, " + o_.kv_dtype + "); max batch " + std::to_string(o_.max_batch) + "; prompt " +
+            std::to_string(n_prompt_est) + " positions; isa " + isa_);
   mtime_ = static_cast<int64_t>(::time(nullptr));
 }
-
 bool CaptionRun::open_next_shard() {
   while (next_shard_ < shards_.size()) {
     const ShardFingerprint& fp = shard_fp_[next_shard_];
@@ -855,12 +672,12 @@ bool CaptionRun::open_next_shard() {
 }
 
 void CaptionRun::feed() {
-  const size_t lookahead = static_cast<size_t>(2 * o_.max_batch + vision_batch_ + o_.io_workers);
+  const size_t lookahead = driver_->lookahead(o_.io_workers);
   // --max-samples is checked only when a new sample (or a new shard) would be taken, so a
   // shard whose last sample is the limit-th is still seen to its end and finished.
   auto limit_reached = [&] { return o_.max_samples > 0 && admitted_new_ >= o_.max_samples; };
   while (!sources_done_ && !stop_requested()) {
-    if (loader_->outstanding() + ready_.size() + encoded_.size() >= lookahead) break;
+    if (driver_->queued() >= lookahead) break;
     // Outcomes held back for input order count too (generously: a long caption holds later
     // ones back while the batch keeps decoding), so memory stays bounded.
     size_t held = 0;
@@ -903,13 +720,11 @@ void CaptionRun::feed() {
     if (!in.parse_error.empty() && in.input_status.empty()) warn_malformed(in, in.parse_error);
     if (!in.parse_error.empty() && !in.input_status.empty())  // a tar member over a limit
       rep_.line("warning: " + in.parse_error + " (key " + in.key + ", recorded as " + in.input_status + ")");
-    InFlight f;
-    f.shard = sh;
-    uint64_t tag = next_tag_++;
+    const uint64_t tag = next_tag_++;
     sh->in_flight++;
     admitted_new_++;
-    flight_[tag] = std::move(f);
-    loader_->push(LoadJob{tag, std::move(in)});
+    flight_[tag] = sh;
+    driver_->push(tag, std::move(in));
   }
 }
 
@@ -965,166 +780,39 @@ void CaptionRun::warn_malformed(const SampleInput& in, const std::string& error)
   rep_.error(msg);
 }
 
-void CaptionRun::fail_sample(InFlight& f, const std::string& status, const std::string& error) {
+void CaptionRun::fail_sample(OpenShard* sh, const CaptionRecord& rec) {
+  const LoadResult& load = rec.load;
   SampleOutcome oc;
-  oc.index = f.load.in.index;
-  oc.key = f.load.in.key;
+  oc.index = load.in.index;
+  oc.key = load.in.key;
   oc.success = false;
-  oc.meta = base_meta(f.load.in);
-  oc.meta["status"] = status;
-  oc.meta["error_message"] = error;
-  if (f.load.width > 0) {
-    oc.meta["width"] = f.load.width;
-    oc.meta["height"] = f.load.height;
+  oc.meta = base_meta(load.in);
+  oc.meta["status"] = rec.status;
+  oc.meta["error_message"] = rec.error;
+  if (load.width > 0) {
+    oc.meta["width"] = load.width;
+    oc.meta["height"] = load.height;
   } else {
     oc.meta["width"] = nullptr;
     oc.meta["height"] = nullptr;
   }
   oc.meta["fingerprint"] = fingerprint_;
-  write_outcome(f.shard, std::move(oc));
+  write_outcome(sh, std::move(oc));
 }
 
-void CaptionRun::on_loaded(LoadResult r) {
-  auto it = flight_.find(r.tag);
+// A finished sample from the driver, written to its shard.
+void CaptionRun::on_record(CaptionRecord&& rec) {
+  auto it = flight_.find(rec.id);
   if (it == flight_.end()) return;
-  InFlight& f = it->second;
-  f.load = std::move(r);
-  if (!f.load.status.empty()) {
-    fail_sample(f, f.load.status, f.load.error);
-    flight_.erase(it);
+  OpenShard* sh = it->second;
+  flight_.erase(it);
+  if (!rec.ok()) {
+    fail_sample(sh, rec);
     return;
   }
-  // img2dataset's sha256 / exif sidecar fields, unless the input record already has them.
-  auto& extra = f.load.in.extra;
-  if (!f.load.sha256.empty() && !extra.contains("sha256")) extra["sha256"] = f.load.sha256;
-  if (f.load.exif && !extra.contains("exif")) extra["exif"] = *f.load.exif;
-  // The prompt of this sample (templates may use its fields).
-  models::PromptInputs pin;
-  pin.prompt = tmpl_.prompt;
-  pin.fields = prompt_fields(f.load.in);
-  try {
-    f.prompt_ids = models::build_prompt_ids(tmpl_, *tok_, pin);
-    std::vector<int64_t> ids64(f.prompt_ids.begin(), f.prompt_ids.end());
-    f.n_prompt = model_->spliced_length(ids64);
-  } catch (const std::exception& e) {
-    fail_sample(f, "failed_to_caption", std::string("prompt: ") + e.what());
-    flight_.erase(it);
-    return;
-  }
-  ready_.push_back(it->first);
-}
-
-VisionBatch CaptionRun::take_ready_batch(int threads) {
-  const size_t B = std::min(ready_.size(), static_cast<size_t>(vision_batch_));
-  const size_t img_elems = static_cast<size_t>(3 * image_side_ * image_side_);
-  VisionBatch b;
-  b.threads = threads;
-  b.pixels.resize(B * img_elems);
-  for (size_t i = 0; i < B; ++i) {
-    uint64_t tag = ready_.front();
-    ready_.pop_front();
-    auto& px = flight_[tag].load.pixels;
-    std::copy(px.begin(), px.end(), b.pixels.begin() + static_cast<long>(i * img_elems));
-    std::vector<float>().swap(px);
-    b.tags.push_back(tag);
-  }
-  return b;
-}
-
-void CaptionRun::finish_encoded(VisionBatch& b) {
-  if (!b.error.empty()) {
-    for (uint64_t tag : b.tags) {
-      auto it = flight_.find(tag);
-      if (it == flight_.end()) continue;
-      fail_sample(it->second, "failed_to_caption", "vision tower: " + b.error);
-      flight_.erase(it);
-    }
-    return;
-  }
-  const auto& cfg = model_->config();
-  const int64_t P = cfg.vision.num_patches(), D = cfg.text.hidden;
-  for (size_t i = 0; i < b.tags.size(); ++i) {
-    InFlight& f = flight_[b.tags[i]];
-    f.vision_ms = b.ms / static_cast<double>(b.tags.size());
-    CaptionRequest req;
-    req.id = b.tags[i];
-    req.n_prompt = f.n_prompt;
-    req.prompt_embeds.resize(static_cast<size_t>(f.n_prompt * D));
-    std::vector<int64_t> ids64(f.prompt_ids.begin(), f.prompt_ids.end());
-    model_->splice_embeddings(ids64, b.features.data() + i * static_cast<size_t>(P * D), 1,
-                              req.prompt_embeds.data());
-    req.n_captions = o_.num_captions;
-    req.sampling = o_.sampling;
-    req.seed_key = f.load.in.key;
-    encoded_.emplace_back(b.tags[i], std::move(req));
-  }
-}
-
-void CaptionRun::encode_ready() {
-  // Keep up to max_batch encoded images waiting, so freed batch slots fill at once.
-  const size_t want = static_cast<size_t>(o_.max_batch);
-  if (vision_) {
-    VisionBatch done;
-    if (vision_->collect(&done, 0)) finish_encoded(done);
-    // The tower overlaps decode steps, which are memory-bound and leave compute to spare;
-    // beside a prefill (compute-bound like the tower) splitting the cores gains nothing, so a
-    // batch starts only when the scheduler is idle (all threads) or will only decode (half
-    // of them): prompts already encoded and waiting will be prefilled first.
-    const bool decode_only = !sched_->idle() && !sched_->has_pending_prefill() && encoded_.empty();
-    if (!vision_->busy() && !ready_.empty() && encoded_.size() < want && !stop_requested() &&
-        ((sched_->idle() && encoded_.empty()) || decode_only)) {
-      const int t = sched_->idle() ? threads_ : std::max(1, threads_ / 2);
-      vision_->submit(take_ready_batch(t));
-    }
-    return;
-  }
-  while (!ready_.empty() && encoded_.size() < want && !stop_requested()) {
-    VisionBatch b = take_ready_batch(threads_);
-    const auto& cfg = model_->config();
-    b.features.resize(b.tags.size() * static_cast<size_t>(cfg.vision.num_patches() * cfg.text.hidden));
-    auto t0 = Clock::now();
-    try {  // as on the tower's thread: a failed batch fails its samples, the run goes on
-      model_->encode_images(b.pixels.data(), static_cast<int64_t>(b.tags.size()), b.features.data());
-    } catch (const std::exception& e) {
-      b.error = e.what();
-    }
-    b.ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-    finish_encoded(b);
-  }
-}
-
-void CaptionRun::admit_encoded() {
-  while (!encoded_.empty() && !stop_requested()) {
-    auto& [tag, req] = encoded_.front();
-    if (!sched_->can_admit(req.n_prompt, req.n_captions)) break;
-    sched_->admit(std::move(req));
-    encoded_.pop_front();
-  }
-}
-
-void CaptionRun::on_caption(const CaptionResult& r) {
-  auto it = flight_.find(r.id);
-  if (it == flight_.end()) return;
-  InFlight& f = it->second;
-  if (!r.error.empty()) {
-    fail_sample(f, "failed_to_caption", r.error);
-    flight_.erase(it);
-    return;
-  }
-  const SampleInput& in = f.load.in;
-  std::vector<std::string> captions;
-  int64_t tokens_out = 0;
-  for (auto ids : r.tokens) {
-    tokens_out += static_cast<int64_t>(ids.size());
-    if (o_.shear == "tokens" && !in.caption.empty()) {
-      size_t n = tok_->encode(in.caption, false).size();
-      if (ids.size() > n) ids.resize(n);
-    }
-    std::string text = tok_->decode_output(ids);
-    if (o_.first_sentence) text = first_sentence(text);
-    if (o_.shear == "words" && !in.caption.empty()) text = shear_words(text, count_words(in.caption));
-    captions.push_back(text);
-  }
+  LoadResult& load = rec.load;
+  const SampleInput& in = load.in;
+  std::vector<std::string>& captions = rec.captions;
   SampleOutcome oc;
   oc.index = in.index;
   oc.key = in.key;
@@ -1132,27 +820,27 @@ void CaptionRun::on_caption(const CaptionResult& r) {
   oc.meta = base_meta(in);
   oc.meta["status"] = "success";
   oc.meta["error_message"] = nullptr;
-  oc.meta["width"] = f.load.width;
-  oc.meta["height"] = f.load.height;
+  oc.meta["width"] = load.width;
+  oc.meta["height"] = load.height;
   oc.meta["original_width"] =
-      in.extra.contains("original_width") ? in.extra["original_width"] : ordered_json(f.load.width);
+      in.extra.contains("original_width") ? in.extra["original_width"] : ordered_json(load.width);
   oc.meta["original_height"] =
-      in.extra.contains("original_height") ? in.extra["original_height"] : ordered_json(f.load.height);
+      in.extra.contains("original_height") ? in.extra["original_height"] : ordered_json(load.height);
   oc.meta["re_caption"] = captions[0];
   if (captions.size() > 1) oc.meta["re_captions"] = captions;
-  oc.meta["tokens_in"] = r.n_prompt;
-  oc.meta["tokens_out"] = tokens_out;
+  oc.meta["tokens_in"] = rec.prompt_tokens;
+  oc.meta["tokens_out"] = rec.new_tokens;
   oc.meta["stop_reason"] =
-      r.stop_reason.size() == 1 ? ordered_json(r.stop_reason[0]) : ordered_json(r.stop_reason);
-  oc.meta["timings_ms"] = {{"fetch", f.load.fetch_ms},
-                           {"decode_image", f.load.decode_ms},
-                           {"vision", f.vision_ms},
-                           {"prefill", r.prefill_ms},
-                           {"generate", r.decode_ms}};
+      rec.stop_reasons.size() == 1 ? ordered_json(rec.stop_reasons[0]) : ordered_json(rec.stop_reasons);
+  oc.meta["timings_ms"] = {{"fetch", load.fetch_ms},
+                           {"decode_image", load.decode_ms},
+                           {"vision", rec.vision_ms},
+                           {"prefill", rec.prefill_ms},
+                           {"generate", rec.decode_ms}};
   oc.meta["fingerprint"] = fingerprint_;
   // Carried members of a tar sample; one named like a caption this run writes ({key}.1.txt
   // with --num-captions 2) is replaced, its text kept in org_captions.
-  for (auto& m : f.load.in.carried) {
+  for (auto& m : load.in.carried) {
     std::string lower = m.suffix;
     for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     bool replaced = false;
@@ -1164,14 +852,13 @@ void CaptionRun::on_caption(const CaptionResult& r) {
   }
   oc.captions = std::move(captions);
   if (!o_.no_images) {
-    oc.image_bytes = std::move(f.load.in.image_bytes);
+    oc.image_bytes = std::move(load.in.image_bytes);
     // A tar's image keeps its member name ({key}.JPEG stays {key}.JPEG); a fetched one gets
     // the extension of what its bytes are.
-    oc.image_ext = f.load.in.has_inline_image ? f.load.in.image_ext
-                                              : (f.load.image_ext.empty() ? "jpg" : f.load.image_ext);
+    oc.image_ext =
+        load.in.has_inline_image ? load.in.image_ext : (load.image_ext.empty() ? "jpg" : load.image_ext);
   }
-  write_outcome(f.shard, std::move(oc));
-  flight_.erase(it);
+  write_outcome(sh, std::move(oc));
 }
 
 void CaptionRun::close_finished_shards() {
@@ -1253,15 +940,15 @@ ordered_json CaptionRun::summary_json() const {
   s["tokens_out"] = tot_.tokens_out;
   // Positions run through a prefill forward: each prompt once, however many captions
   // (--num-captions) continue from it. Shows that captions share their image's prefill.
-  s["tokens_prefilled"] = sched_ ? sched_->tokens_prefilled() : 0;
+  s["tokens_prefilled"] = driver_ ? driver_->tokens_prefilled() : 0;
   s["duration"] = el;
   s["images_per_sec"] = el > 0 ? static_cast<double>(tot_.successes) / el : 0.0;
   s["tokens_per_sec"] = el > 0 ? static_cast<double>(tot_.tokens_out) / el : 0.0;
   s["isa"] = isa_;
   s["precision"] = precision_name_;
   s["threads"] = threads_;
-  s["vision_thread"] = vision_ != nullptr;
-  s["llm_waited_for_vision_s"] = llm_waited_for_vision_s_;
+  s["vision_thread"] = driver_ && driver_->vision_thread();
+  s["llm_waited_for_vision_s"] = driver_ ? driver_->llm_waited_for_vision_s() : 0.0;
   s["interrupted"] = stop_requested();
   s["max_samples_reached"] = max_samples_reached_;
   s["unfinished_shards"] = unfinished_shards();
@@ -1269,62 +956,34 @@ ordered_json CaptionRun::summary_json() const {
   return s;
 }
 
-int CaptionRun::run() {
-  run_start_epoch_ = now_epoch();
+ExitCode CaptionRun::run() {
   try {
     setup();
-  } catch (const UsageError& e) {
+  } catch (const std::exception& e) {
+    if (!is_usage_error(e)) throw;
     rep_.error(std::string("caption: error: ") + e.what());
-    return 2;
+    return ExitCode::kUsage;
   }
   // From here a signal checkpoints: samples in flight are finished and written (engine/signals.h).
   enter_checkpoint_phase();
-  int rc = 0;
+  const auto on_record_fn = [this](CaptionRecord&& rec) { on_record(std::move(rec)); };
   try {
     for (;;) {
       feed();
-      LoadResult lr;
-      while (loader_->pop(&lr, 0)) on_loaded(std::move(lr));
-      encode_ready();
-      admit_encoded();
-      if (!sched_->idle()) {
-        if (vision_) {
-          // A step's thread count holds for the whole step, and a prefill step can be long:
-          // let a tower batch started beside decoding finish first, so the prefill gets
-          // every thread.
-          if (sched_->has_pending_prefill()) {
-            VisionBatch done;
-            while (vision_->busy())
-              if (vision_->collect(&done, 100)) finish_encoded(done);
-          }
-          // The decoder gets the threads the tower is not using.
-          apply_threads(std::max(1, threads_ - vision_->threads_in_use()));
-        }
-        for (auto& r : sched_->step()) on_caption(r);
-      } else if (vision_ && vision_->busy()) {
-        // Nothing to decode until the tower finishes (the start of a run, or the input
-        // could not keep up): wait for it rather than spin.
-        const auto t0 = Clock::now();
-        VisionBatch done;
-        if (vision_->collect(&done, 100)) finish_encoded(done);
-        llm_waited_for_vision_s_ += std::chrono::duration<double>(Clock::now() - t0).count();
-      } else if (ready_.empty() && encoded_.empty()) {
-        bool stopping = stop_requested();
-        if (loader_->outstanding() > 0 && !stopping) {
-          if (loader_->pop(&lr, 100)) on_loaded(std::move(lr));
-        } else if (sources_done_ || stopping) {
-          close_finished_shards();
-          break;
-        }
-      }
+      driver_->pump(on_record_fn);
+      const bool stopping = stop_requested();
+      // Stopping: the sequences already decoding finish and are written; samples still loading
+      // or waiting for the tower are left for a rerun. Otherwise: every sample is recorded.
+      const bool done = stopping ? driver_->decoding_idle() : (sources_done_ && driver_->in_flight() == 0);
       close_finished_shards();
       rep_.tick(tot_);
-      if (stop_requested() && sched_->idle()) break;
+      if (done) break;
     }
   } catch (const UsageError& e) {
     rep_.error(std::string("caption: error: ") + e.what());
-    return 2;
+    return ExitCode::kUsage;
   }
+  ExitCode rc = ExitCode::kOk;
   rep_.tick(tot_, true);
   rep_.clear();
   bool interrupted = stop_requested();
@@ -1351,9 +1010,9 @@ int CaptionRun::run() {
   if (interrupted) {
     rep_.error("caption: stopped by signal " + std::to_string(stop_signal()) +
                "; finished samples are kept, rerun the same command to resume (exit 75)");
-    rc = 75;
+    rc = ExitCode::kInterrupted;
   } else if (had_failure_) {
-    rc = 1;
+    rc = ExitCode::kRuntime;
   } else if (cut_short) {
     // Exit 0 promises every assigned shard is done; here some are not (no stats file).
     rep_.line("caption: stopped at --max-samples " + std::to_string(o_.max_samples) + " with " +
@@ -1361,7 +1020,7 @@ int CaptionRun::run() {
                   " shard(s) unfinished; finished samples are kept, rerun the same command to continue "
                   "(exit 75)",
               true);
-    rc = 75;
+    rc = ExitCode::kInterrupted;
   }
   return rc;
 }
@@ -1370,7 +1029,7 @@ int CaptionRun::run() {
 
 int run_caption(const CaptionOptions& opts) {
   CaptionRun run(opts);
-  return run.run();
+  return static_cast<int>(run.run());
 }
 
 }  // namespace recap::engine

@@ -6,6 +6,8 @@
 // the decoder and ahead of it by up to --max-batch images) -> prompt embeddings (template
 // ids with the image spliced in) -> Scheduler (engine/scheduler: prefill, then one token per step while it
 // runs) -> text post-processing (strip, --first-sentence, --shear) -> ShardOutput (engine/shard_output).
+// Everything from the Loader hand-off to the captions is engine/caption_driver (shared with the
+// C API); this file keeps the job: sources, shards, fingerprint, run plan, outputs, reporting.
 // Every hand-off carries the sample's (shard, index, key); nothing is matched by position.
 //
 // Exit codes: 0 every assigned shard done; 1 a runtime failure (a shard could not be
@@ -20,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/caption_driver.h"  // first_sentence, shear_words, count_words (tests)
 #include "engine/sampler.h"
 #include "io/image.h"
 #include "io/lists.h"
@@ -47,7 +50,7 @@ struct CaptionOptions {
   std::optional<int64_t> shard_index, shard_count;
   std::string shards, shards_file;  // --shards / --shards-file: rerun a subset (engine/shard_assign.h)
   // Generation
-  std::string template_name;  // name or file; "" = the default (llama3)
+  std::string template_name;  // name or file; "" = models::kDefaultTemplateName (llava-llama3)
   std::string prompt;         // "" = the Recap-DataComp prompt
   int max_new_tokens = 128;
   SamplingParams sampling;
@@ -84,15 +87,10 @@ struct CaptionOptions {
   std::string engine_version;  // recorded in outputs and part of the fingerprint
 };
 
-// Runs the whole job; returns the process exit code. Prints progress and a summary to stderr.
+// Runs the whole job; returns the process exit code (an engine::ExitCode). Prints progress and a
+// summary to stderr. A usage/configuration error found before any work is printed as
+// "caption: error: ..." and returns 2; other exceptions escape to the caller
+// (tools/main.cpp maps them with exit_code_for).
 int run_caption(const CaptionOptions& opts);
-
-// Text post-processing, exposed for tests.
-// --first-sentence: Python's `text.strip().split('.')[0]`, stripped again.
-std::string first_sentence(const std::string& text);
-// --shear words: at most `n_words` whitespace-separated words of `text` (original spacing of
-// the kept part preserved, trailing space dropped). n_words <= 0 keeps the text.
-std::string shear_words(const std::string& text, int64_t n_words);
-int64_t count_words(const std::string& text);
 
 }  // namespace recap::engine

@@ -197,6 +197,19 @@ LoadResult Loader::load(LoadJob job) {
     r.error = r.in.parse_error;
     return r;
   }
+  if (job.decoded) {
+    auto t1 = std::chrono::steady_clock::now();
+    r.width = job.decoded->width;
+    r.height = job.decoded->height;
+    try {
+      r.pixels = models::preprocess_llava(*job.decoded, opts_.preprocess);
+    } catch (const std::exception& e) {  // bad_alloc too: a worker thread must not throw
+      r.status = "failed_to_decode";
+      r.error = r.in.key + ": " + e.what();
+    }
+    r.decode_ms = ms_since(t1);
+    return r;
+  }
   auto t0 = std::chrono::steady_clock::now();
   if (!r.in.has_inline_image) {
     r.in.image_bytes = fetch(r.in, &r.status, &r.error);
@@ -210,7 +223,7 @@ LoadResult Loader::load(LoadJob job) {
     r.width = img.width;
     r.height = img.height;
     r.image_ext = ext_of(img.source.format);
-    if (opts_.need_pixels) r.pixels = models::preprocess_llava(img, opts_.preprocess);
+    r.pixels = models::preprocess_llava(img, opts_.preprocess);
     r.sha256 = io::sha256_hex(r.in.image_bytes);
     if (img.source.format == io::ImageFormat::Jpeg)
       r.exif = io::exif_json_from_jpeg(data, r.in.image_bytes.size());

@@ -33,6 +33,9 @@ namespace recap::engine {
 struct LoadJob {
   uint64_t tag = 0;  // caller's handle
   SampleInput in;
+  // Pixels the caller already decoded (the C API's RGB images): preprocessed as they are,
+  // nothing is fetched or decoded (no sha256/exif either: there are no file bytes).
+  std::optional<io::Image> decoded;
 };
 
 struct LoadResult {
@@ -61,7 +64,6 @@ struct LoaderOptions {
   io::HttpOptions http;
   io::DecodeOptions decode;  // max_pixels: the caller's --max-image-pixels
   models::PreprocessConfig preprocess;
-  bool need_pixels = true;
 };
 
 class Loader {

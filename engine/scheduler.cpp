@@ -126,7 +126,6 @@ std::vector<CaptionResult> Scheduler::step() {
     }
     auto& out = s.req->out.tokens[static_cast<size_t>(s.caption)];
     out.push_back(tok);
-    tokens_generated_++;
     s.last = tok;
     if (static_cast<int>(out.size()) >= opts_.max_new_tokens) finish_sequence(s, "max_new_tokens", &finished);
   }
@@ -162,7 +161,6 @@ std::vector<CaptionResult> Scheduler::step() {
         continue;
       }
       r->out.tokens[static_cast<size_t>(s.caption)].push_back(tok);
-      tokens_generated_++;
       s.last = tok;
       if (opts_.max_new_tokens <= 1) {
         finish_sequence(s, "max_new_tokens", &finished);

@@ -66,8 +66,6 @@ class Scheduler {
   // True when the next step prefills admitted prompts (compute-bound) rather than only
   // decoding one token per running sequence (memory-bound).
   bool has_pending_prefill() const { return !pending_.empty(); }
-  int running_sequences() const { return static_cast<int>(running_.size()); }
-  int64_t tokens_generated() const { return tokens_generated_; }
   int64_t tokens_prefilled() const { return tokens_prefilled_; }
   const SchedulerOptions& options() const { return opts_; }
   int64_t max_request_tokens(int64_t n_prompt) const { return n_prompt + opts_.max_new_tokens; }
@@ -99,7 +97,7 @@ class Scheduler {
   std::vector<Sequence> running_;
   int64_t pending_blocks_ = 0;
   int pending_sequences_ = 0;
-  int64_t tokens_generated_ = 0, tokens_prefilled_ = 0;
+  int64_t tokens_prefilled_ = 0;
   std::vector<float> logits_;
   std::vector<std::pair<float, int32_t>> scratch_;
 };

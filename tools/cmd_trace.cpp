@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/sampler.h"
 #include "io/image.h"
 #include "io/safetensors.h"
 #include "kernels/gemm.h"
@@ -89,13 +90,6 @@ std::vector<int64_t> parse_ids(const std::string& text) {
   }
   if (ids.empty()) throw std::invalid_argument("--input-ids: no ids");
   return ids;
-}
-
-int64_t argmax(const float* row, int64_t n) {
-  int64_t best = 0;
-  for (int64_t i = 1; i < n; ++i)
-    if (row[i] > row[best]) best = i;  // strict: the lowest id wins ties (torch.argmax)
-  return best;
 }
 
 // Decodes and preprocesses every image, dumps the per-image tensors; returns [B,3,S,S].
@@ -267,7 +261,9 @@ int run_trace(const TraceArgs& a) {
     const int64_t pick = prompt.max_token_id > 0 ? std::min(V, prompt.max_token_id) : V;
     std::vector<int64_t> gen;
     std::vector<float> step_logits(static_cast<size_t>(V));
-    int32_t next = static_cast<int32_t>(argmax(logits.data() + (N - 1) * V, pick));
+    // The engine's greedy step (engine/sampler.h: lowest id on ties, as torch.argmax), so the
+    // trace's ids are the ones `caption` generates.
+    int32_t next = engine::argmax_lowest(logits.data() + (N - 1) * V, pick);
     for (int64_t i = 0; i < a.max_new_tokens; ++i) {
       gen.push_back(next);
       if (!a.no_stop && std::find(eos.begin(), eos.end(), next) != eos.end()) break;
@@ -278,7 +274,7 @@ int run_trace(const TraceArgs& a) {
       step.start_pos = N + i;
       step.block_table = table.data();
       model->forward({step}, pool.views(), step_logits.data());
-      next = static_cast<int32_t>(argmax(step_logits.data(), pick));
+      next = engine::argmax_lowest(step_logits.data(), pick);
     }
     dump.i64(alt ? "text_only.gen_ids" : "gen.ids", gen);
   }

@@ -2,15 +2,19 @@
  * recap.h: the stable C API of recap-engine (compiles as C99 and C++).
  *
  * Load a LLaVA-1.5-LLaMA3 checkpoint once, then caption images given as encoded bytes
- * (JPEG/PNG/WebP) or decoded RGB8 pixels. The batch runs on the engine's continuous-batching
- * scheduler (the same code path as `recap-engine caption`): images are decoded and encoded by
- * the vision tower in groups, prompts are prefilled, and up to max_batch captions are decoded
- * together, a finished one making room for the next image at once. Greedy captions are the
- * ones `recap-engine caption` writes for the same image, settings and checkpoint.
+ * (JPEG/PNG/WebP) or decoded RGB8 pixels. A batch runs through the engine's caption driver
+ * (engine/caption_driver), the code `recap-engine caption` runs between loading an image and
+ * writing its record: images are decoded and encoded by the vision tower in groups, prompts
+ * are prefilled, up to max_batch captions are decoded together (a finished one making room for
+ * the next image at once), and the captions are post-processed (first_sentence, shear,
+ * num_captions) with the same per-sample error policy. For the same image, key, original
+ * caption, settings and checkpoint, a result carries the captions, status, token counts and
+ * stop reasons `recap-engine caption` records (tests/api/test_api_cli_parity.cpp pins this).
  *
  * Everything is reached through opaque handles; parameter structs are initialised by
- * *_default_params() so new fields can be added without breaking callers that set only what
- * they need.
+ * *_default_params(). recap_caption_params is versioned by its struct_size field (set by
+ * recap_caption_default_params, checked by the library), so a caller built against another
+ * layout gets RECAP_ERR_INVALID_ARGUMENT, never misread fields.
  *
  * Return codes: every function returning recap_status returns RECAP_OK (0) on success and a
  * negative code otherwise (see recap_status). Functions with a `char** error` out-parameter
@@ -42,7 +46,10 @@ extern "C" {
 #define RECAP_VERSION_MAJOR 0
 #define RECAP_VERSION_MINOR 1
 #define RECAP_VERSION_PATCH 0
-#define RECAP_API_VERSION 1
+#define RECAP_API_VERSION                                              \
+  2 /* 2: recap_caption_params.struct_size, num_captions, shear,       \
+       first_sentence, max_image_pixels; recap_result's captions, stop \
+       reasons and status_name */
 
 typedef enum recap_status {
   RECAP_OK = 0,
@@ -93,7 +100,18 @@ typedef struct recap_model_params {
                                      this process may use (affinity, cgroup quota) */
 } recap_model_params;
 
+/* --shear of `recap-engine caption`: cut each caption to at most as many words / tokens as the
+ * image's original_caption has (no cut when it has none). */
+typedef enum recap_shear {
+  RECAP_SHEAR_NONE = 0, /* default */
+  RECAP_SHEAR_WORDS = 1,
+  RECAP_SHEAR_TOKENS = 2
+} recap_shear;
+
 typedef struct recap_caption_params {
+  size_t struct_size;        /* sizeof(recap_caption_params) as the caller was compiled: set by
+                                recap_caption_default_params(); any other value is refused
+                                (RECAP_ERR_INVALID_ARGUMENT) */
   const char* template_name; /* NULL: "llava-llama3"; or "llama3-plain", "llava-next-llama3", or a
                                 template file (see docs/CAPTION.md) */
   const char* prompt;        /* NULL: the template's prompt (the Recap-DataComp detailed-caption one) */
@@ -105,6 +123,14 @@ typedef struct recap_caption_params {
                                 caption does not depend on its batch neighbours. Default 0 */
   int max_batch;             /* captions decoded together; default 8 (>= 1) */
   int vision_batch;          /* images per vision-tower call; 0 (default): min(max_batch, 8) */
+  int num_captions;          /* captions per image, each from the same prefill; default 1, at most
+                                max_batch (greedy decoding makes them identical: set temperature) */
+  recap_shear shear;         /* default RECAP_SHEAR_NONE */
+  int first_sentence;        /* nonzero: keep each caption's first sentence (text before the first
+                                '.', stripped), as --first-sentence. Default 0 */
+  uint64_t max_image_pixels; /* decompression-bomb guard checked from the image header: more pixels
+                                fail the sample (RECAP_ERR_IMAGE). Default 89478485 (Pillow's
+                                MAX_IMAGE_PIXELS, as --max-image-pixels); 0: no limit */
 } recap_caption_params;
 
 /* An image: either encoded bytes (JPEG/PNG/WebP) or decoded RGB8 (HWC) pixels. Only read during
@@ -122,15 +148,26 @@ typedef struct recap_image {
 /* A finished sample. Strings are owned by the library: valid during the callback, or until
  * recap_results_free for recap_caption_batch's array. */
 typedef struct recap_result {
-  size_t index;              /* position of the image in the batch */
-  const char* key;           /* the image's key (or its index in decimal) */
-  recap_status status;       /* RECAP_OK, or why this sample has no caption: RECAP_ERR_IMAGE
-                                (undecodable), RECAP_ERR_INVALID_ARGUMENT (no pixels given),
-                                RECAP_ERR_UNSUPPORTED (prompt too long), RECAP_ERR_CANCELLED */
-  const char* caption;       /* "" on failure */
-  const char* error_message; /* "" on success */
-  int prompt_tokens;         /* positions of the prompt, image features included */
-  int new_tokens;            /* generated tokens (stop token excluded) */
+  size_t index;                    /* position of the image in the batch */
+  const char* key;                 /* the image's key (or its index in decimal) */
+  recap_status status;             /* RECAP_OK, or why this sample has no caption: RECAP_ERR_IMAGE
+                                      (undecodable, or more than max_image_pixels),
+                                      RECAP_ERR_INVALID_ARGUMENT (no pixels given, bad rgb size),
+                                      RECAP_ERR_UNSUPPORTED (prompt too long for the model or the KV
+                                      cache), RECAP_ERR_INTERNAL (the vision tower failed for this
+                                      image's group: the other groups go on), RECAP_ERR_CANCELLED */
+  const char* status_name;         /* the status `recap-engine caption` records: "success",
+                                      "failed_to_decode", "failed_to_parse", "failed_to_caption";
+                                      "cancelled" for a sample a cancelled call did not finish */
+  const char* caption;             /* the first caption; "" on failure */
+  const char* error_message;       /* "<status_name>: <what is wrong>" on failure; "" on success */
+  int prompt_tokens;               /* positions of the prompt, image features included (0 on failure) */
+  int new_tokens;                  /* generated tokens over every caption (stop tokens excluded) */
+  size_t n_captions;               /* num_captions on success, 0 on failure */
+  const char* const* captions;     /* n_captions captions (captions[0] is `caption`); NULL when 0 */
+  const char* stop_reason;         /* why the first caption ended: "stop_token" or "max_new_tokens";
+                                      "" on failure */
+  const char* const* stop_reasons; /* per caption, as stop_reason; NULL when n_captions is 0 */
 } recap_result;
 
 /* Called once per finished sample (success or failure), in completion order (not batch order).
@@ -181,7 +218,8 @@ void recap_model_free(recap_model* model);
  * Returns RECAP_OK when the batch ran (individual samples may still have failed: see each
  * result's status), RECAP_ERR_CANCELLED when on_result asked to stop, or
  * RECAP_ERR_INVALID_ARGUMENT (model/images NULL, n == 0, max_new_tokens < 1, max_batch < 1,
- * temperature < 0, top_k < 0, top_p outside (0, 1], unknown template name),
+ * temperature < 0, top_k < 0, top_p outside (0, 1], num_captions outside [1, max_batch], bad
+ * shear, struct_size not this header's, unknown template name or a template field no sample has),
  * RECAP_ERR_IO / RECAP_ERR_FORMAT (a template file missing / malformed),
  * RECAP_ERR_OUT_OF_MEMORY, RECAP_ERR_INTERNAL. On those errors *results is NULL.
  * Thread-safety: calls on the same model are serialised (a second caller waits); calls on

@@ -63,6 +63,7 @@ enum class Precision {
   Int4 = RECAP_PRECISION_INT4
 };
 enum class KvDType { F32 = RECAP_KV_F32, BF16 = RECAP_KV_BF16, F16 = RECAP_KV_F16 };
+enum class Shear { None = RECAP_SHEAR_NONE, Words = RECAP_SHEAR_WORDS, Tokens = RECAP_SHEAR_TOKENS };
 
 // recap_model_params with owning strings; "" means "not set" (the C default).
 struct ModelParams {
@@ -85,6 +86,10 @@ struct CaptionParams {
   uint64_t seed = 0;
   int max_batch = recap_caption_default_params().max_batch;
   int vision_batch = 0;
+  int num_captions = 1;
+  Shear shear = Shear::None;
+  bool first_sentence = false;
+  uint64_t max_image_pixels = recap_caption_default_params().max_image_pixels;
 };
 
 // An image to caption: encoded bytes (JPEG/PNG/WebP) or RGB8 pixels (HWC).
@@ -123,10 +128,14 @@ struct Result {
   size_t index = 0;
   std::string key;
   recap_status status = RECAP_OK;
-  std::string caption;  // "" unless ok()
-  std::string error;    // "" when ok()
+  std::string status_name;  // "success", "failed_to_decode", ... (as `recap-engine caption`)
+  std::string caption;      // the first caption; "" unless ok()
+  std::string error;        // "" when ok()
   int prompt_tokens = 0;
   int new_tokens = 0;
+  std::vector<std::string> captions;      // num_captions of them when ok()
+  std::string stop_reason;                // of the first caption: "stop_token" | "max_new_tokens"
+  std::vector<std::string> stop_reasons;  // per caption
   bool ok() const { return status == RECAP_OK; }
 };
 
@@ -186,6 +195,10 @@ class Model {
     c.seed = params.seed;
     c.max_batch = params.max_batch;
     c.vision_batch = params.vision_batch;
+    c.num_captions = params.num_captions;
+    c.shear = static_cast<recap_shear>(params.shear);
+    c.first_sentence = params.first_sentence ? 1 : 0;
+    c.max_image_pixels = params.max_image_pixels;
     std::vector<recap_image> in(images.size());
     for (size_t i = 0; i < images.size(); ++i) {
       const Image& im = images[i];
@@ -259,6 +272,12 @@ class Model {
     o.error = r.error_message ? r.error_message : "";
     o.prompt_tokens = r.prompt_tokens;
     o.new_tokens = r.new_tokens;
+    o.status_name = r.status_name ? r.status_name : "";
+    o.stop_reason = r.stop_reason ? r.stop_reason : "";
+    for (size_t c = 0; c < r.n_captions; ++c) {
+      o.captions.emplace_back(r.captions[c]);
+      o.stop_reasons.emplace_back(r.stop_reasons[c]);
+    }
     return o;
   }
   struct Free {
