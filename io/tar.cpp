@@ -491,6 +491,10 @@ bool TarReader::next_entry(TarEntry* out) {
       // GNU format stores atime/ctime where ustar has its prefix; only trust it for POSIX ustar.
       if (magic == "ustar" && h[kMagic.off + 5] == '\0' && !prefix.empty()) e.name = prefix + "/" + e.name;
     }
+    // An empty name cannot be a sample member nor be written back (tar_member_bytes refuses
+    // it); only a corrupt or hostile archive has one.
+    if (e.regular && e.name.empty())
+      throw TarError(where(e.offset) + ": regular member with an empty name (corrupt tar)");
     // Links and directories carry no data whatever their size field says.
     e.size = (type == '1' || type == '2' || type == '5') ? 0 : size;
     // A size beyond the file is reported when the data is read or skipped, not here: the

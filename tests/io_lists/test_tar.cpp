@@ -281,6 +281,30 @@ TEST(TarHostile, DeclaredSizesBeyondTheFileAreRefusedBeforeAllocating) {
   EXPECT_EQ(b.message, dir + "/biglong.tar: offset 0: GNU long name of 1048576 bytes (at most 65536)");
 }
 
+TEST(TarHostile, RegularMemberWithAnEmptyNameIsAnError) {
+  // Found by fuzz_tar: such a member was yielded, and writing it back (extra members are copied
+  // to the output shard) threw mid-shard. Refused where it is read, naming file and offset.
+  auto dir = temp_dir();
+  std::string h = header("x", 0);
+  std::memset(&h[0], 0, 100);
+  std::memset(&h[148], ' ', 8);
+  unsigned sum = 0;
+  for (unsigned char c : h) sum += c;
+  char num[16];
+  std::snprintf(num, sizeof num, "%06o", sum);
+  std::memcpy(&h[148], num, 6);
+  h[154] = '\0';
+  atomic_write(dir + "/empty.tar", tar_member_bytes("a.txt", "aa", 0) + h + tar_end_bytes());
+  auto b = read_all_bounded(dir + "/empty.tar");
+  EXPECT_EQ(b.rc, 3) << b.message;
+  EXPECT_EQ(b.message, dir + "/empty.tar: offset 1024: regular member with an empty name (corrupt tar)");
+  // The same name given by a pax record "path=".
+  atomic_write(dir + "/emptypax.tar", pax_then_member("8 path=\n"));
+  b = read_all_bounded(dir + "/emptypax.tar");
+  EXPECT_EQ(b.rc, 3) << b.message;
+  EXPECT_EQ(b.message, dir + "/emptypax.tar: offset 0: regular member with an empty name (corrupt tar)");
+}
+
 TEST(TarHostile, TruncatedMemberNamesFileAndOffset) {
   auto dir = temp_dir();
   std::string good =
