@@ -12,6 +12,8 @@
 //   for each (N-chunk, M-chunk) item of this thread:
 //     for each K-block (np panels x K-block = 24 KB of weights, stays in L1; none for M <= 8):
 //       for each group of np panels:  for each M-tile:  micro-kernel
+// except int8/int4 with M <= 16 (batched decode), where the weights are the traffic and each
+// group of np panels is streamed once over all of K (group outside K-block), see run().
 #pragma once
 #include <immintrin.h>
 #include <omp.h>
