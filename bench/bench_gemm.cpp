@@ -4,6 +4,10 @@
 //                               and bf16 vdpbf16ps peaks, measured once per run
 //   gemm/<fmt>/<shape>/M:<m>    recap GEMM, fmt in f32|bf16|int8|int4
 //   blas_sgemm/<shape>/M:<m>    OpenBLAS cblas_sgemm on the same shape (f32 baseline)
+//   batched_decode/<fmt>/<shape>/M:<m>   int8/int4, M in {1,4,8,16}: frac_of_bound against
+//                               the larger of the bandwidth and the vpdpbusd compute bound
+//   prefill/<fmt>/<shape>/M:616, prefill_xquant/<fmt>/<shape>/M:616   pp616 against the int8
+//                               peak, and the activation quantization alone (one-panel GEMM)
 // Counters: GOPS (2*M*N*K / s), GBps (weight + activation bytes / s), frac_of_limit
 // (throughput over the limit that bounds the row: read bandwidth for M <= 16, probed right
 // after the row so host-level drift does not skew it, else the peak
@@ -22,6 +26,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <ctime>
 #include <memory>
 #include <string>
 #include <vector>
@@ -167,6 +172,14 @@ std::vector<float> activations(int64_t m, int64_t k) {
   return x;
 }
 
+// CPU seconds this process has used (all threads): on a loaded machine the wall time of a
+// row includes the time its threads waited for a core, its CPU time does not.
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
 void report(benchmark::State& state, double seconds, int64_t iters, int64_t m, const Shape& s,
             size_t weight_bytes, double compute_limit) {
   const double ops = 2.0 * m * s.n * s.k * iters / seconds / 1e9;
@@ -202,6 +215,83 @@ void BM_gemm(benchmark::State& state, const Shape* s, WeightFormat f, int64_t m)
   const Limits& l = limits();
   const double peak = f == WeightFormat::F32 ? l.fma : f == WeightFormat::BF16 ? l.bf16 : l.vnni;
   report(state, sec, iters, m, *s, w[0].data.size(), peak);
+  state.SetLabel(std::string(isa_name(active_isa())) + " copies=" + std::to_string(w.size()));
+}
+
+// Batched decode: M = 1..16 rows against one weight matrix (issue 16). The row is bound by
+// the slower of two limits measured in this run: streaming the packed weights at the read
+// bandwidth probed right after the row, and 2*M*N*K operations at the vpdpbusd peak.
+// frac_of_bound = max(t_bandwidth, t_compute) / t (1.0 = at the binding limit). On a loaded
+// machine compare rows by cpu_ms_per_call (per-thread CPU time): the wall-time figures and the
+// bandwidth probe both include the time the threads waited for a core.
+void BM_batched_decode(benchmark::State& state, const Shape* s, WeightFormat f, int64_t m) {
+  const std::vector<PackedWeight>& w = packed_for(*s, f);
+  const std::vector<float> x = activations(m, s->k);
+  std::vector<float> y(static_cast<size_t>(m * s->n));
+  gemm(x.data(), m, s->k, w[0], nullptr, y.data(), s->n);
+  int64_t iters = 0;
+  size_t i = 0;
+  const double cpu0 = process_cpu_seconds();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    gemm(x.data(), m, s->k, w[i], nullptr, y.data(), s->n);
+    i = (i + 1) % w.size();
+    ++iters;
+  }
+  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / iters;
+  // Per-thread CPU seconds per call: the time the row would take with the cores to itself
+  // (OpenMP's idle threads may spin, which only makes this figure pessimistic).
+  const double cpu_sec = (process_cpu_seconds() - cpu0) / iters / omp_get_max_threads();
+  const Limits& l = limits();
+  const double bw = measure_read_bandwidth(l.threads).value;
+  const double bytes = static_cast<double>(w[0].data.size()) + 4.0 * m * (s->n + s->k);
+  const double ops = 2.0 * m * s->n * s->k;
+  const double t_bw = bytes / (bw * 1e9), t_compute = l.vnni > 0 ? ops / (l.vnni * 1e9) : 0;
+  state.counters["GOPS"] = ops / sec / 1e9;
+  state.counters["GBps"] = bytes / sec / 1e9;
+  state.counters["bw_limit"] = bw;
+  state.counters["int8_peak"] = l.vnni;
+  state.counters["compute_bound"] = t_compute > t_bw ? 1 : 0;
+  state.counters["frac_of_bound"] = std::max(t_bw, t_compute) / sec;
+  state.counters["cpu_ms_per_call"] = cpu_sec * 1e3;
+  state.counters["tok_per_s"] = m / sec;
+  state.SetLabel(std::string(isa_name(active_isa())) + " copies=" + std::to_string(w.size()));
+}
+
+// Prefill (M = 616: the 576 image rows plus 40 text tokens of a LLaVA prompt) against the
+// int8 peak, and the cost of the activation quantization alone: the same X through a GEMM
+// with a single 16-row weight panel (N = 16), whose dot products are 1/256 of a 4096-column
+// row's, so its time is the per-call quantize + pack of X[616, K] (prefill_xquant rows).
+void BM_prefill(benchmark::State& state, const Shape* s, WeightFormat f, int64_t m, bool quant_only) {
+  const Shape one_panel{"one_panel", 16, s->k, {m}, false, true};
+  const Shape& shape = quant_only ? one_panel : *s;
+  const std::vector<uint16_t> src = quant_only ? make_source(16, s->k) : std::vector<uint16_t>{};
+  std::vector<PackedWeight> local;
+  if (quant_only) local.push_back(pack_weight(src.data(), SrcType::BF16, 16, s->k, f));
+  const std::vector<PackedWeight>& w = quant_only ? local : packed_for(*s, f);
+  const std::vector<float> x = activations(m, s->k);
+  std::vector<float> y(static_cast<size_t>(m * shape.n));
+  gemm(x.data(), m, s->k, w[0], nullptr, y.data(), shape.n);
+  int64_t iters = 0;
+  size_t i = 0;
+  const double cpu0 = process_cpu_seconds();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    gemm(x.data(), m, s->k, w[i], nullptr, y.data(), shape.n);
+    i = (i + 1) % w.size();
+    ++iters;
+  }
+  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / iters;
+  // Per-thread CPU seconds per call: the time the row would take with the cores to itself
+  // (OpenMP's idle threads may spin, which only makes this figure pessimistic).
+  const double cpu_sec = (process_cpu_seconds() - cpu0) / iters / omp_get_max_threads();
+  const double ops = 2.0 * m * shape.n * s->k;
+  state.counters["GOPS"] = ops / sec / 1e9;
+  state.counters["int8_peak"] = limits().vnni;
+  state.counters["frac_of_peak"] = limits().vnni > 0 ? ops / sec / 1e9 / limits().vnni : 0;
+  state.counters["frac_of_peak_cpu"] = limits().vnni > 0 ? ops / cpu_sec / 1e9 / limits().vnni : 0;
+  state.counters["ms_per_call"] = sec * 1e3;
+  state.counters["cpu_ms_per_call"] = cpu_sec * 1e3;
   state.SetLabel(std::string(isa_name(active_isa())) + " copies=" + std::to_string(w.size()));
 }
 
@@ -281,6 +371,21 @@ int register_all() {
         if (s.in_cache) b->Iterations(1)->Repetitions(40)->ReportAggregatesOnly(true);
       }
 #endif
+  }
+  // Issue 16: batched decode M = 1..16 and pp616 prefill, int8 / int4, LLaMA-3-8B shapes.
+  const WeightFormat quant_formats[] = {WeightFormat::Int8, WeightFormat::Int4};
+  for (const Shape& s : shapes()) {
+    if (std::string(s.name).rfind("llama_", 0) != 0 || s.n > 16384) continue;
+    for (WeightFormat f : quant_formats) {
+      const std::string tail = std::string(weight_format_name(f)) + "/" + s.name;
+      for (int64_t m : {1, 4, 8, 16})
+        with_stats(benchmark::RegisterBenchmark(
+            ("batched_decode/" + tail + "/M:" + std::to_string(m)).c_str(), BM_batched_decode, &s, f, m));
+      with_stats(benchmark::RegisterBenchmark(("prefill/" + tail + "/M:616").c_str(), BM_prefill, &s, f,
+                                              int64_t{616}, false));
+      with_stats(benchmark::RegisterBenchmark(("prefill_xquant/" + tail + "/M:616").c_str(), BM_prefill, &s,
+                                              f, int64_t{616}, true));
+    }
   }
   return 0;
 }

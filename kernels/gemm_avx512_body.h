@@ -12,6 +12,8 @@
 //   for each (N-chunk, M-chunk) item of this thread:
 //     for each K-block (np panels x K-block = 24 KB of weights, stays in L1; none for M <= 8):
 //       for each group of np panels:  for each M-tile:  micro-kernel
+// except int8/int4 with M <= 16 (batched decode), where the weights are the traffic and each
+// group of np panels is streamed once over all of K (group outside K-block), see run().
 #pragma once
 #include <immintrin.h>
 #include <omp.h>
@@ -33,6 +35,9 @@ constexpr int kNPQuant = 3;  // int8/int4: 24 int32 accumulators + 3 weights + m
 // group (8 long for int4) followed by the float step through Y, so one panel's stream is
 // latency-bound; 4 panels in flight keep enough independent chains to stream at bandwidth.
 constexpr int kNPQuantNarrow = 4;
+// int8/int4 calls with at most this many M-tiles (M <= 16: batched decode) stream each panel
+// group once over all of K (panel-outer loop order in run()).
+constexpr int64_t kSmallMTiles = 2;
 // Bytes ahead of the current weight line that the decode micro-kernels prefetch.
 constexpr int64_t kPrefetchAhead = 1024;
 // One K-block of int8/int4 weights per panel in bytes: kblock_units() x 64 (int8) or x 32
@@ -134,7 +139,8 @@ struct MicroArgs {
   const float* sx;    // this tile's activation scales (int formats)
   __mmask16 last_mask;
   bool first, last;    // first / last K-block
-  bool prefetch_next;  // int8/int4 full tiles: prefetch the next K-block's weights
+  bool prefetch_next;  // int8/int4 full tiles: a next K-block exists, its weights may be prefetched
+  int tile_in_item;    // this M-tile's index among its work item's tiles (which pass prefetches)
 };
 
 // A micro-kernel's float accumulators at the start of a K-block: zero on the first, else the
@@ -301,40 +307,55 @@ void run(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const fl
   // panel is one long sequential stream for the prefetchers.
   const int64_t kb = tiles == 1 ? kunits : kblock_units(f);
 
+  // One micro-kernel call: panels [p, p + np_max) of M-tile t over the K-block at unit u0.
+  auto call = [&](int64_t p, int64_t p1, int64_t u0, int64_t t, int64_t t0) {
+    const int64_t ku = std::min(kb, kunits - u0);
+    const int np = static_cast<int>(std::min<int64_t>(np_max, p1 - p));
+    const int64_t r0 = t * kMR;
+    const int mr = static_cast<int>(std::min<int64_t>(kMR, m - r0));
+    const int64_t col0 = p * kPanelRows;
+    const int64_t last_cols = std::min<int64_t>(n - (col0 + 16 * (np - 1)), 16);
+    MicroArgs g;
+    g.a = ap.units + t * kMR * kunits + u0 * mr;
+    g.b = wdata + p * panel_bytes + u0 * wbytes_per_unit;
+    g.panel_stride = panel_bytes;
+    g.s = quant ? wscales + p * scale_stride + (u0 * 4 / group) * kPanelRows : nullptr;
+    g.scale_stride = scale_stride;
+    g.corr = quant ? ap.corr + t * kMR * groups + (u0 * 4 / group) * mr : nullptr;
+    g.kunits = ku;
+    g.y = y + r0 * ldy + col0;
+    g.ldy = ldy;
+    g.bias = bias ? bias + col0 : nullptr;
+    g.sx = quant ? ap.sx + r0 : nullptr;
+    g.last_mask = tail_mask(last_cols);
+    g.first = u0 == 0;
+    g.prefetch_next = u0 + ku < kunits;
+    g.tile_in_item = static_cast<int>(t - t0);
+    g.last = u0 + ku == kunits;
+    Pick(f, mr, np, last_cols == 16)(g);
+  };
+  // Batched decode (int8/int4, at most kSmallMTiles M-tiles): the weights are the traffic, so
+  // each group of np panels is streamed once from start to end of K (panel-outer order), every
+  // tile consuming a K-block while it is in L1 and the first tile prefetching the next one,
+  // which is the next bytes of the same panels. Prefill keeps the BLIS order below, where a
+  // K-block of the panels is reused by many tiles.
+  const bool panel_outer = quant && tiles <= kSmallMTiles;
+
 #pragma omp parallel for schedule(static) if (items > 1 && m * n * k >= (1 << 18))
   for (int64_t it = 0; it < items; ++it) {
     int64_t p0, p1, t0, t1;
     plan.item(it, &p0, &p1, &t0, &t1);
+    if (panel_outer) {
+      for (int64_t p = p0; p < p1; p += np_max)
+        for (int64_t u0 = 0; u0 < kunits; u0 += kb)
+          for (int64_t t = t0; t < t1; ++t) call(p, p1, u0, t, t0);
+      continue;
+    }
     for (int64_t u0 = 0; u0 < kunits; u0 += kb) {
-      const int64_t ku = std::min(kb, kunits - u0);
       // The np-panel weight block of one K-block (~24 KB) stays in L1 while every M-tile of
       // this item streams its packed activations past it (BLIS order: jr outside ir).
-      for (int64_t p = p0; p < p1; p += np_max) {
-        const int np = static_cast<int>(std::min<int64_t>(np_max, p1 - p));
-        for (int64_t t = t0; t < t1; ++t) {
-          const int64_t r0 = t * kMR;
-          const int mr = static_cast<int>(std::min<int64_t>(kMR, m - r0));
-          const int64_t col0 = p * kPanelRows;
-          const int64_t last_cols = std::min<int64_t>(n - (col0 + 16 * (np - 1)), 16);
-          MicroArgs g;
-          g.a = ap.units + t * kMR * kunits + u0 * mr;
-          g.b = wdata + p * panel_bytes + u0 * wbytes_per_unit;
-          g.panel_stride = panel_bytes;
-          g.s = quant ? wscales + p * scale_stride + (u0 * 4 / group) * kPanelRows : nullptr;
-          g.scale_stride = scale_stride;
-          g.corr = quant ? ap.corr + t * kMR * groups + (u0 * 4 / group) * mr : nullptr;
-          g.kunits = ku;
-          g.y = y + r0 * ldy + col0;
-          g.ldy = ldy;
-          g.bias = bias ? bias + col0 : nullptr;
-          g.sx = quant ? ap.sx + r0 : nullptr;
-          g.last_mask = tail_mask(last_cols);
-          g.first = u0 == 0;
-          g.prefetch_next = t == t0 && u0 + ku < kunits;
-          g.last = u0 + ku == kunits;
-          Pick(f, mr, np, last_cols == 16)(g);
-        }
-      }
+      for (int64_t p = p0; p < p1; p += np_max)
+        for (int64_t t = t0; t < t1; ++t) call(p, p1, u0, t, t0);
     }
   }
 }

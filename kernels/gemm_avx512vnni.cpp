@@ -171,9 +171,8 @@ void micro_quant(const MicroArgs& g) {
 #define RECAP_ASM_INT8_UNITS_PER_GROUP 16
 #define RECAP_ASM_INT4_LINES_PER_GROUP 4
 #define RECAP_ASM_NIBBLE_BITS 4
-#define RECAP_ASM_PREFETCH_BYTES 8192  // one K-block of one panel ahead
-#define RECAP_ASM_HALF_ROWS 4          // rows per asm block (RECAP_INIT_ISUMS, RECAP_UNIT_DOTS)
-#define RECAP_ASM_PANELS 3             // panels per asm block (zmm24-26, 3 sums per row)
+#define RECAP_ASM_HALF_ROWS 4  // rows per asm block (RECAP_INIT_ISUMS, RECAP_UNIT_DOTS)
+#define RECAP_ASM_PANELS 3     // panels per asm block (zmm24-26, 3 sums per row)
 #define RECAP_ASM_STR(x) RECAP_ASM_STR_(x)
 #define RECAP_ASM_STR_(x) #x
 static_assert(RECAP_ASM_ROW_BYTES == sizeof(uint32_t) && RECAP_ASM_ROW_BYTES == sizeof(int32_t));
@@ -185,7 +184,6 @@ static_assert(RECAP_ASM_SCALE_GROUP_BYTES == kPanelRows * sizeof(uint16_t));
 static_assert(RECAP_ASM_INT8_UNITS_PER_GROUP == wf::kInt8Group / 4);
 static_assert(RECAP_ASM_INT4_LINES_PER_GROUP == wf::kInt4Group / 8);
 static_assert((1 << RECAP_ASM_NIBBLE_BITS) == 2 * wf::kInt4ZeroPoint, "int4 levels");
-static_assert(RECAP_ASM_PREFETCH_BYTES == kQuantKBlockBytes);
 static_assert(2 * RECAP_ASM_HALF_ROWS == kMR, "two asm halves make a full tile");
 static_assert(RECAP_ASM_PANELS == kNPQuant);
 #define RECAP_ASM_ROW RECAP_ASM_STR(RECAP_ASM_ROW_BYTES)
@@ -254,12 +252,14 @@ static_assert(RECAP_ASM_PANELS == kNPQuant);
       "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23",     \
       "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "cc", "memory"
 
-// The first tile of a work item prefetches the next K-block's weights (PF) while it computes
-// on this one, so small-M calls (batched decode) do not wait on DRAM at each K-block start.
-#define RECAP_PF_LINE \
-  "prefetcht0 " RECAP_ASM_STR(RECAP_ASM_PREFETCH_BYTES) "(%[b])\n\t"        \
-  "prefetcht0 " RECAP_ASM_STR(RECAP_ASM_PREFETCH_BYTES) "(%[b],%[ps],1)\n\t" \
-  "prefetcht0 " RECAP_ASM_STR(RECAP_ASM_PREFETCH_BYTES) "(%[b],%[ps],2)\n\t"
+// Prefetch of the next K-block: the 4-row passes over a K-block of kNPQuant panels (two per
+// M-tile) take turns, pass i < kNPQuant fetching panel i's next K-block one line per line it
+// computes on, at [b + pfd] (pfd = i * panel stride + one K-block). One panel per pass keeps
+// the misses in flight spread over the K-block's compute: issuing all three panels' lines from
+// the first pass stalled that pass on the core's miss buffers and left the others with no
+// memory traffic to overlap (batched decode ran at about the sum of its memory and compute
+// times).
+#define RECAP_PF_LINE "prefetcht0 (%[b],%[pfd],1)\n\t"
 #define RECAP_INT8_BODY(pfline)                                                                \
   RECAP_LOAD_Y                                                                                 \
   "1:\n\t" RECAP_INIT_ISUMS ".rept " RECAP_ASM_STR(                                            \
@@ -295,7 +295,7 @@ static_assert(RECAP_ASM_PANELS == kNPQuant);
 // weight loads, 4 broadcasts and 12 vpdpbusd. int4: 8 units per group in 4 lines of 64 bytes
 // per panel, the low nibbles holding unit 2o and the high nibbles unit 2o + 1.
 template <bool INT4, bool PF>
-void quant_half_tile_asm(const MicroArgs& g, const uint32_t* a, const int32_t* corr, float* y) {
+void quant_half_tile_asm(const MicroArgs& g, const uint32_t* a, const int32_t* corr, float* y, int64_t pfd) {
   constexpr int64_t kGroup = INT4 ? wf::kInt4Group : wf::kInt8Group;
   int64_t groups = g.kunits / (kGroup / 4);
   if (groups == 0) return;
@@ -303,9 +303,9 @@ void quant_half_tile_asm(const MicroArgs& g, const uint32_t* a, const int32_t* c
   const uint16_t* s = g.s;
   const int64_t ps = g.panel_stride, ss = g.scale_stride * 2, ld = g.ldy * 4, ld3 = 3 * ld;
   const __m512i nib = _mm512_set1_epi8(0x0f);
-#define RECAP_OPERANDS                                                                   \
+#define RECAP_OPERANDS                                                                                   \
   : [a] "+r"(a), [b] "+r"(b), [corr] "+r"(corr), [s] "+r"(s), [groups] "+r"(groups)   \
-  : [ps] "r"(ps), [ss] "r"(ss), [y] "r"(y), [ld] "r"(ld), [ld3] "r"(ld3), [nib] "v"(nib) \
+  : [ps] "r"(ps), [ss] "r"(ss), [y] "r"(y), [ld] "r"(ld), [ld3] "r"(ld3), [nib] "v"(nib), [pfd] "r"(pfd) \
   : RECAP_ASM_CLOBBERS
   if constexpr (!INT4 && PF)
     __asm__ volatile(RECAP_INT8_BODY(RECAP_PF_LINE) RECAP_OPERANDS);
@@ -344,11 +344,16 @@ void micro_quant_full(const MicroArgs& g) {
   if (g.first)
     for (int i = 0; i < MR; ++i)
       for (int j = 0; j < NP; ++j) _mm512_storeu_ps(g.y + i * g.ldy + 16 * j, _mm512_setzero_ps());
-  if (g.prefetch_next)
-    quant_half_tile_asm<INT4, true>(g, g.a, g.corr, g.y);
-  else
-    quant_half_tile_asm<INT4, false>(g, g.a, g.corr, g.y);
-  quant_half_tile_asm<INT4, false>(g, g.a + 4, g.corr + 4, g.y + 4 * g.ldy);
+  for (int half = 0; half < 2; ++half) {
+    const int pass = 2 * g.tile_in_item + half;
+    const uint32_t* a = g.a + 4 * half;
+    const int32_t* corr = g.corr + 4 * half;
+    float* y = g.y + 4 * half * g.ldy;
+    if (g.prefetch_next && pass < kNPQuant)
+      quant_half_tile_asm<INT4, true>(g, a, corr, y, pass * g.panel_stride + kQuantKBlockBytes);
+    else
+      quant_half_tile_asm<INT4, false>(g, a, corr, y, 0);
+  }
   if (g.last) {
     __m512 bv[NP] = {};
     if (g.bias) add_bias<NP>(bv, g.bias, 0xffff);

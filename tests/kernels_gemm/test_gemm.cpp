@@ -186,6 +186,39 @@ TEST(Gemm, LargeShapesCrossKBlocksChunksAndThreads) {
   });
 }
 
+TEST(Gemm, BatchedDecodeShapesStreamPanelsAcrossKBlocks) {
+  // Batched decode (M <= 16 rows, issue 16) streams each panel group over all of K with the
+  // next K-block prefetched by turns: k = 2100 crosses the int8 (512) and int4 (1024) K-blocks
+  // and ends in a partial block and a partial group; n = 1000 gives 1 and 2 threads several
+  // N-chunks of full 3-panel groups (the asm tiles) and a partial last panel (1000 = 62.5 x
+  // 16). Every M from 1 to 17 (one, two and three M-tiles, full and partial), bit-identical to
+  // ref::gemm with 1 and 2 threads, bias on odd M.
+  const int64_t n = 1000, k = 2100;
+  const std::vector<float> w = gaussian(n * k, 51, 0.05f);
+  const std::vector<float> xall = gaussian(17 * k, 52);
+  const std::vector<float> bias = gaussian(n, 53);
+  const int saved = omp_get_max_threads();
+  for (WeightFormat fmt : {WeightFormat::Int8, WeightFormat::Int4}) {
+    const PackedWeight p = pack_weight(w.data(), SrcType::F32, n, k, fmt);
+    for (int64_t m = 1; m <= 17; ++m) {
+      const float* b = m % 2 ? bias.data() : nullptr;
+      std::vector<float> yr(m * n);
+      ref::gemm(xall.data(), m, k, p, b, yr.data(), n);
+      for_each_variant([&] {
+        for (int threads : {1, 2}) {
+          omp_set_num_threads(threads);
+          std::vector<float> y(m * n, sentinel());
+          gemm(xall.data(), m, k, p, b, y.data(), n);
+          ASSERT_EQ(0, std::memcmp(y.data(), yr.data(), y.size() * 4))
+              << weight_format_name(fmt) << " m=" << m << " threads=" << threads;
+        }
+      });
+      omp_set_num_threads(saved);
+      if (HasFatalFailure()) return;
+    }
+  }
+}
+
 TEST(Gemm, ResultsIndependentOfThreadCount) {
   const int64_t m = 20, n = 700, k = 520;
   const std::vector<float> x = gaussian(m * k, 5), w = gaussian(n * k, 6, 0.05f);
