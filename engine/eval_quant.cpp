@@ -6,6 +6,7 @@
 #include <fstream>
 #include <set>
 
+#include "engine/errors.h"
 #include "engine/sampler.h"
 #include "engine/threads.h"
 #include "io/fileutil.h"
@@ -112,8 +113,10 @@ struct Context {
 
 std::unique_ptr<models::LlavaModel> load(const Context& cx, const std::string& precision) {
   models::ModelOptions mo;
-  mo.precision = kernels::parse_weight_format(precision);
-  return models::LlavaModel::load(cx.ckpt, mo);
+  mo.precision = kernels::parse_weight_format(precision);  // checked by run_eval_quant
+  // Missing or malformed tensors show only when the weights are loaded; they are the
+  // checkpoint's fault (exit 2), like the config errors found when it was opened.
+  return as_usage_error("", [&] { return models::LlavaModel::load(cx.ckpt, mo); });
 }
 
 // The prompt's input embeddings with this model's image features.
