@@ -223,7 +223,9 @@ int run_trace(const TraceArgs& a) {
     const models::TextConfig& t = cfg.text;
     const int64_t N = model->spliced_length(ids), V = t.vocab;
     std::vector<float> embeds(static_cast<size_t>(N * Dt));
-    model->splice_embeddings(ids, features.data(), n_image_tokens, embeds.data());
+    // An id outside the vocabulary is a bad --input-ids value (exit 2).
+    engine::as_usage_error(
+        "", [&] { model->splice_embeddings(ids, features.data(), n_image_tokens, embeds.data()); });
     // The golden stores its image-free prompt under text_only.* (no inputs_embeds there).
     const bool alt = a.text_only_names;
     dump.i64(alt ? "text_only.input_ids" : "llm.input_ids", ids);
