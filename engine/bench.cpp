@@ -172,7 +172,9 @@ json run_bench(const BenchOptions& o) {
   if (o.synthetic.empty()) {
     models::LoadOptions lo;
     lo.vision_weights_dir = o.vision_weights_dir;
-    ck = models::open_checkpoint(o.weights_dir, lo);  // models::ConfigError naming the file: exit 2
+    // Whatever stops the checkpoint from opening (missing folder, malformed config.json or
+    // safetensors header) is its fault: exit 2, the message naming the file.
+    ck = as_usage_error("", [&] { return models::open_checkpoint(o.weights_dir, lo); });
     if (!ck.config.has_vision || !ck.config.has_text)
       throw UsageError(o.weights_dir + ": bench needs the vision tower, projector and language model");
   }
