@@ -19,7 +19,8 @@ namespace recap::cli {
 
 using engine::ExitCode;
 
-// The process status of an exit code (the runners' return type stays int).
+// The process status of an exit code. Runners return int: caption's returns the status
+// engine::run_caption computed (its per-shard outcome), the others exit_status(...).
 constexpr int exit_status(ExitCode code) {
   return static_cast<int>(code);
 }

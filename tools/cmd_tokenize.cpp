@@ -125,6 +125,7 @@ int run_tokenize(const TokenizeOptions& o) {
       std::fprintf(stderr, "%s:%zu: skipped malformed line: %s\n", name.c_str(), lineno, e.what());
     }
   }
+  std::fflush(stdout);  // the good lines come before the error line when both go to one place
   if (input->bad()) throw std::runtime_error(name + ": read error");
   // Every good line was written; the malformed ones were named on stderr: a runtime failure (1)
   // of the run as a whole, like a caption shard in which samples failed.
