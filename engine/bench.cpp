@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "engine/errors.h"
 #include "engine/kv_cache.h"
 #include "engine/sampler.h"
 #include "engine/threads.h"
@@ -114,7 +115,7 @@ bool is_synthetic_preset(const std::string& name) {
 
 models::ModelConfig synthetic_preset_config(const std::string& name) {
   if (!is_synthetic_preset(name))
-    throw std::invalid_argument("unknown synthetic preset '" + name + "' (known: llava-llama3-8b)");
+    throw UsageError("unknown synthetic preset '" + name + "' (known: llava-llama3-8b)");
   const models::VisionConfig* v = models::vision_preset("openai/clip-vit-large-patch14-336");
   if (!v) throw std::runtime_error("no built-in vision preset for openai/clip-vit-large-patch14-336");
   models::ModelConfig c;
@@ -154,12 +155,26 @@ models::ModelConfig synthetic_preset_config(const std::string& name) {
 }
 
 json run_bench(const BenchOptions& o) {
-  if (o.max_batch < 1) throw std::invalid_argument("--max-batch must be >= 1");
-  if (o.new_tokens < 1) throw std::invalid_argument("--new-tokens must be >= 1");
-  if (o.prompt_tokens < 0) throw std::invalid_argument("--prompt-tokens must be >= 0");
-  if (o.images < 1) throw std::invalid_argument("--images must be >= 1");
-  const WeightFormat format = kernels::parse_weight_format(o.precision);
-  const kernels::KvDType kv_dtype = models::parse_kv_dtype(o.kv_dtype);
+  // Flags and the checkpoint are checked before the machine limits are measured, so a usage
+  // or configuration error (exit 2) costs no benchmark time.
+  if (o.max_batch < 1) throw UsageError("--max-batch must be >= 1");
+  if (o.new_tokens < 1) throw UsageError("--new-tokens must be >= 1");
+  if (o.prompt_tokens < 0) throw UsageError("--prompt-tokens must be >= 0");
+  if (o.images < 1) throw UsageError("--images must be >= 1");
+  const WeightFormat format =
+      as_usage_error("--precision", [&] { return kernels::parse_weight_format(o.precision); });
+  const kernels::KvDType kv_dtype =
+      as_usage_error("--kv-dtype", [&] { return models::parse_kv_dtype(o.kv_dtype); });
+  models::Checkpoint ck;
+  if (o.synthetic.empty()) {
+    models::LoadOptions lo;
+    lo.vision_weights_dir = o.vision_weights_dir;
+    // Whatever stops the checkpoint from opening (missing folder, malformed config.json or
+    // safetensors header) is its fault: exit 2, the message naming the file.
+    ck = as_usage_error("", [&] { return models::open_checkpoint(o.weights_dir, lo); });
+    if (!ck.config.has_vision || !ck.config.has_text)
+      throw UsageError(o.weights_dir + ": bench needs the vision tower, projector and language model");
+  }
 
   const ThreadBudget tb = resolve_threads(o.threads);
   apply_threads(tb.threads);
@@ -201,17 +216,12 @@ json run_bench(const BenchOptions& o) {
     model = models::LlavaModel::load_from(cfg, &src, &src, mo);
     r["model"] = "synthetic:" + o.synthetic;
   } else {
-    models::LoadOptions lo;
-    lo.vision_weights_dir = o.vision_weights_dir;
-    models::Checkpoint ck = models::open_checkpoint(o.weights_dir, lo);
-    model = models::LlavaModel::load(ck, mo);
+    // Missing or malformed tensors, a cache of another precision: the checkpoint's fault (exit 2).
+    model = as_usage_error("", [&] { return models::LlavaModel::load(ck, mo); });
     r["model"] = o.weights_dir;
   }
   const double load_s = seconds_since(t_load);
   const models::ModelConfig& c = model->config();
-  if (!model->has_vision() || !model->has_text())
-    throw std::runtime_error(r["model"].get<std::string>() +
-                             ": bench needs the vision tower, projector and language model");
   r["load_s"] = load_s;
   r["weight_bytes"] = static_cast<double>(model->weight_bytes());
   r["rss_after_load_bytes"] = peak_rss_bytes();

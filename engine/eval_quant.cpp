@@ -7,6 +7,7 @@
 #include <set>
 
 #include "engine/bench.h"
+#include "engine/errors.h"
 #include "engine/sampler.h"
 #include "engine/threads.h"
 #include "io/fileutil.h"
@@ -115,13 +116,15 @@ struct Context {
 std::unique_ptr<models::LlavaModel> load(const Context& cx, const EvalQuantOptions& o,
                                          const std::string& precision) {
   models::ModelOptions mo;
-  mo.precision = kernels::parse_weight_format(precision);
+  mo.precision = kernels::parse_weight_format(precision);  // checked by run_eval_quant
   if (!o.synthetic.empty()) {
     // One source for tower and text, as `quantize --synthetic` packs them.
     models::SyntheticWeightSource src(o.seed, 0.02f);
     return models::LlavaModel::load_from(cx.ckpt.config, &src, &src, mo);
   }
-  return models::LlavaModel::load(cx.ckpt, mo);
+  // Missing or malformed tensors show only when the weights are loaded; they are the
+  // checkpoint's fault (exit 2), like the config errors found when it was opened.
+  return as_usage_error("", [&] { return models::LlavaModel::load(cx.ckpt, mo); });
 }
 
 // The prompt's input embeddings with this model's image features.

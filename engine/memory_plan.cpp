@@ -12,6 +12,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "engine/errors.h"
 #include "engine/threads.h"
 #include "io/image.h"
 #include "models/kv_pool.h"
@@ -277,8 +278,8 @@ AvailableMemory available_memory() {
     char* end = nullptr;
     const long long mb = std::strtoll(env, &end, 10);
     if (end == env || *end != '\0' || mb <= 0)
-      throw std::invalid_argument(std::string("RECAP_MEMORY_AVAILABLE_MB='") + env +
-                                  "' is not a positive number of MiB");
+      throw UsageError(std::string("RECAP_MEMORY_AVAILABLE_MB='") + env +
+                       "' is not a positive number of MiB");
     a.bytes = static_cast<uint64_t>(mb) << 20;
     a.source = "RECAP_MEMORY_AVAILABLE_MB";
     return a;
@@ -325,7 +326,9 @@ PrecisionChoice choose_precision(const std::string& requested, std::optional<Wei
                  breakdown(ch.estimate) + ", " + available_text(avail) + "; " + what_fits(c, shape, avail);
     return ch;
   };
-  if (requested != "auto") return finish(kernels::parse_weight_format(requested), "--precision " + requested);
+  if (requested != "auto")
+    return finish(as_usage_error("--precision", [&] { return kernels::parse_weight_format(requested); }),
+                  "--precision " + requested);
   if (cache_precision) return finish(*cache_precision, "auto: quantized cache");
   const MemoryEstimate int8 = estimate_memory(c, WeightFormat::Int8, shape);
   if (int8.total() <= avail.bytes) return finish(WeightFormat::Int8, "auto: float checkpoint");
@@ -336,8 +339,7 @@ PrecisionChoice choose_precision(const std::string& requested, std::optional<Wei
 Calibration calibrate_throughput(const models::ModelConfig& full, WeightFormat precision, const RunShape& s,
                                  int threads) {
   if (!full.has_vision || !full.has_text)
-    throw std::invalid_argument(full.weights_dir +
-                                ": calibration needs the vision tower and the language model");
+    throw UsageError(full.weights_dir + ": calibration needs the vision tower and the language model");
   const auto t_start = std::chrono::steady_clock::now();
   Calibration cal;
   cal.precision = precision;

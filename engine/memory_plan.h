@@ -68,7 +68,7 @@ struct AvailableMemory {
 // /proc/meminfo MemAvailable, the cgroup's headroom (v2 memory.max, v1
 // memory.limit_in_bytes, minus the group's anonymous memory already in use) and what
 // RLIMIT_AS (`ulimit -v`) leaves of the address space (minus this process's VmSize). Throws
-// std::invalid_argument naming the variable when it is not a positive integer.
+// UsageError (engine/errors.h: exit 2) naming the variable when it is not a positive integer.
 AvailableMemory available_memory();
 
 // The precision a run uses and why.
@@ -81,7 +81,7 @@ struct PrecisionChoice {
   std::string error;
 };
 
-// requested: "auto" or f32|bf16|int8|int4 (throws std::invalid_argument otherwise).
+// requested: "auto" or f32|bf16|int8|int4 (throws UsageError otherwise).
 // cache_precision: the quantized cache's precision when weights_dir is one.
 // auto: the cache's precision; else int8 (the fastest precision whose caption quality is
 // measured within the bounds of docs/NUMERICS.md), int4 when int8 does not fit; f32 and bf16

@@ -11,6 +11,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "engine/errors.h"
 #include "engine/fingerprint.h"
 #include "engine/run_plan.h"
 #include "engine/shard_assign.h"
@@ -98,8 +99,7 @@ std::string fmt_hms(double s) {
 
 std::vector<std::string> shards_in_directory(const std::string& out_dir) {
   DIR* d = ::opendir(out_dir.c_str());
-  if (!d)
-    throw std::runtime_error(out_dir + ": cannot open the output directory (" + std::strerror(errno) + ")");
+  if (!d) throw UsageError(out_dir + ": cannot open the output directory (" + std::strerror(errno) + ")");
   std::set<std::string> names;
   while (dirent* e = ::readdir(d)) {
     std::string s = shard_of_file(e->d_name);
@@ -142,7 +142,8 @@ MergeSummary merge_shard_stats(const std::string& out_dir, const std::vector<Pla
   std::vector<PlannedShard> planned = expected_in;
   m.expected_from = "inputs";
   if (planned.empty()) {
-    const ordered_json plan = read_run_plan_shards(out_dir);
+    // An unreadable run plan is the user's directory's problem, not a failed summary: exit 2.
+    const ordered_json plan = as_usage_error("", [&] { return read_run_plan_shards(out_dir); });
     for (auto it = plan.begin(); it != plan.end(); ++it) {
       const auto& e = it.value();
       const int64_t n = e.is_object() && e.contains("samples") && e["samples"].is_number_integer()

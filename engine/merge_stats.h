@@ -69,14 +69,15 @@ struct MergeSummary {
   std::string to_text() const;
 };
 
-// Shard names found in out_dir (from stats, tar, partial and lock files), sorted.
+// Shard names found in out_dir (from stats, tar, partial and lock files), sorted. Throws
+// UsageError when out_dir cannot be opened.
 std::vector<std::string> shards_in_directory(const std::string& out_dir);
 // The directory's names plus the gaps of an all-numeric naming (same width), sorted.
 std::vector<std::string> expected_from_directory(const std::vector<std::string>& seen);
 
 // Builds the summary. `expected` empty: from the run plan in out_dir, else derived from the
-// directory. Throws std::runtime_error when out_dir is not a readable directory or its run
-// plan is unreadable.
+// directory. Throws UsageError (engine/errors.h: exit 2) when out_dir is not a readable
+// directory or its run plan is unreadable.
 MergeSummary merge_shard_stats(const std::string& out_dir, const std::vector<PlannedShard>& expected);
 // Names only (sample counts unknown).
 MergeSummary merge_shard_stats(const std::string& out_dir, const std::vector<std::string>& expected);

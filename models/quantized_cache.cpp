@@ -288,18 +288,18 @@ PackedWeight QuantizedCacheWeightSource::matrix(const std::vector<std::string>& 
   auto it = std::lower_bound(entries_.begin(), entries_.end(), key,
                              [](const auto& e, const std::string& k2) { return e.first < k2; });
   if (it == entries_.end() || it->first != key)
-    throw std::runtime_error(file + ": packed matrix '" + key + "' is not in the cache");
+    throw ConfigError(file + ": packed matrix '" + key + "' is not in the cache");
   const Entry& e = it->second;
   int64_t n = 0;
   for (int64_t r : rows) n += r;
   if (e.format != format)
-    throw std::runtime_error(file + ": the cache holds " + kernels::weight_format_name(e.format) +
-                             " weights but " + kernels::weight_format_name(format) +
-                             " was requested; run with --precision " + kernels::weight_format_name(e.format));
+    throw ConfigError(file + ": the cache holds " + kernels::weight_format_name(e.format) + " weights but " +
+                      kernels::weight_format_name(format) + " was requested; run with --precision " +
+                      kernels::weight_format_name(e.format));
   if (e.n != n || e.k != k)
-    throw std::runtime_error(file + ": packed matrix '" + key + "' is [" + std::to_string(e.n) + "," +
-                             std::to_string(e.k) + "], expected [" + std::to_string(n) + "," +
-                             std::to_string(k) + "]");
+    throw ConfigError(file + ": packed matrix '" + key + "' is [" + std::to_string(e.n) + "," +
+                      std::to_string(e.k) + "], expected [" + std::to_string(n) + "," + std::to_string(k) +
+                      "]");
   const io::TensorInfo& t = store_->get(key);
   return PackedWeight::view(e.format, e.n, e.k, t.data, t.nbytes);
 }

@@ -8,6 +8,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "models/config.h"
+
 namespace recap::models {
 
 void reject_pickle_only_checkpoint(const std::string& dir) {
@@ -26,10 +28,10 @@ void reject_pickle_only_checkpoint(const std::string& dir) {
   std::string names;
   for (size_t i = 0; i < pickles.size() && i < 3; ++i) names += (i ? ", " : "") + pickles[i];
   if (pickles.size() > 3) names += ", ...";
-  throw std::runtime_error(dir + ": only PyTorch pickle weights (" + names +
-                           ") and no *.safetensors file; the engine reads safetensors only: convert them "
-                           "once with the command in docs/REAL_MODEL.md (\"Checkpoints with only .bin "
-                           "files\") and point --weights at the result");
+  throw ConfigError(dir + ": only PyTorch pickle weights (" + names +
+                    ") and no *.safetensors file; the engine reads safetensors only: convert them "
+                    "once with the command in docs/REAL_MODEL.md (\"Checkpoints with only .bin "
+                    "files\") and point --weights at the result");
 }
 
 namespace {
@@ -43,8 +45,8 @@ std::string shape_str(const std::vector<int64_t>& s) {
 }
 
 [[noreturn]] void shape_error(const io::TensorInfo& t, const std::string& expected) {
-  throw std::runtime_error(t.file + ": tensor '" + t.name + "' has shape " + shape_str(t.shape) +
-                           ", expected " + expected);
+  throw ConfigError(t.file + ": tensor '" + t.name + "' has shape " + shape_str(t.shape) + ", expected " +
+                    expected);
 }
 
 void check_matrix_request(const std::vector<std::string>& names, const std::vector<int64_t>& rows,
@@ -89,8 +91,8 @@ kernels::SrcType weight_src_type(const io::TensorInfo& t) {
     case io::DType::BF16:
       return kernels::SrcType::BF16;
     default:
-      throw std::runtime_error(t.file + ": tensor '" + t.name + "' has dtype " + io::dtype_name(t.dtype) +
-                               ", expected F32, F16 or BF16");
+      throw ConfigError(t.file + ": tensor '" + t.name + "' has dtype " + io::dtype_name(t.dtype) +
+                        ", expected F32, F16 or BF16");
   }
 }
 

@@ -1,16 +1,30 @@
 // Subcommand registry of the recap-engine CLI. Each cmd_*.cpp defines one subcommand and
 // registers it with a static CommandRegistrar; main.cpp only parses and dispatches.
+//
+// Error contract of a subcommand: it reports a failure by throwing (engine::UsageError for a
+// bad flag value, the lower layers' own configuration errors, InterruptedError, anything else
+// for a runtime failure); main.cpp prints `recap-engine SUB: error: ...` and maps the exception
+// to the exit code with engine::exit_code_for(), the one mapping (engine/errors.h). A runner
+// returns a status only for its normal outcomes: exit_status(ExitCode::kOk), or a documented
+// outcome that is not an error (merge-stats: some shard is not done, kRuntime).
 #pragma once
 #include <CLI/CLI.hpp>
 #include <functional>
 #include <string>
 #include <vector>
 
+#include "engine/errors.h"
+
 namespace recap::cli {
 
-// Exit codes (documented in README): 0 done, 1 runtime failure, 2 usage/config error,
-// 75 interrupted (EX_TEMPFAIL; a rerun resumes).
-enum ExitCode { kExitOk = 0, kExitFailure = 1, kExitUsage = 2, kExitInterrupted = 75 };
+using engine::ExitCode;
+
+// The process status of an exit code. Runners return int: caption's returns the status
+// engine::run_caption computed (its per-shard outcome), the others exit_status(...).
+constexpr int exit_status(ExitCode code) {
+  return static_cast<int>(code);
+}
+inline constexpr int kExitOk = exit_status(ExitCode::kOk);
 
 struct Command {
   std::string name;

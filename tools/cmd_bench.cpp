@@ -7,6 +7,8 @@
 #include <string>
 
 #include "engine/bench.h"
+#include "engine/errors.h"
+#include "engine/signals.h"
 #include "tools/cli.h"
 
 namespace recap::cli {
@@ -40,23 +42,14 @@ CommandRegistrar reg_bench(
       sub->add_flag("--json", *json_out, "print the report as JSON");
       sub->add_flag("--quick", o->quick, "fewer repetitions, no warm-up (tests)");
       return [o, json_out]() -> int {
-        if (o->synthetic.empty() == o->weights_dir.empty()) {
-          std::fprintf(stderr, "recap-engine bench: give exactly one of --synthetic NAME or --weights DIR\n");
-          return kExitUsage;
-        }
-        if (!o->synthetic.empty() && !engine::is_synthetic_preset(o->synthetic)) {
-          std::fprintf(stderr,
-                       "recap-engine bench: unknown --synthetic preset '%s' (known: llava-llama3-8b)\n",
-                       o->synthetic.c_str());
-          return kExitUsage;
-        }
-        nlohmann::ordered_json r;
-        try {
-          r = engine::run_bench(*o);
-        } catch (const std::invalid_argument& e) {
-          std::fprintf(stderr, "recap-engine bench: %s\n", e.what());
-          return kExitUsage;
-        }
+        if (o->synthetic.empty() == o->weights_dir.empty())
+          throw engine::UsageError("give exactly one of --synthetic NAME or --weights DIR");
+        if (!o->synthetic.empty() && !engine::is_synthetic_preset(o->synthetic))
+          throw engine::UsageError("unknown --synthetic preset '" + o->synthetic +
+                                   "' (known: llava-llama3-8b)");
+        // A signal exits 75 at once: bench writes nothing but its report, printed at the end.
+        engine::install_stop_handlers();
+        nlohmann::ordered_json r = engine::run_bench(*o);
         r["recap_version"] = RECAP_VERSION;
         if (*json_out)
           std::printf("%s\n", r.dump(2).c_str());

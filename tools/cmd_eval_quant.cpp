@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "engine/eval_quant.h"
+#include "engine/signals.h"
 #include "tools/cli.h"
 
 namespace recap::cli {
@@ -25,39 +26,36 @@ std::string default_images_dir() {
 }
 
 int run(EvalQuantFlags& f) {
-  try {
-    if (!f.images_dir.empty() && !f.list.empty())
-      throw engine::EvalQuantError("give --images DIR or --list FILE, not both");
-    if (!f.list.empty())
-      f.o.images = engine::eval_images_from_list(f.list);
-    else
-      f.o.images = engine::eval_images_from_dir(f.images_dir.empty() ? default_images_dir() : f.images_dir);
-    const bool as_json = f.as_json;
-    const auto report = engine::run_eval_quant(f.o, [as_json](const std::string& line) {
-      if (!as_json) std::fprintf(stderr, "%s\n", line.c_str());
-    });
-    if (as_json) {
-      std::printf("%s\n", report.dump(2).c_str());
-      return kExitOk;
-    }
-    for (const auto& im : report["images"])
-      std::printf("%s\n  ref:   %s\n  quant: %s\n  kl_mean %.4g, top-1 %.3f%s\n",
-                  im["image"].get<std::string>().c_str(), im["ref_caption"].get<std::string>().c_str(),
-                  im["quant_caption"].get<std::string>().c_str(), im["kl_mean"].get<double>(),
-                  im["top1_agreement"].get<double>(), im["identical"].get<bool>() ? ", identical" : "");
-    std::printf(
-        "\n%s vs %s on %lld images, %lld tokens: KL mean %.4g, p99 %.4g, max %.4g; top-1 agreement %.4f; "
-        "identical captions %.3f; length ratio %.3f\n",
-        report["precision"].get<std::string>().c_str(), report["reference"].get<std::string>().c_str(),
-        report["n_images"].get<long long>(), report["n_tokens"].get<long long>(),
-        report["kl_mean"].get<double>(), report["kl_p99"].get<double>(), report["kl_max"].get<double>(),
-        report["top1_agreement"].get<double>(), report["identical_captions"].get<double>(),
-        report["length_ratio"].get<double>());
+  // A signal exits 75 at once: eval-quant writes nothing but its report, printed at the end.
+  engine::install_stop_handlers();
+  if (!f.images_dir.empty() && !f.list.empty())
+    throw engine::EvalQuantError("give --images DIR or --list FILE, not both");
+  if (!f.list.empty())
+    f.o.images = engine::eval_images_from_list(f.list);
+  else
+    f.o.images = engine::eval_images_from_dir(f.images_dir.empty() ? default_images_dir() : f.images_dir);
+  const bool as_json = f.as_json;
+  const auto report = engine::run_eval_quant(f.o, [as_json](const std::string& line) {
+    if (!as_json) std::fprintf(stderr, "%s\n", line.c_str());
+  });
+  if (as_json) {
+    std::printf("%s\n", report.dump(2).c_str());
     return kExitOk;
-  } catch (const engine::EvalQuantError& e) {
-    std::fprintf(stderr, "recap-engine eval-quant: error: %s\n", e.what());
-    return kExitUsage;
   }
+  for (const auto& im : report["images"])
+    std::printf("%s\n  ref:   %s\n  quant: %s\n  kl_mean %.4g, top-1 %.3f%s\n",
+                im["image"].get<std::string>().c_str(), im["ref_caption"].get<std::string>().c_str(),
+                im["quant_caption"].get<std::string>().c_str(), im["kl_mean"].get<double>(),
+                im["top1_agreement"].get<double>(), im["identical"].get<bool>() ? ", identical" : "");
+  std::printf(
+      "\n%s vs %s on %lld images, %lld tokens: KL mean %.4g, p99 %.4g, max %.4g; top-1 agreement %.4f; "
+      "identical captions %.3f; length ratio %.3f\n",
+      report["precision"].get<std::string>().c_str(), report["reference"].get<std::string>().c_str(),
+      report["n_images"].get<long long>(), report["n_tokens"].get<long long>(),
+      report["kl_mean"].get<double>(), report["kl_p99"].get<double>(), report["kl_max"].get<double>(),
+      report["top1_agreement"].get<double>(), report["identical_captions"].get<double>(),
+      report["length_ratio"].get<double>());
+  return kExitOk;
 }
 
 const CommandRegistrar kEvalQuant(

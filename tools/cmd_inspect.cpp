@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/errors.h"
 #include "io/safetensors.h"
 #include "kernels/gemm.h"
 #include "models/config.h"
@@ -210,9 +211,8 @@ int run_inspect(const std::string& weights, const std::string& vision_weights,
   models::Checkpoint ck;
   try {
     ck = models::open_checkpoint_unchecked(weights, opts);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "recap-engine inspect: error: %s\n", one_line(e.what()).c_str());
-    return kExitUsage;
+  } catch (const std::exception& e) {  // whatever stops the checkpoint from opening is its fault
+    throw engine::UsageError(one_line(e.what()));
   }
   const models::ModelConfig& c = ck.config;
   const bool is_cache = ck.text_store && models::is_quantized_cache_store(*ck.text_store);
@@ -404,12 +404,11 @@ int run_inspect(const std::string& weights, const std::string& vision_weights,
     for (const auto& p : problems) std::printf("  - %s\n", p.c_str());
   }
   std::fflush(stdout);
-  if (!usable) {
-    std::fprintf(stderr, "recap-engine inspect: error: %s: %zu problem%s in the checkpoint (first: %s)\n",
-                 weights.c_str(), problems.size(), problems.size() == 1 ? "" : "s",
-                 one_line(problems[0]).c_str());
-    return kExitUsage;
-  }
+  // The report is printed first: it is what a user needs to fix the problems.
+  if (!usable)
+    throw engine::UsageError(weights + ": " + std::to_string(problems.size()) + " problem" +
+                             (problems.size() == 1 ? "" : "s") +
+                             " in the checkpoint (first: " + one_line(problems[0]) + ")");
   return kExitOk;
 }
 

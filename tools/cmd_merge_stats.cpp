@@ -6,11 +6,13 @@
 // caption wrote (OUT/_recap_plan.json), else from the directory. Exit codes:
 //   0  every expected shard is done (holds exactly the samples its plan says);
 //   1  some are not: incomplete (fewer samples than planned, or another layout), partial,
-//      missing (planned, no outputs), corrupt;
+//      missing (planned, no outputs), corrupt, or the directory holds no shard output at all;
+//      also a runtime failure (the --todo-file cannot be written);
 //   2  usage error (no such directory, unreadable inputs or run plan).
 #include <cstdio>
 #include <iostream>
 
+#include "engine/errors.h"
 #include "engine/merge_stats.h"
 #include "engine/run_plan.h"
 #include "engine/shard_assign.h"
@@ -39,9 +41,9 @@ int run_merge_stats(const MergeFlags& f) {
     in.columns = f.columns;
     in.samples_per_shard = f.samples_per_shard;
     std::vector<std::string> warnings, names;
-    std::vector<engine::ShardSpec> specs;
-    try {
-      specs = engine::plan_shards(in, &warnings);
+    // The inputs and shard selection the user named: any failure to read them is usage (2).
+    engine::as_usage_error("", [&] {
+      const std::vector<engine::ShardSpec> specs = engine::plan_shards(in, &warnings);
       for (auto& s : specs) names.push_back(s.name);
       engine::ShardSelection sel;
       if (!f.shards.empty()) sel = engine::parse_shard_selection(f.shards);
@@ -51,44 +53,32 @@ int run_merge_stats(const MergeFlags& f) {
         const auto& s = specs[static_cast<size_t>(p)];
         expected.push_back({s.name, s.n_records, engine::shard_plan_entry(s, f.samples_per_shard)});
       }
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "merge-stats: %s\n", e.what());
-      return kExitUsage;
-    }
-    for (auto& w : warnings) std::fprintf(stderr, "merge-stats: warning: %s\n", w.c_str());
+    });
+    for (auto& w : warnings) std::fprintf(stderr, "recap-engine merge-stats: warning: %s\n", w.c_str());
   } else if (!f.shards.empty() || !f.shards_file.empty()) {
-    std::fprintf(stderr,
-                 "merge-stats: --shards/--shards-file select among the inputs: pass --list or --input too\n");
-    return kExitUsage;
+    throw engine::UsageError("--shards/--shards-file select among the inputs: pass --list or --input too");
   }
-  engine::MergeSummary m;
-  try {
-    m = engine::merge_shard_stats(f.out_dir, expected);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "merge-stats: %s\n", e.what());
-    return kExitUsage;
-  }
+  // A missing output directory or an unreadable run plan is usage (2), from engine/merge_stats.
+  const engine::MergeSummary m = engine::merge_shard_stats(f.out_dir, expected);
   if (m.shards.empty()) {
+    // Nothing to summarize is "not done" (1), as before the first worker wrote anything.
     std::fprintf(stderr,
-                 "merge-stats: %s holds no shard outputs (pass --list/--input to list the expected shards)\n",
+                 "recap-engine merge-stats: %s holds no shard outputs (pass --list/--input to list the "
+                 "expected shards)\n",
                  f.out_dir.c_str());
-    return kExitFailure;
+    return exit_status(ExitCode::kRuntime);
   }
   if (!f.todo_file.empty()) {
     std::string text;
     for (auto& n : m.not_done()) text += n + "\n";
-    try {
-      io::atomic_write(f.todo_file, text);
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "merge-stats: %s\n", e.what());
-      return kExitFailure;
-    }
+    io::atomic_write(f.todo_file, text);  // io::IoError: a runtime failure (1)
   }
   if (f.json)
     std::cout << m.to_json().dump(2) << "\n";
   else
     std::cout << m.to_text();
-  return m.all_done() ? kExitOk : kExitFailure;
+  // Not every shard done is the documented outcome 1, not an error: the summary says which.
+  return exit_status(m.all_done() ? ExitCode::kOk : ExitCode::kRuntime);
 }
 
 CommandRegistrar reg_merge_stats(

@@ -8,7 +8,9 @@
 #include <optional>
 #include <string>
 
+#include "engine/errors.h"
 #include "engine/memory_plan.h"
+#include "engine/signals.h"
 #include "engine/threads.h"
 #include "models/chat_template.h"
 #include "models/config.h"
@@ -34,35 +36,27 @@ struct PlanArgs {
 // Llama-3 tokenizer, as `recap-engine bench` assumes.
 constexpr int64_t kDefaultPromptTextTokens = 40;
 
-int fail(const std::string& msg) {
-  std::fprintf(stderr, "recap-engine plan: error: %s\n", msg.c_str());
-  return kExitUsage;
-}
-
 int run_plan(const PlanArgs& a) {
-  if (a.max_batch < 1) return fail("--max-batch must be at least 1");
-  if (a.max_new_tokens < 1) return fail("--max-new-tokens must be at least 1");
+  if (a.max_batch < 1) throw engine::UsageError("--max-batch must be at least 1");
+  if (a.max_new_tokens < 1) throw engine::UsageError("--max-new-tokens must be at least 1");
   if (a.precision != "auto" && a.precision != "all" && a.precision != "f32" && a.precision != "bf16" &&
       a.precision != "int8" && a.precision != "int4")
-    return fail("--precision '" + a.precision + "': expected auto, all, f32, bf16, int8 or int4");
+    throw engine::UsageError("--precision '" + a.precision +
+                             "': expected auto, all, f32, bf16, int8 or int4");
+  // A signal exits 75 at once: plan writes nothing but its report, printed at the end.
+  engine::install_stop_handlers();
   engine::RunShape shape;
-  try {
-    shape.kv_dtype = models::parse_kv_dtype(a.kv_dtype);
-  } catch (const std::exception& e) {
-    return fail(e.what());
-  }
+  shape.kv_dtype = engine::as_usage_error("", [&] { return models::parse_kv_dtype(a.kv_dtype); });
   models::LoadOptions lo;
   lo.vision_weights_dir = a.vision_weights;
   lo.vision_config_dir = a.vision_config;
-  models::Checkpoint ck;
-  try {
-    ck = models::open_checkpoint(a.weights, lo);
-  } catch (const std::exception& e) {
-    return fail(e.what());
-  }
+  // Whatever stops the checkpoint from opening is its fault (exit 2).
+  const models::Checkpoint ck =
+      engine::as_usage_error("", [&] { return models::open_checkpoint(a.weights, lo); });
   const models::ModelConfig& c = ck.config;
   if (!c.has_text || !c.has_vision)
-    return fail(a.weights + ": not a LLaVA checkpoint (needs the vision tower and the language model)");
+    throw engine::UsageError(a.weights +
+                             ": not a LLaVA checkpoint (needs the vision tower and the language model)");
   std::optional<WeightFormat> cache_precision;
   if (ck.text_store && models::is_quantized_cache_store(*ck.text_store))
     cache_precision = models::QuantizedCacheWeightSource(ck.text_store).precision();
@@ -77,8 +71,10 @@ int run_plan(const PlanArgs& a) {
     pin.prompt = tmpl.prompt;
     shape.prompt_positions = engine::prompt_positions(c, models::build_prompt_ids(tmpl, tok, pin));
     prompt_source = "default prompt with " + tok_path;
-  } catch (const std::exception&) {
-    if (!a.tokenizer.empty()) return fail(a.tokenizer + ": cannot read the tokenizer");
+  } catch (const std::exception& e) {
+    // Only a tokenizer the user named must be readable; the default one is optional.
+    if (!a.tokenizer.empty())
+      throw engine::UsageError(a.tokenizer + ": cannot read the tokenizer: " + e.what());
     shape.prompt_positions = c.vision.num_patches() + kDefaultPromptTextTokens;
     prompt_source =
         "no tokenizer: image + " + std::to_string(kDefaultPromptTextTokens) + " text tokens assumed";
@@ -87,12 +83,8 @@ int run_plan(const PlanArgs& a) {
   shape.max_batch = a.max_batch;
   shape.from_float_checkpoint = !cache_precision;
 
-  engine::AvailableMemory avail;
-  try {
-    avail = engine::available_memory();
-  } catch (const std::exception& e) {
-    return fail(e.what());
-  }
+  const engine::AvailableMemory avail =
+      engine::available_memory();  // UsageError: a bad RECAP_MEMORY_AVAILABLE_MB
   const engine::ThreadBudget tb = engine::resolve_threads(a.threads);
   const engine::PrecisionChoice chosen =
       engine::choose_precision(a.precision == "all" ? "auto" : a.precision, cache_precision, c, shape, avail);

@@ -6,10 +6,13 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <string>
 
 #include "engine/bench.h"
+#include "engine/errors.h"
+#include "engine/signals.h"
 #include "engine/threads.h"
 #include "models/quantized_cache.h"
 #include "models/weight_source.h"
@@ -25,29 +28,21 @@ struct QuantizeArgs {
 };
 
 int run_quantize(const QuantizeArgs& a) {
-  if (a.synthetic.empty() == a.weights.empty()) {
-    std::fprintf(stderr, "recap-engine quantize: give exactly one of --weights DIR or --synthetic NAME\n");
-    return kExitUsage;
-  }
-  kernels::WeightFormat fmt;
-  try {
-    fmt = kernels::parse_weight_format(a.precision);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "recap-engine quantize: --precision: %s\n", e.what());
-    return kExitUsage;
-  }
-  if (!a.weights.empty() && models::is_quantized_cache(a.weights)) {
-    std::fprintf(stderr,
-                 "recap-engine quantize: %s is already a quantized cache; quantize the original checkpoint\n",
-                 a.weights.c_str());
-    return kExitUsage;
-  }
+  if (a.synthetic.empty() == a.weights.empty())
+    throw engine::UsageError("give exactly one of --weights DIR or --synthetic NAME");
+  const kernels::WeightFormat fmt =
+      engine::as_usage_error("--precision", [&] { return kernels::parse_weight_format(a.precision); });
+  if (!a.weights.empty() && models::is_quantized_cache(a.weights))
+    throw engine::UsageError(a.weights + " is already a quantized cache; quantize the original checkpoint");
+  // Opening the checkpoint: a signal exits 75 at once (nothing written yet).
+  engine::install_stop_handlers();
   engine::apply_threads(engine::resolve_threads(a.threads).threads);
 
   models::Checkpoint ck;
   std::unique_ptr<models::WeightSource> vision, text;
   std::string copy_from;
-  try {
+  // Whatever stops the checkpoint (or preset) from opening is a configuration error (exit 2).
+  engine::as_usage_error("", [&] {
     if (!a.synthetic.empty()) {
       ck.config = engine::synthetic_preset_config(a.synthetic);
       vision = std::make_unique<models::SyntheticWeightSource>(a.seed, 0.02f);
@@ -62,22 +57,37 @@ int run_quantize(const QuantizeArgs& a) {
         text = std::make_unique<models::StoreWeightSource>(*ck.text_store);
       copy_from = a.weights;
     }
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "recap-engine quantize: %s\n", e.what());
-    return kExitUsage;
-  }
+  });
   models::WeightSource* vsrc = vision.get();
   models::WeightSource* tsrc = a.synthetic.empty() ? text.get() : vision.get();  // one synthetic source
 
   const auto t0 = std::chrono::steady_clock::now();
   const bool tty = isatty(fileno(stderr));
-  models::QuantizeStats st = models::write_quantized_cache(
-      ck.config, vsrc, tsrc, fmt, a.out, copy_from, [&](int64_t i, int64_t n, const std::string& key) {
-        if (tty || i % 25 == 0 || i + 1 == n)
-          std::fprintf(stderr, "%s[quantize] %lld/%lld %s%s", tty ? "\r\033[K" : "",
-                       static_cast<long long>(i + 1), static_cast<long long>(n), key.c_str(),
-                       tty ? "" : "\n");
-      });
+  // Writing: a signal is acted on between two matrices, by throwing InterruptedError (exit 75)
+  // through the writer, which removes its temporary file; the output directory goes too when
+  // this run created it (and it is empty), and a cache already there is untouched. A signal
+  // after the last matrix lets the cache be finished (exit 0); a second signal exits at once.
+  std::error_code ec;
+  const bool out_existed = std::filesystem::exists(a.out, ec);
+  engine::enter_checkpoint_phase();
+  models::QuantizeStats st;
+  try {
+    st = models::write_quantized_cache(
+        ck.config, vsrc, tsrc, fmt, a.out, copy_from, [&](int64_t i, int64_t n, const std::string& key) {
+          if (engine::stop_requested())
+            throw engine::InterruptedError("stopped by a signal after " + std::to_string(i) + " of " +
+                                           std::to_string(n) + " matrices; no cache was written to " + a.out +
+                                           " (rerun to quantize)");
+          if (tty || i % 25 == 0 || i + 1 == n)
+            std::fprintf(stderr, "%s[quantize] %lld/%lld %s%s", tty ? "\r\033[K" : "",
+                         static_cast<long long>(i + 1), static_cast<long long>(n), key.c_str(),
+                         tty ? "" : "\n");
+        });
+  } catch (...) {
+    if (tty) std::fprintf(stderr, "\n");
+    if (!out_existed) std::filesystem::remove(a.out, ec);  // only if empty: never a user's file
+    throw;
+  }
   if (tty) std::fprintf(stderr, "\n");
   // The content hash recorded in the header (recap.content_xxh3): caption's fingerprint uses
   // it instead of rereading the cache; a rerun of quantize with the same input prints the same.

@@ -6,11 +6,11 @@
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "engine/errors.h"
 #include "models/tokenizer.h"
 #include "tools/cli.h"
 
@@ -81,33 +81,22 @@ json process(const Tokenizer& tok, const TokenizeOptions& o, const json& in) {
 
 int run_tokenize(const TokenizeOptions& o) {
   using namespace recap::cli;
-  std::optional<Tokenizer> loaded;
-  try {
-    loaded.emplace(Tokenizer::from_file(o.tokenizer));
-  } catch (const recap::models::TokenizerError& e) {  // an unusable tokenizer file: configuration, exit 2
-    std::fprintf(stderr, "recap-engine tokenize: error: %s\n", e.what());
-    return kExitUsage;
-  }
-  const Tokenizer& tok = *loaded;
-  if (!o.jsonl.empty() && !o.text.empty()) {
-    std::fprintf(stderr, "recap-engine tokenize: give either --text or --jsonl\n");
-    return kExitUsage;
-  }
+  using recap::engine::UsageError;
+  if (!o.jsonl.empty() && !o.text.empty()) throw UsageError("give either --text or --jsonl");
+  // An unusable tokenizer file is configuration: models::TokenizerError, exit 2.
+  const Tokenizer tok = Tokenizer::from_file(o.tokenizer);
   if (o.jsonl.empty()) {
     json in = json::object();
     if (o.decode) {
       try {
         in["ids"] = parse_id_list(o.text);
       } catch (const std::exception& e) {
-        std::fprintf(stderr, "recap-engine tokenize: --text with --decode takes comma-separated ids: %s\n",
-                     e.what());
-        return kExitUsage;
+        throw UsageError(std::string("--text with --decode takes comma-separated ids: ") + e.what());
       }
     } else {
       in["text"] = o.text;
     }
     emit(process(tok, o, in));
-    std::fflush(stdout);
     return kExitOk;
   }
 
@@ -116,10 +105,8 @@ int run_tokenize(const TokenizeOptions& o) {
   std::string name = o.jsonl == "-" ? "<stdin>" : o.jsonl;
   if (o.jsonl != "-") {
     file = std::make_unique<std::ifstream>(o.jsonl, std::ios::binary);
-    if (!*file) {
-      std::fprintf(stderr, "recap-engine tokenize: cannot open %s\n", o.jsonl.c_str());
-      return kExitFailure;
-    }
+    // The input the user named: a missing or unreadable --jsonl is usage (2).
+    if (!*file) throw UsageError(o.jsonl + ": cannot open (--jsonl)");
     input = file.get();
   }
   std::string line;
@@ -138,16 +125,13 @@ int run_tokenize(const TokenizeOptions& o) {
       std::fprintf(stderr, "%s:%zu: skipped malformed line: %s\n", name.c_str(), lineno, e.what());
     }
   }
-  std::fflush(stdout);
-  if (input->bad()) {
-    std::fprintf(stderr, "recap-engine tokenize: read error on %s\n", name.c_str());
-    return kExitFailure;
-  }
-  if (bad > 0) {
-    std::fprintf(stderr, "recap-engine tokenize: %zu of %zu lines of %s were malformed\n", bad, bad + done,
-                 name.c_str());
-    return kExitFailure;
-  }
+  std::fflush(stdout);  // the good lines come before the error line when both go to one place
+  if (input->bad()) throw std::runtime_error(name + ": read error");
+  // Every good line was written; the malformed ones were named on stderr: a runtime failure (1)
+  // of the run as a whole, like a caption shard in which samples failed.
+  if (bad > 0)
+    throw std::runtime_error(std::to_string(bad) + " of " + std::to_string(bad + done) + " lines of " + name +
+                             " were malformed");
   return kExitOk;
 }
 

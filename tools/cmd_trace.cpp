@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "engine/sampler.h"
+#include "engine/errors.h"
 #include "io/image.h"
 #include "io/safetensors.h"
 #include "kernels/gemm.h"
@@ -140,42 +141,24 @@ Prompt build_prompt(const TraceArgs& a, const models::ModelConfig& cfg, bool wit
 
 int run_trace(const TraceArgs& a) {
   if (a.threads > 0) omp_set_num_threads(a.threads);
-  if (!a.prompt.empty() && !a.input_ids.empty()) {
-    std::fprintf(stderr, "recap-engine trace: --prompt and --input-ids are exclusive\n");
-    return kExitUsage;
-  }
+  if (!a.prompt.empty() && !a.input_ids.empty())
+    throw engine::UsageError("--prompt and --input-ids are exclusive");
   const bool want_llm = !a.prompt.empty() || !a.input_ids.empty();
-  if (a.images.empty() && !want_llm) {
-    std::fprintf(stderr, "recap-engine trace: nothing to do (give --image and/or --prompt/--input-ids)\n");
-    return kExitUsage;
-  }
+  if (a.images.empty() && !want_llm)
+    throw engine::UsageError("nothing to do (give --image and/or --prompt/--input-ids)");
 
-  if (!a.input_ids.empty()) {
-    try {
-      parse_ids(a.input_ids);
-    } catch (const std::invalid_argument& e) {
-      std::fprintf(stderr, "recap-engine trace: %s\n", e.what());
-      return kExitUsage;
-    }
-  }
+  if (!a.input_ids.empty()) engine::as_usage_error("", [&] { parse_ids(a.input_ids); });
 
   models::LoadOptions lo;
   lo.vision_weights_dir = a.vision_weights;
   lo.vision_config_dir = a.vision_config;
-  models::Checkpoint ckpt;
-  try {
-    ckpt = models::open_checkpoint(a.weights, lo);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "recap-engine trace: %s\n", e.what());
-    return kExitUsage;
-  }
+  // Whatever stops the checkpoint from opening or loading is its fault (exit 2).
+  const models::Checkpoint ckpt =
+      engine::as_usage_error("", [&] { return models::open_checkpoint(a.weights, lo); });
   const models::ModelConfig& cfg = ckpt.config;
-  if (want_llm && !cfg.has_text) {
-    std::fprintf(
-        stderr, "recap-engine trace: %s has no language model (a bare CLIP dir): drop --prompt/--input-ids\n",
-        a.weights.c_str());
-    return kExitUsage;
-  }
+  if (want_llm && !cfg.has_text)
+    throw engine::UsageError(a.weights +
+                             " has no language model (a bare CLIP dir): drop --prompt/--input-ids");
   std::string precision = a.precision;
   if (precision == "auto")
     precision =
@@ -187,7 +170,8 @@ int run_trace(const TraceArgs& a) {
   mo.kv_dtype = models::parse_kv_dtype(a.kv_dtype);
   mo.load_vision = !a.images.empty();
   mo.load_text = want_llm;
-  std::unique_ptr<models::LlavaModel> model = models::LlavaModel::load(ckpt, mo);
+  std::unique_ptr<models::LlavaModel> model =
+      engine::as_usage_error("", [&] { return models::LlavaModel::load(ckpt, mo); });
 
   Dump dump;
   dump.writer.set_metadata("recap.precision", precision);
@@ -199,7 +183,8 @@ int run_trace(const TraceArgs& a) {
                 S = cfg.vision.image_size;
   std::vector<float> features;  // [B, P, Dt] projector output
   if (B > 0) {
-    std::vector<float> pixels = load_images(a, cfg, dump);
+    // The --image files the user named: a missing or undecodable one is usage (2).
+    std::vector<float> pixels = engine::as_usage_error("", [&] { return load_images(a, cfg, dump); });
     dump.f32("pixel_values", {B, 3, S, S}, pixels.data());
     models::VisionTrace vt;
     vt.enabled = true;
@@ -221,19 +206,20 @@ int run_trace(const TraceArgs& a) {
   }
 
   if (want_llm) {
-    const Prompt prompt = build_prompt(a, cfg, B > 0);
+    // The prompt the user gave (ids, tokenizer, template): its failures are usage (2).
+    const Prompt prompt = engine::as_usage_error("", [&] { return build_prompt(a, cfg, B > 0); });
     const std::vector<int64_t>& ids = prompt.ids;
     int64_t n_image_tokens = 0;
     for (int64_t id : ids) n_image_tokens += model->is_image_token(id) ? 1 : 0;
-    if (n_image_tokens > B) {
-      std::fprintf(stderr, "recap-engine trace: the prompt has %lld image tokens but %lld --image given\n",
-                   static_cast<long long>(n_image_tokens), static_cast<long long>(B));
-      return kExitUsage;
-    }
+    if (n_image_tokens > B)
+      throw engine::UsageError("the prompt has " + std::to_string(n_image_tokens) + " image tokens but " +
+                               std::to_string(B) + " --image given");
     const models::TextConfig& t = cfg.text;
     const int64_t N = model->spliced_length(ids), V = t.vocab;
     std::vector<float> embeds(static_cast<size_t>(N * Dt));
-    model->splice_embeddings(ids, features.data(), n_image_tokens, embeds.data());
+    // An id outside the vocabulary is a bad --input-ids value (exit 2).
+    engine::as_usage_error(
+        "", [&] { model->splice_embeddings(ids, features.data(), n_image_tokens, embeds.data()); });
     // The golden stores its image-free prompt under text_only.* (no inputs_embeds there).
     const bool alt = a.text_only_names;
     dump.i64(alt ? "text_only.input_ids" : "llm.input_ids", ids);

@@ -1,9 +1,13 @@
 // recap-engine: recaption image datasets with LLaVA-1.5-LLaMA3 on CPUs.
-#include <cstdio>
-#include <exception>
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <exception>
 #include <map>
+#include <string>
 
+#include "engine/errors.h"
 #include "tools/cli.h"
 
 namespace recap::cli {
@@ -11,6 +15,35 @@ std::vector<Command>& registry() {
   static std::vector<Command> commands;
   return commands;
 }
+
+namespace {
+
+// Runs one parsed subcommand: the one place where an error escaping any subcommand becomes
+// `recap-engine SUB: error: ...` on stderr and an exit code (engine::exit_code_for).
+int run_subcommand(const std::string& name, const std::function<int()>& run) {
+  int status = exit_status(ExitCode::kRuntime);
+  try {
+    status = run();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "recap-engine %s: error: %s\n", name.c_str(), e.what());
+    status = exit_status(engine::exit_code_for(e));
+  } catch (...) {
+    std::fprintf(stderr, "recap-engine %s: error: unknown exception\n", name.c_str());
+    status = exit_status(ExitCode::kRuntime);
+  }
+  // A report that did not reach stdout (a full disk, a closed pipe with SIGPIPE ignored) is a
+  // runtime failure, not a success: stdio only says so at the flush.
+  errno = 0;
+  if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+    const int err = errno;
+    std::fprintf(stderr, "recap-engine %s: error: writing the standard output: %s\n", name.c_str(),
+                 err ? std::strerror(err) : "write error");
+    if (status == exit_status(ExitCode::kOk)) status = exit_status(ExitCode::kRuntime);
+  }
+  return status;
+}
+
+}  // namespace
 }  // namespace recap::cli
 
 int main(int argc, char** argv) {
@@ -28,18 +61,11 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    return rc == 0 ? kExitOk : kExitUsage;
+    // --help and --version are "errors" of CLI11 that exit 0; every other parse error is usage.
+    const int rc = app.exit(e);
+    return exit_status(rc == 0 ? ExitCode::kOk : ExitCode::kUsage);
   }
-  for (auto& [sub, run] : runners) {
-    if (sub->parsed()) {
-      try {
-        return run();
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "recap-engine %s: error: %s\n", sub->get_name().c_str(), e.what());
-        return kExitFailure;
-      }
-    }
-  }
-  return kExitUsage;
+  for (auto& [sub, run] : runners)
+    if (sub->parsed()) return run_subcommand(sub->get_name(), run);
+  return exit_status(ExitCode::kUsage);
 }

@@ -100,7 +100,7 @@ TEST(BenchCli, UsageErrors) {
   r = run(kBin + " bench --weights " + kModel + " --max-batch 0");
   EXPECT_EQ(r.status, 2) << r.output;
   r = run(kBin + " bench --weights /nonexistent/dir");
-  EXPECT_NE(r.status, 0);
+  EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_NE(r.output.find("/nonexistent/dir"), std::string::npos) << r.output;
 }
 
@@ -178,7 +178,7 @@ void quantize_and_compare(const std::string& precision) {
   // The cache holds one precision; asking for another is a clear error.
   CmdResult c = run(kBin + " trace --weights " + cache + " --input-ids=1,2,3 --precision f32 --out " +
                     tmp("bad.safetensors"));
-  EXPECT_NE(c.status, 0);
+  EXPECT_EQ(c.status, 2) << c.output;
   EXPECT_NE(c.output.find("run with --precision " + precision), std::string::npos) << c.output;
   // Quantizing a cache again is refused.
   CmdResult d = run(kBin + " quantize --weights " + cache + " --precision int4 --out " + tmp("again"));
@@ -209,13 +209,13 @@ TEST(QuantizeCli, TruncatedCacheIsAClearError) {
   fs::resize_file(f, fs::file_size(f) / 2);
   CmdResult r = run(kBin + " trace --weights " + cache + " --input-ids=1,2,3 --precision int8 --out " +
                     tmp("t.safetensors"));
-  EXPECT_NE(r.status, 0);
+  EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_NE(r.output.find("recap-packed.safetensors"), std::string::npos) << r.output;
   fs::remove_all(cache);
 }
 
 TEST(QuantizeCli, UsageErrors) {
-  EXPECT_NE(run(kBin + " quantize --weights " + kModel + " --precision int4").status, 0);  // no --out
+  EXPECT_EQ(run(kBin + " quantize --weights " + kModel + " --precision int4").status, 2);  // no --out
   CmdResult r = run(kBin + " quantize --precision int4 --out " + tmp("x"));
   EXPECT_EQ(r.status, 2) << r.output;
   r = run(kBin + " quantize --weights " + kModel + " --precision int5 --out " + tmp("x"));

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "engine/bench.h"
+#include "engine/errors.h"
 #include "engine/memory_plan.h"
 #include "kernels/gemm.h"
 #include "models/config.h"
@@ -75,7 +76,7 @@ TEST(MemoryPlan, AutoPicksCacheThenInt8ThenInt4) {
   ch = engine::choose_precision("auto", std::nullopt, c, s, none);
   EXPECT_FALSE(ch.fits);
   EXPECT_NE(ch.error.find("no precision fits (int4 needs "), std::string::npos) << ch.error;
-  EXPECT_THROW(engine::choose_precision("int3", std::nullopt, c, s, plenty), std::invalid_argument);
+  EXPECT_THROW(engine::choose_precision("int3", std::nullopt, c, s, plenty), engine::UsageError);
 }
 
 TEST(MemoryPlan, AvailableMemoryOverrideAndMachine) {
@@ -84,7 +85,7 @@ TEST(MemoryPlan, AvailableMemoryOverrideAndMachine) {
   EXPECT_EQ(a.bytes, 1234ull << 20);
   EXPECT_EQ(a.source, "RECAP_MEMORY_AVAILABLE_MB");
   ::setenv("RECAP_MEMORY_AVAILABLE_MB", "12x", 1);
-  EXPECT_THROW(engine::available_memory(), std::invalid_argument);
+  EXPECT_THROW(engine::available_memory(), engine::UsageError);
   ::unsetenv("RECAP_MEMORY_AVAILABLE_MB");
   a = engine::available_memory();
   EXPECT_GT(a.bytes, 0u);

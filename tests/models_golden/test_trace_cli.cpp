@@ -153,17 +153,17 @@ TEST(TraceCli, ErrorsAreClear) {
   EXPECT_NE(r.output.find("no language model"), std::string::npos) << r.output;
   // Malformed ids, ids outside the vocabulary, an image token without an image, a missing image.
   r = run(bin + " trace --weights " + kTiny + "/llava_orig_fp32 --input-ids=1,x,3 --out " + out);
-  EXPECT_NE(r.status, 0);
+  EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_NE(r.output.find("'x'"), std::string::npos) << r.output;
   r = run(bin + " trace --weights " + kTiny + "/llava_orig_fp32 --input-ids=1,99999 --out " + out);
-  EXPECT_NE(r.status, 0);
+  EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_NE(r.output.find("99999"), std::string::npos) << r.output;
   r = run(bin + " trace --weights " + kTiny + "/llava_orig_fp32 --input-ids=1,-200,5 --out " + out);
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_NE(r.output.find("image"), std::string::npos) << r.output;
   r = run(bin + " trace --weights " + kTiny + "/llava_orig_fp32 --image " + kTiny +
           "/images/missing.png --out " + out);
-  EXPECT_NE(r.status, 0);
+  EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_NE(r.output.find("missing.png"), std::string::npos) << r.output;
   // Nothing to do.
   r = run(bin + " trace --weights " + kTiny + "/llava_orig_fp32 --out " + out);

@@ -118,7 +118,7 @@ TEST(CliTokenize, MalformedLinesReportedAndSkipped) {
   std::string err = (dir / "err").string();
   Result r = run("cat '" + (dir / "in.jsonl").string() + "' | " + bin() + " tokenize --tokenizer '" +
                  kTokenizer + "' --jsonl - 2>'" + err + "'");
-  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(r.exit_code, 1);
   std::istringstream out(r.out);
   std::string l1, l2, l3;
   ASSERT_TRUE(std::getline(out, l1));
@@ -133,7 +133,7 @@ TEST(CliTokenize, MalformedLinesReportedAndSkipped) {
 
   r = run(bin() + " tokenize --tokenizer '" + kTokenizer + "' --jsonl '" + (dir / "in.jsonl").string() +
           "' 2>'" + err + "'");
-  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(slurp(err).find((dir / "in.jsonl").string() + ":2:"), std::string::npos) << slurp(err);
   fs::remove_all(dir);
 }
