@@ -30,7 +30,6 @@
 #include "io/safetensors.h"
 #include "models/chat_template.h"
 #include "models/config.h"
-#include "models/kv_pool.h"
 #include "models/llava.h"
 #include "models/preprocess.h"
 #include "models/tokenizer.h"
@@ -303,7 +302,7 @@ recap_status recap_model_load(const recap_model_params* params, recap_model** mo
       throw ApiError{
           RECAP_ERR_UNSUPPORTED,
           weights_dir + ": not a LLaVA checkpoint (needs the vision tower and the language model)"};
-    m->tok = std::make_unique<models::Tokenizer>(models::Tokenizer::from_file(tok_path));
+    m->tok = std::make_unique<models::Tokenizer>(models::open_tokenizer(ckpt.config, tok_path));
     const engine::ThreadBudget tb = engine::resolve_threads(params->threads);
     m->threads = tb.threads;
     engine::apply_threads(m->threads);
@@ -568,8 +567,8 @@ void BatchRun::prepare_group() {
 }
 
 recap_status BatchRun::run() {
-  tmpl_ = resolve_template_checked(p_.template_name && *p_.template_name ? p_.template_name
-                                                                         : models::kDefaultTemplateName);
+  tmpl_ = resolve_template_checked(
+      models::template_name_for(m_.llava->config(), p_.template_name ? p_.template_name : ""));
   if (p_.prompt && *p_.prompt) tmpl_.prompt = p_.prompt;
   std::vector<int32_t> stop_ids;
   try {
@@ -587,7 +586,7 @@ recap_status BatchRun::run() {
   shape.layers = cfg.text.layers;
   shape.kv_heads = cfg.text.kv_heads;
   shape.head_dim = cfg.text.head_dim;
-  shape.block_size = 16;
+  shape.block_size = engine::kKvBlockPositions;
   shape.dtype = m_.kv_dtype;
   int64_t longest = 1;
   for (auto& s : samples_)

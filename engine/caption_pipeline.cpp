@@ -32,7 +32,6 @@
 #include "kernels/isa.h"
 #include "models/chat_template.h"
 #include "models/config.h"
-#include "models/kv_pool.h"
 #include "models/llava.h"
 #include "models/quantized_cache.h"
 #include "models/tokenizer.h"
@@ -527,7 +526,7 @@ void CaptionRun::setup() {
       o_.precision != "int4")
     throw UsageError("--precision '" + o_.precision + "': expected auto, f32, bf16, int8 or int4");
   try {
-    kv_dtype = models::parse_kv_dtype(o_.kv_dtype);
+    kv_dtype = parse_kv_dtype(o_.kv_dtype);
   } catch (const std::exception& e) {
     throw UsageError(e.what());
   }
@@ -601,7 +600,7 @@ void CaptionRun::setup() {
                      cache_precision + " (or quantize the original checkpoint again)");
   try {
     tok_ = std::make_unique<models::Tokenizer>(
-        models::Tokenizer::from_file(models::find_tokenizer(o_.weights_dir, o_.tokenizer_path)));
+        models::open_tokenizer(ckpt.config, models::find_tokenizer(o_.weights_dir, o_.tokenizer_path)));
   } catch (const std::exception& e) {
     throw UsageError(e.what());
   }
@@ -613,8 +612,7 @@ void CaptionRun::setup() {
     throw UsageError(e.what());
   }
   try {
-    tmpl_ =
-        models::resolve_template(o_.template_name.empty() ? models::kDefaultTemplateName : o_.template_name);
+    tmpl_ = models::resolve_template_for(ckpt.config, o_.template_name);
     if (!o_.prompt.empty()) tmpl_.prompt = o_.prompt;
     stop_ids_ = models::stop_token_ids(tmpl_, *tok_, ckpt.config.generation.eos_token_ids);
   } catch (const std::exception& e) {
@@ -754,7 +752,7 @@ void CaptionRun::setup() {
   shape.layers = cfg.text.layers;
   shape.kv_heads = cfg.text.kv_heads;
   shape.head_dim = cfg.text.head_dim;
-  shape.block_size = 16;
+  shape.block_size = kKvBlockPositions;
   shape.dtype = kv_dtype;
   int64_t blocks;
   // Sample fields in the template make prompts longer than the estimate: leave 25% room.

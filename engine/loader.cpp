@@ -210,7 +210,7 @@ LoadResult Loader::load(LoadJob job) {
     r.width = img.width;
     r.height = img.height;
     r.image_ext = ext_of(img.source.format);
-    if (opts_.need_pixels) r.pixels = models::preprocess_llava(img, opts_.preprocess);
+    r.pixels = models::preprocess_llava(img, opts_.preprocess);
     r.sha256 = io::sha256_hex(r.in.image_bytes);
     if (img.source.format == io::ImageFormat::Jpeg)
       r.exif = io::exif_json_from_jpeg(data, r.in.image_bytes.size());

@@ -61,7 +61,6 @@ struct LoaderOptions {
   io::HttpOptions http;
   io::DecodeOptions decode;  // max_pixels: the caller's --max-image-pixels
   models::PreprocessConfig preprocess;
-  bool need_pixels = true;
 };
 
 class Loader {

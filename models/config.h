@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "models/family.h"
+
 namespace recap::models {
 
 struct ConfigError : std::runtime_error {
@@ -87,6 +89,12 @@ struct WeightNames {
 // A fully resolved model: which directories hold what, the layout, and every dimension.
 struct ModelConfig {
   Layout layout = Layout::LlavaOrig;
+  // The family seam (models/family.h): which family the checkpoint is, the tokenizer it reads
+  // and the built-in chat template used when a run names none (template_name_for). Set by
+  // load_model_config; the defaults are LLaVA-LLaMA3's (synthetic configs).
+  ModelFamily family = ModelFamily::LlavaLlama3;
+  TokenizerKind tokenizer_kind = family_spec(ModelFamily::LlavaLlama3).tokenizer;
+  std::string default_template = family_spec(ModelFamily::LlavaLlama3).default_template;
   std::string weights_dir;         // main checkpoint
   std::string vision_weights_dir;  // where the tower's tensors live (== weights_dir if embedded)
   bool has_vision = false;

@@ -8,11 +8,11 @@
 #include <optional>
 #include <string>
 
+#include "engine/kv_cache.h"
 #include "engine/memory_plan.h"
 #include "engine/threads.h"
 #include "models/chat_template.h"
 #include "models/config.h"
-#include "models/kv_pool.h"
 #include "models/quantized_cache.h"
 #include "models/tokenizer.h"
 #include "tools/cli.h"
@@ -47,7 +47,7 @@ int run_plan(const PlanArgs& a) {
     return fail("--precision '" + a.precision + "': expected auto, all, f32, bf16, int8 or int4");
   engine::RunShape shape;
   try {
-    shape.kv_dtype = models::parse_kv_dtype(a.kv_dtype);
+    shape.kv_dtype = engine::parse_kv_dtype(a.kv_dtype);
   } catch (const std::exception& e) {
     return fail(e.what());
   }
@@ -71,8 +71,8 @@ int run_plan(const PlanArgs& a) {
   std::string prompt_source;
   try {
     const std::string tok_path = models::find_tokenizer(a.weights, a.tokenizer);
-    models::Tokenizer tok = models::Tokenizer::from_file(tok_path);
-    models::ChatTemplate tmpl = models::resolve_template(models::kDefaultTemplateName);
+    models::Tokenizer tok = models::open_tokenizer(c, tok_path);
+    models::ChatTemplate tmpl = models::resolve_template_for(c, "");
     models::PromptInputs pin;
     pin.prompt = tmpl.prompt;
     shape.prompt_positions = engine::prompt_positions(c, models::build_prompt_ids(tmpl, tok, pin));
