@@ -102,7 +102,7 @@ BENCHMARK(BM_DecodeCaptions)->Unit(benchmark::kMillisecond);
 
 void BM_BuildDefaultPrompt(benchmark::State& state) {
   const Tokenizer& tok = tokenizer();
-  auto tmpl = recap::models::builtin_template(recap::models::kDefaultTemplateName);
+  auto tmpl = recap::models::builtin_template("llava-llama3");
   recap::models::PromptInputs in;
   for (auto _ : state) benchmark::DoNotOptimize(recap::models::build_prompt_ids(tmpl, tok, in).data());
 }

@@ -20,9 +20,9 @@
 #include "kernels/gemm.h"
 #include "kernels/isa.h"
 #include "kernels/machine_limits.h"
-#include "models/kv_pool.h"
 #include "models/llava.h"
 #include "models/preprocess.h"
+#include "models/weight_names.h"
 #include "models/weight_source.h"
 
 namespace recap::engine {
@@ -96,7 +96,7 @@ double vision_flops_per_image(const models::ModelConfig& c) {
 
 double kv_bytes_per_position(const models::TextConfig& t, kernels::KvDType d) {
   return 2.0 * static_cast<double>(t.layers * t.kv_heads * t.head_dim) *
-         static_cast<double>(models::kv_dtype_size(d));
+         static_cast<double>(kv_dtype_size(d));
 }
 
 // The compute peak that bounds a GEMM of this weight format (int8/int4 multiply int8
@@ -142,11 +142,8 @@ models::ModelConfig synthetic_preset_config(const std::string& name) {
   c.text.max_position = 8192;
   c.generation.bos_token_id = 128000;
   c.generation.eos_token_ids = {128001, 128009};
-  c.names.vision_prefix = "model.vision_tower.vision_tower.vision_model.";
-  c.names.text_prefix = "model.";
-  c.names.lm_head = "lm_head.weight";
-  c.names.proj1_prefix = "model.mm_projector.0.";
-  c.names.proj2_prefix = "model.mm_projector.2.";
+  c.names = models::resolve_text_names(models::Layout::LlavaOrig, [](const std::string&) { return true; });
+  c.names.vision_prefix = models::layout_naming(models::Layout::LlavaOrig).vision.front();
   c.text_dtype = "synthetic";
   c.vision_tower_source = "synthetic";
   c.vision_config_source = "built-in preset openai/clip-vit-large-patch14-336";
@@ -164,7 +161,7 @@ json run_bench(const BenchOptions& o) {
   const WeightFormat format =
       as_usage_error("--precision", [&] { return kernels::parse_weight_format(o.precision); });
   const kernels::KvDType kv_dtype =
-      as_usage_error("--kv-dtype", [&] { return models::parse_kv_dtype(o.kv_dtype); });
+      as_usage_error("--kv-dtype", [&] { return parse_kv_dtype(o.kv_dtype); });
   models::Checkpoint ck;
   if (o.synthetic.empty()) {
     models::LoadOptions lo;
@@ -183,7 +180,7 @@ json run_bench(const BenchOptions& o) {
   r["threads"] = tb.threads;
   r["threads_source"] = tb.source;
   r["precision"] = kernels::weight_format_name(format);
-  r["kv_dtype"] = models::kv_dtype_name(kv_dtype);
+  r["kv_dtype"] = kv_dtype_name(kv_dtype);
 
   // Machine limits first, on an idle process (the model's pages are not yet touched).
   progress("measuring machine limits (%.0f threads)", tb.threads);
@@ -286,7 +283,7 @@ json run_bench(const BenchOptions& o) {
   ks.layers = c.text.layers;
   ks.kv_heads = c.text.kv_heads;
   ks.head_dim = c.text.head_dim;
-  ks.block_size = 16;
+  ks.block_size = kKvBlockPositions;
   ks.dtype = kv_dtype;
   const int64_t n_blocks = KvCachePool(ks, 1).blocks_needed(prompt_len, max_tokens, 1 + o.max_batch);
   KvCachePool kv(ks, n_blocks);

@@ -312,7 +312,7 @@ recap_status recap_model_load(const recap_model_params* params, recap_model** mo
       throw ApiError{
           RECAP_ERR_UNSUPPORTED,
           weights_dir + ": not a LLaVA checkpoint (needs the vision tower and the language model)"};
-    m->tok = std::make_unique<models::Tokenizer>(models::Tokenizer::from_file(tok_path));
+    m->tok = std::make_unique<models::Tokenizer>(models::open_tokenizer(ckpt.config, tok_path));
     const engine::ThreadBudget tb = engine::resolve_threads(params->threads);
     m->threads = tb.threads;
     engine::apply_threads(m->threads);
@@ -461,8 +461,8 @@ recap_caption_params checked_params(const recap_caption_params* params) {
 
 // Template by name or file, with the call's errors told apart: an unknown name is an invalid
 // argument, a missing file an I/O error, a file that does not parse a FORMAT error. NULL or
-// "" is the engine's default (applied by engine::resolve_caption_template).
-models::ChatTemplate checked_template(const char* name_or_null, const char* prompt) {
+// "" is the model family's default (applied by engine::resolve_caption_template).
+models::ChatTemplate checked_template(const models::ModelConfig& cfg, const char* name_or_null, const char* prompt) {
   const std::string name = name_or_null ? name_or_null : "";
   const auto names = models::builtin_template_names();
   const bool builtin = name.empty() || std::find(names.begin(), names.end(), name) != names.end();
@@ -478,7 +478,7 @@ models::ChatTemplate checked_template(const char* name_or_null, const char* prom
       throw ApiError{RECAP_ERR_IO, name + ": template file not found or unreadable"};
   }
   try {
-    return engine::resolve_caption_template(name, prompt ? prompt : "");
+    return engine::resolve_caption_template(cfg, name, prompt ? prompt : "");
   } catch (const std::bad_alloc&) {
     throw;
   } catch (const std::exception& e) {
@@ -491,7 +491,7 @@ models::ChatTemplate checked_template(const char* name_or_null, const char* prom
 recap_status caption_batch(recap_model& m, const recap_caption_params& p, const recap_image* images, size_t n,
                            recap_result_callback on_result, recap_progress_callback on_progress, void* user,
                            std::vector<ApiSample>& samples) {
-  const models::ChatTemplate tmpl = checked_template(p.template_name, p.prompt);
+  const models::ChatTemplate tmpl = checked_template(m.llava->config(), p.template_name, p.prompt);
   std::vector<int32_t> stop_ids;
   try {
     stop_ids = models::stop_token_ids(tmpl, *m.tok, m.generation_eos);

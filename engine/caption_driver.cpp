@@ -12,9 +12,9 @@ using Clock = std::chrono::steady_clock;
 
 // ---------------------------------------------------------------- template and prompts
 
-models::ChatTemplate resolve_caption_template(const std::string& name_or_path, const std::string& prompt) {
-  models::ChatTemplate t =
-      models::resolve_template(name_or_path.empty() ? models::kDefaultTemplateName : name_or_path);
+models::ChatTemplate resolve_caption_template(const models::ModelConfig& cfg, const std::string& name_or_path,
+                                              const std::string& prompt) {
+  models::ChatTemplate t = models::resolve_template_for(cfg, name_or_path);
   if (!prompt.empty()) t.prompt = prompt;
   return t;
 }

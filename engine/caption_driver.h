@@ -85,10 +85,11 @@ struct CaptionRecord {
   bool ok() const { return failure == SampleFailure::kNone; }
 };
 
-// The template a run uses: `name_or_path` ("" = models::kDefaultTemplateName, applied here
-// only) with its prompt replaced by `prompt` when not empty. Throws what
+// The template a run uses: `name_or_path` ("" = the model family's default, through
+// models::template_name_for) with its prompt replaced by `prompt` when not empty. Throws what
 // models::resolve_template throws.
-models::ChatTemplate resolve_caption_template(const std::string& name_or_path, const std::string& prompt);
+models::ChatTemplate resolve_caption_template(const models::ModelConfig& cfg, const std::string& name_or_path,
+                                              const std::string& prompt);
 
 // The fields a template may use for a sample: its extra columns, original_caption, caption,
 // key and url.

@@ -34,7 +34,6 @@
 #include "kernels/isa.h"
 #include "models/chat_template.h"
 #include "models/config.h"
-#include "models/kv_pool.h"
 #include "models/llava.h"
 #include "models/quantized_cache.h"
 #include "models/tokenizer.h"
@@ -429,7 +428,7 @@ void CaptionRun::setup() {
   if (o_.precision != "auto" && o_.precision != "f32" && o_.precision != "bf16" && o_.precision != "int8" &&
       o_.precision != "int4")
     throw UsageError("--precision '" + o_.precision + "': expected auto, f32, bf16, int8 or int4");
-  kv_dtype = as_usage_error("", [&] { return models::parse_kv_dtype(o_.kv_dtype); });
+  kv_dtype = as_usage_error("", [&] { return parse_kv_dtype(o_.kv_dtype); });
 
   if (o_.num_captions > 1 && o_.sampling.greedy())
     rep_.warning("--num-captions " + std::to_string(o_.num_captions) +
@@ -483,11 +482,11 @@ void CaptionRun::setup() {
                      cache_precision + " (or quantize the original checkpoint again)");
   as_usage_error("", [&] {
     tok_ = std::make_unique<models::Tokenizer>(
-        models::Tokenizer::from_file(models::find_tokenizer(o_.weights_dir, o_.tokenizer_path)));
+        models::open_tokenizer(ckpt.config, models::find_tokenizer(o_.weights_dir, o_.tokenizer_path)));
     // Which tokenizer this is, said before it is checked against the model (a refused one is
     // named too).
     rep_.line("tokenizer: " + describe_tokenizer(tok_->path()));
-    tmpl_ = resolve_caption_template(o_.template_name, o_.prompt);
+    tmpl_ = resolve_caption_template(ckpt.config, o_.template_name, o_.prompt);
     stop_ids_ = models::stop_token_ids(tmpl_, *tok_, ckpt.config.generation.eos_token_ids);
   });
   check_tokenizer_fits(ckpt.config);

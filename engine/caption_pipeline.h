@@ -50,7 +50,7 @@ struct CaptionOptions {
   std::optional<int64_t> shard_index, shard_count;
   std::string shards, shards_file;  // --shards / --shards-file: rerun a subset (engine/shard_assign.h)
   // Generation
-  std::string template_name;  // name or file; "" = models::kDefaultTemplateName (llava-llama3)
+  std::string template_name;  // name or file; "" = the model family's default (models::template_name_for)
   std::string prompt;         // "" = the Recap-DataComp prompt
   int max_new_tokens = 128;
   SamplingParams sampling;

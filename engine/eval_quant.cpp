@@ -8,13 +8,13 @@
 
 #include "engine/bench.h"
 #include "engine/errors.h"
+#include "engine/kv_cache.h"
 #include "engine/sampler.h"
 #include "engine/threads.h"
 #include "io/fileutil.h"
 #include "io/image.h"
 #include "models/chat_template.h"
 #include "models/config.h"
-#include "models/kv_pool.h"
 #include "models/llava.h"
 #include "models/preprocess.h"
 #include "models/quantized_cache.h"
@@ -27,8 +27,6 @@ namespace fs = std::filesystem;
 using json = nlohmann::ordered_json;
 
 namespace {
-
-constexpr int64_t kBlock = 16;
 
 bool is_image_file(const fs::path& p) {
   std::string ext = p.extension().string();
@@ -49,13 +47,20 @@ class Runner {
   Runner(const models::LlavaModel& m, int64_t max_positions)
       : m_(m),
         V_(m.config().text.vocab),
-        pool_(m.config().text, kernels::KvDType::F32, kBlock, 2 * ((max_positions + kBlock - 1) / kBlock)),
+        pool_(KvCacheShape::for_text(m.config().text, kernels::KvDType::F32),
+              2 * ((max_positions + kKvBlockPositions - 1) / kKvBlockPositions)),
         max_positions_(max_positions),
         row_(static_cast<size_t>(V_)) {}
 
   // Prefill of `n` embedding rows into a fresh sequence; row() holds the last position's logits.
   void prefill(const float* embeds, int64_t n, bool second_sequence) {
-    if (!second_sequence) pool_.reset();
+    if (!second_sequence) {
+      pool_.release(first_table_);
+      pool_.release(table_);
+    } else {  // the pool holds two sequences: the previous one stays until the next first one
+      pool_.release(first_table_);
+      first_table_ = std::move(table_);
+    }
     table_ = pool_.allocate(max_positions_);
     models::SeqChunk ch;
     ch.embeds = embeds;
@@ -79,9 +84,10 @@ class Runner {
  private:
   const models::LlavaModel& m_;
   int64_t V_;
-  models::SimpleKvPool pool_;
+  KvCachePool pool_;  // room for two sequences of max_positions_
   int64_t max_positions_;
-  std::vector<int32_t> table_;
+  std::vector<int32_t> first_table_;  // the first sequence's blocks while a second one runs
+  std::vector<int32_t> table_;        // the running sequence's blocks
   std::vector<float> row_;
   int64_t pos_ = 0;
 };
@@ -216,9 +222,10 @@ json run_eval_quant(const EvalQuantOptions& o, const std::function<void(const st
     if (!cx.ckpt.config.has_text || !cx.ckpt.config.has_vision)
       throw EvalQuantError(o.weights_dir +
                            ": not a LLaVA checkpoint (needs the vision tower and the language model)");
-    cx.tok = std::make_unique<models::Tokenizer>(models::Tokenizer::from_file(
+    cx.tok = std::make_unique<models::Tokenizer>(models::open_tokenizer(
+        cx.ckpt.config,
         o.synthetic.empty() ? models::find_tokenizer(o.weights_dir, o.tokenizer_path) : o.tokenizer_path));
-    const models::ChatTemplate tmpl = models::resolve_template(models::kDefaultTemplateName);
+    const models::ChatTemplate tmpl = models::resolve_template_for(cx.ckpt.config, "");
     models::PromptInputs pin;
     pin.prompt = tmpl.prompt;
     pin.fields = {{"original_caption", ""}, {"caption", ""}, {"key", ""}, {"url", ""}};

@@ -1,19 +1,48 @@
 #include "engine/kv_cache.h"
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 
 namespace recap::engine {
 
-namespace {
-size_t elem_size(kernels::KvDType d) {
-  return d == kernels::KvDType::F32 ? 4 : 2;
+size_t kv_dtype_size(kernels::KvDType dtype) {
+  return dtype == kernels::KvDType::F32 ? 4 : 2;
 }
-}  // namespace
+
+const char* kv_dtype_name(kernels::KvDType dtype) {
+  switch (dtype) {
+    case kernels::KvDType::F32:
+      return "f32";
+    case kernels::KvDType::BF16:
+      return "bf16";
+    case kernels::KvDType::F16:
+      return "f16";
+  }
+  return "?";
+}
+
+kernels::KvDType parse_kv_dtype(const std::string& name) {
+  if (name == "f32") return kernels::KvDType::F32;
+  if (name == "bf16") return kernels::KvDType::BF16;
+  if (name == "f16") return kernels::KvDType::F16;
+  throw std::invalid_argument("unknown KV cache dtype '" + name + "' (expected f32, bf16 or f16)");
+}
+
+KvCacheShape KvCacheShape::for_text(const models::TextConfig& text, kernels::KvDType dtype,
+                                    int64_t block_size) {
+  KvCacheShape s;
+  s.layers = text.layers;
+  s.kv_heads = text.kv_heads;
+  s.head_dim = text.head_dim;
+  s.block_size = block_size;
+  s.dtype = dtype;
+  return s;
+}
 
 size_t KvCacheShape::bytes_per_block() const {
   return static_cast<size_t>(layers) * 2 * static_cast<size_t>(kv_heads * block_size * head_dim) *
-         elem_size(dtype);
+         kv_dtype_size(dtype);
 }
 
 int64_t KvCachePool::blocks_for_budget(const KvCacheShape& shape, size_t budget_bytes) {
@@ -28,7 +57,7 @@ KvCachePool::KvCachePool(const KvCacheShape& shape, int64_t n_blocks) : shape_(s
   if (shape.layers <= 0 || shape.kv_heads <= 0 || shape.head_dim <= 0 || shape.block_size <= 0)
     throw std::invalid_argument("KV cache: invalid shape");
   const int64_t block_elems = shape.kv_heads * shape.block_size * shape.head_dim;
-  const size_t bytes = static_cast<size_t>(block_elems * n_blocks) * elem_size(shape.dtype);
+  const size_t bytes = static_cast<size_t>(block_elems * n_blocks) * kv_dtype_size(shape.dtype);
   for (int64_t l = 0; l < shape.layers; ++l) {
     k_.emplace_back(bytes);
     v_.emplace_back(bytes);
@@ -74,7 +103,7 @@ std::vector<int32_t> KvCachePool::allocate(int64_t max_tokens) {
 }
 
 void KvCachePool::copy_block(int32_t src, int32_t dst) {
-  const size_t bytes = static_cast<size_t>(views_[0].block_stride) * elem_size(shape_.dtype);
+  const size_t bytes = static_cast<size_t>(views_[0].block_stride) * kv_dtype_size(shape_.dtype);
   for (size_t l = 0; l < views_.size(); ++l) {
     auto* k = static_cast<uint8_t*>(views_[l].k_base);
     auto* v = static_cast<uint8_t*>(views_[l].v_base);

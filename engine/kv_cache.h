@@ -1,4 +1,9 @@
-// Paged KV cache pool for continuous batching.
+// The paged KV cache: the one KV cache of the engine, used by caption and the C API
+// (continuous batching), trace, eval-quant, plan, bench and the golden tests.
+//
+// Ownership: the model (models/) only reads and writes the cache through per-layer
+// kernels::KvCacheView's and each sequence's block table; the memory, block allocation,
+// sharing and the element sizes live here, in engine/.
 //
 // Memory: per layer one K and one V arena of n_blocks blocks; a block holds block_size
 // positions laid out as kernels::KvCacheView documents ([n_kv_heads][block_size][head_dim]).
@@ -14,19 +19,36 @@
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "kernels/aligned_buffer.h"
 #include "kernels/attention.h"
+#include "models/config.h"
 
 namespace recap::engine {
+
+// Positions per KV cache block, for every cache the engine sizes or allocates (caption, the
+// C API, plan's memory figures, bench, trace, eval-quant). 16 keeps the partial last block of a
+// sequence (the waste of paging) under 16 positions while a block of one layer's K at
+// LLaMA-3-8B (8 heads x 128 dims x 16 positions x 2 bytes) is still 32 KiB of contiguous reads.
+inline constexpr int64_t kKvBlockPositions = 16;
+
+// Bytes of one cache element: 4 for f32, 2 for bf16 and f16.
+size_t kv_dtype_size(kernels::KvDType dtype);
+const char* kv_dtype_name(kernels::KvDType dtype);  // "f32" | "bf16" | "f16"
+// Throws std::invalid_argument naming the value and the accepted ones.
+kernels::KvDType parse_kv_dtype(const std::string& name);
 
 struct KvCacheShape {
   int64_t layers = 0;
   int64_t kv_heads = 0;
   int64_t head_dim = 0;
-  int64_t block_size = 16;
+  int64_t block_size = kKvBlockPositions;
   kernels::KvDType dtype = kernels::KvDType::F32;
+  // The cache of `text`'s decoder (layers, kv_heads, head_dim) in `dtype`.
+  static KvCacheShape for_text(const models::TextConfig& text, kernels::KvDType dtype,
+                               int64_t block_size = kKvBlockPositions);
   // Bytes one block occupies over all layers, K and V.
   size_t bytes_per_block() const;
 };

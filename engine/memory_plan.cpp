@@ -13,9 +13,9 @@
 #include <stdexcept>
 
 #include "engine/errors.h"
+#include "engine/kv_cache.h"
 #include "engine/threads.h"
 #include "io/image.h"
-#include "models/kv_pool.h"
 #include "models/llava.h"
 #include "models/preprocess.h"
 #include "models/weight_names.h"
@@ -27,7 +27,6 @@ using kernels::WeightFormat;
 
 namespace {
 
-constexpr int64_t kBlockSize = 16;  // caption's KV block (engine/caption_pipeline.cpp)
 // Code, heap arenas, thread stacks, the tokenizer and the template: measured around 60 MiB
 // on the tiny model; rounded up.
 constexpr uint64_t kProcessAllowance = 96ull << 20;
@@ -190,7 +189,7 @@ double decode_step_bytes(const models::TextConfig& t, WeightFormat f, int batch,
                           kernels::PackedWeight::packed_bytes(f, t.hidden, q) +
                           kernels::PackedWeight::packed_bytes(f, 2 * t.intermediate, t.hidden) +
                           kernels::PackedWeight::packed_bytes(f, t.hidden, t.intermediate));
-  const double kv_bytes = 2.0 * static_cast<double>(kvd) * static_cast<double>(models::kv_dtype_size(kv)) *
+  const double kv_bytes = 2.0 * static_cast<double>(kvd) * static_cast<double>(kv_dtype_size(kv)) *
                           static_cast<double>(positions) * batch;
   return static_cast<double>(t.layers) * (per_layer + kv_bytes) +
          static_cast<double>(kernels::PackedWeight::packed_bytes(f, t.vocab, t.hidden));
@@ -210,7 +209,7 @@ std::string format_gib(uint64_t bytes) {
 
 uint64_t weight_memory_bytes(const models::ModelConfig& c, WeightFormat precision) {
   uint64_t total = 0;
-  const std::string embed = c.has_text ? models::text_tensor_name(c, "embed_tokens.weight") : "";
+  const std::string embed = c.has_text ? models::tensor_name(c.names, models::TextTensor::Embedding) : "";
   for (const models::ExpectedTensor& e : models::expected_tensors(c)) {
     if (!e.used) continue;
     const int64_t n = e.shape.empty() ? 1 : e.shape[0];
@@ -231,12 +230,12 @@ int64_t prompt_positions(const models::ModelConfig& c, const std::vector<int32_t
 int64_t kv_cache_blocks(const models::ModelConfig& c, const RunShape& s) {
   const models::TextConfig& t = c.text;
   if (s.kv_cache_mb > 0) {
-    const uint64_t per_block = 2ull * static_cast<uint64_t>(t.layers * t.kv_heads * t.head_dim * kBlockSize) *
-                               models::kv_dtype_size(s.kv_dtype);
+    const uint64_t per_block = KvCacheShape::for_text(t, s.kv_dtype).bytes_per_block();
     return per_block ? static_cast<int64_t>((static_cast<uint64_t>(s.kv_cache_mb) << 20) / per_block) : 0;
   }
   const int64_t n = s.prompt_positions;
-  return (n + n / 4 + s.max_new_tokens + kBlockSize - 1) / kBlockSize * std::max(1, s.max_batch);
+  return (n + n / 4 + s.max_new_tokens + kKvBlockPositions - 1) / kKvBlockPositions *
+         std::max(1, s.max_batch);
 }
 
 MemoryEstimate estimate_memory(const models::ModelConfig& c, WeightFormat precision, const RunShape& s) {
@@ -245,9 +244,8 @@ MemoryEstimate estimate_memory(const models::ModelConfig& c, WeightFormat precis
   e.weights = weight_memory_bytes(c, precision);
   const models::TextConfig& t = c.text;
   if (c.has_text)
-    e.kv_cache = static_cast<uint64_t>(kv_cache_blocks(c, s)) * 2ull *
-                 static_cast<uint64_t>(t.layers * t.kv_heads * t.head_dim * kBlockSize) *
-                 models::kv_dtype_size(s.kv_dtype);
+    e.kv_cache = static_cast<uint64_t>(kv_cache_blocks(c, s)) *
+                 KvCacheShape::for_text(t, s.kv_dtype).bytes_per_block();
   const int vb = s.vision_batch > 0 ? s.vision_batch : std::min(std::max(1, s.max_batch), 8);
   uint64_t buffers = kProcessAllowance + vision_buffer_bytes(c, vb);
   if (c.has_text) {
@@ -387,8 +385,8 @@ Calibration calibrate_throughput(const models::ModelConfig& full, WeightFormat p
   const int B = std::max(1, s.max_batch);
   const int steps = 3;
   const int64_t per_seq = N + steps + 1;
-  models::SimpleKvPool pool(c.text, s.kv_dtype, kBlockSize,
-                            (per_seq + kBlockSize - 1) / kBlockSize * (B + 1));
+  KvCachePool pool(KvCacheShape::for_text(c.text, s.kv_dtype),
+                   (per_seq + kKvBlockPositions - 1) / kKvBlockPositions * (B + 1));
   std::vector<float> embeds(static_cast<size_t>(N * Dt));
   std::normal_distribution<float> nd(0.f, 0.02f);
   for (auto& v : embeds) v = nd(rng);

@@ -10,8 +10,9 @@
 //            packed size (kernels::PackedWeight::packed_bytes: panel padding and int8/int4 group
 //            scales included), the token embedding packed too, everything else f32; a tied
 //            lm_head counts twice (the decoder packs its own copy). Same rule as `inspect`.
-//   kv cache what caption allocates: blocks of 16 positions for max_batch sequences of
-//            prompt + prompt/4 + max_new_tokens positions (or --kv-cache-mb when given).
+//   kv cache what caption allocates: blocks of kKvBlockPositions (engine/kv_cache.h) for
+//            max_batch sequences of prompt + prompt/4 + max_new_tokens positions (or
+//            --kv-cache-mb when given).
 //   buffers  scratch of the largest vision batch and prefill, the logits rows, the loader's
 //            queue of preprocessed images, the transient buffer of the largest fused matrix
 //            while packing from a float checkpoint, and a fixed allowance for the process
@@ -54,7 +55,7 @@ uint64_t weight_memory_bytes(const models::ModelConfig& c, kernels::WeightFormat
 // Positions of a prompt whose ids hold image placeholders (-200 or c.image_token_index): each
 // one becomes vision.num_patches() rows.
 int64_t prompt_positions(const models::ModelConfig& c, const std::vector<int32_t>& ids);
-// The KV cache blocks caption allocates for this shape (16 positions per block).
+// The KV cache blocks caption allocates for this shape (kKvBlockPositions per block).
 int64_t kv_cache_blocks(const models::ModelConfig& c, const RunShape& s);
 MemoryEstimate estimate_memory(const models::ModelConfig& c, kernels::WeightFormat precision,
                                const RunShape& s);

@@ -73,12 +73,5 @@ bool stop_requested() {
 int stop_signal() {
   return g_signal.load();
 }
-void request_stop() {
-  if (g_count.fetch_add(1) == 0) g_signal.store(SIGTERM);
-}
-void reset_stop_state() {
-  g_count.store(0);
-  g_signal.store(0);
-}
 
 }  // namespace recap::engine

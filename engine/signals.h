@@ -19,8 +19,6 @@ void enter_checkpoint_phase();
 void begin_critical();
 void end_critical();
 bool stop_requested();
-int stop_signal();    // the signal number received first, 0 if none
-void request_stop();  // same as receiving a signal (tests, embedding)
-void reset_stop_state();
+int stop_signal();  // the signal number received first, 0 if none
 
 }  // namespace recap::engine

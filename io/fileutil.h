@@ -91,7 +91,6 @@ class OutFile {
   OutFile(OutFile&& o) noexcept;
   OutFile& operator=(OutFile&& o) noexcept;
 
-  bool is_open() const { return fd_ >= 0; }
   const std::string& path() const { return path_; }
   void write(const void* data, size_t n);
   void write(std::string_view s) { write(s.data(), s.size()); }

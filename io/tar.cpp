@@ -575,9 +575,9 @@ bool TarReader::next(TarMember* out) {
   TarEntry e;
   while (next_entry(&e)) {
     if (!e.regular) continue;
-    if (e.size > max_member_bytes_)
+    if (e.size > kMaxMemberBytes)
       throw TarError(where(e.offset) + ": member '" + e.name + "' of " + std::to_string(e.size) +
-                     " bytes exceeds the limit of " + std::to_string(max_member_bytes_));
+                     " bytes exceeds the limit of " + std::to_string(kMaxMemberBytes));
     out->name = std::move(e.name);
     out->offset = e.offset;
     read_data(&out->data);

@@ -71,9 +71,8 @@ class TarReader {
   void skip_data();
 
   // Next regular file with its data; false at the end of the archive. Members larger than
-  // max_member_bytes throw TarError.
+  // kMaxMemberBytes (4 GiB) throw TarError.
   bool next(TarMember* out);
-  void set_max_member_bytes(uint64_t n) { max_member_bytes_ = n; }
   const std::string& path() const { return path_; }
   bool compressed() const { return compressed_; }
   // "path: offset N" (plus " of the decompressed tar"), for messages.
@@ -96,7 +95,7 @@ class TarReader {
   TarEntry cur_;
   uint64_t data_left_ = 0, padding_ = 0;
   std::string missing_data_;  // the current entry declares more data than the file has
-  uint64_t max_member_bytes_ = uint64_t(1) << 32;
+  static constexpr uint64_t kMaxMemberBytes = uint64_t(1) << 32;  // next() reads a member into memory
 };
 
 // Header(s) + data + padding for one regular-file member (mode 0644, given mtime).

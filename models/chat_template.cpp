@@ -163,6 +163,18 @@ ChatTemplate builtin_template(const std::string& name) {
   return t;
 }
 
+std::string template_name_for(const ModelConfig& cfg, const std::string& requested) {
+  if (!requested.empty()) return requested;
+  if (cfg.default_template.empty())
+    throw std::invalid_argument(cfg.weights_dir + ": a " + family_spec(cfg.family).name +
+                                " checkpoint has no language model, so no chat template");
+  return cfg.default_template;
+}
+
+ChatTemplate resolve_template_for(const ModelConfig& cfg, const std::string& requested) {
+  return resolve_template(template_name_for(cfg, requested));
+}
+
 ChatTemplate load_template_file(const std::string& path) {
   std::string content = read_text_file(path);
   auto fail = [&](const std::string& msg) -> void {

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "models/config.h"
 #include "models/tokenizer.h"
 
 namespace recap::models {
@@ -40,10 +41,9 @@ struct ChatTemplate {
   std::vector<std::string> stop_tokens;
 };
 
-// Names of the built-in templates: "llava-llama3" (SPEC 7.2 A, the default), "llama3-plain" (B1),
-// "llava-next-llama3" (B2).
+// Names of the built-in templates: "llava-llama3" (SPEC 7.2 A, the LLaVA-LLaMA3 family's
+// default), "llama3-plain" (B1), "llava-next-llama3" (B2).
 std::vector<std::string> builtin_template_names();
-inline constexpr const char* kDefaultTemplateName = "llava-llama3";
 // Throws std::invalid_argument listing the known names.
 ChatTemplate builtin_template(const std::string& name);
 
@@ -53,6 +53,14 @@ ChatTemplate builtin_template(const std::string& name);
 ChatTemplate load_template_file(const std::string& path);
 // A built-in name, else a file path.
 ChatTemplate resolve_template(const std::string& name_or_path);
+
+// The one place a run's template name gets its default: `requested` (a built-in name or a
+// file) when not empty, else the model family's default template (ModelConfig::default_template,
+// models/family.cpp). Throws std::invalid_argument when nothing was requested and the family has
+// no language model (a bare CLIP checkpoint).
+std::string template_name_for(const ModelConfig& cfg, const std::string& requested);
+// resolve_template(template_name_for(cfg, requested)).
+ChatTemplate resolve_template_for(const ModelConfig& cfg, const std::string& requested);
 
 // Canonical JSON of the template (for run fingerprints and --print-template).
 std::string template_to_json(const ChatTemplate& t);

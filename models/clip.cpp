@@ -6,10 +6,11 @@
 
 #include "kernels/attention.h"
 #include "kernels/ops.h"
+#include "models/weight_names.h"
 
 namespace recap::models {
 
-VisionTower::VisionTower(const VisionConfig& cfg, WeightSource& weights, const std::string& prefix,
+VisionTower::VisionTower(const VisionConfig& cfg, WeightSource& weights, const WeightNames& names,
                          kernels::WeightFormat format)
     : cfg_(cfg) {
   const int64_t D = cfg.hidden, I = cfg.intermediate, p = cfg.patch_size, C = cfg.channels;
@@ -26,31 +27,31 @@ VisionTower::VisionTower(const VisionConfig& cfg, WeightSource& weights, const s
     throw std::runtime_error("vision config: hidden_act '" + cfg.hidden_act +
                              "' is not supported (quick_gelu)");
 
-  const std::string e = prefix + "embeddings.";
-  patch_ = weights.matrix(e + "patch_embedding.weight", D, C * p * p, format, /*flatten_trailing=*/true);
-  class_emb_ = weights.vector(e + "class_embedding", {D});
-  pos_emb_ = weights.vector(e + "position_embedding.weight", {T, D});
-  pre_ln_w_ = weights.vector(prefix + "pre_layrnorm.weight", {D});
-  pre_ln_b_ = weights.vector(prefix + "pre_layrnorm.bias", {D});
+  using VT = VisionTensor;
+  using VL = VisionLayerTensor;
+  patch_ =
+      weights.matrix(tensor_name(names, VT::PatchEmbedding), D, C * p * p, format, /*flatten_trailing=*/true);
+  class_emb_ = weights.vector(tensor_name(names, VT::ClassEmbedding), {D});
+  pos_emb_ = weights.vector(tensor_name(names, VT::PositionEmbedding), {T, D});
+  pre_ln_w_ = weights.vector(tensor_name(names, VT::PreNormWeight), {D});
+  pre_ln_b_ = weights.vector(tensor_name(names, VT::PreNormBias), {D});
 
   layers_.resize(static_cast<size_t>(n_run));
   for (int64_t l = 0; l < n_run; ++l) {
-    const std::string L = prefix + "encoder.layers." + std::to_string(l) + ".";
     Layer& y = layers_[static_cast<size_t>(l)];
-    y.ln1_w = weights.vector(L + "layer_norm1.weight", {D});
-    y.ln1_b = weights.vector(L + "layer_norm1.bias", {D});
-    y.ln2_w = weights.vector(L + "layer_norm2.weight", {D});
-    y.ln2_b = weights.vector(L + "layer_norm2.bias", {D});
-    const std::string a = L + "self_attn.";
-    y.qkv =
-        weights.matrix({a + "q_proj.weight", a + "k_proj.weight", a + "v_proj.weight"}, {D, D, D}, D, format);
-    y.qkv_b = weights.vectors_concat({a + "q_proj.bias", a + "k_proj.bias", a + "v_proj.bias"}, {D, D, D});
-    y.out = weights.matrix(a + "out_proj.weight", D, D, format);
-    y.out_b = weights.vector(a + "out_proj.bias", {D});
-    y.fc1 = weights.matrix(L + "mlp.fc1.weight", I, D, format);
-    y.fc1_b = weights.vector(L + "mlp.fc1.bias", {I});
-    y.fc2 = weights.matrix(L + "mlp.fc2.weight", D, I, format);
-    y.fc2_b = weights.vector(L + "mlp.fc2.bias", {D});
+    auto name = [&](VL t) { return tensor_name(names, t, l); };
+    y.ln1_w = weights.vector(name(VL::Norm1Weight), {D});
+    y.ln1_b = weights.vector(name(VL::Norm1Bias), {D});
+    y.ln2_w = weights.vector(name(VL::Norm2Weight), {D});
+    y.ln2_b = weights.vector(name(VL::Norm2Bias), {D});
+    y.qkv = weights.matrix({name(VL::QWeight), name(VL::KWeight), name(VL::VWeight)}, {D, D, D}, D, format);
+    y.qkv_b = weights.vectors_concat({name(VL::QBias), name(VL::KBias), name(VL::VBias)}, {D, D, D});
+    y.out = weights.matrix(name(VL::OutWeight), D, D, format);
+    y.out_b = weights.vector(name(VL::OutBias), {D});
+    y.fc1 = weights.matrix(name(VL::Fc1Weight), I, D, format);
+    y.fc1_b = weights.vector(name(VL::Fc1Bias), {I});
+    y.fc2 = weights.matrix(name(VL::Fc2Weight), D, I, format);
+    y.fc2_b = weights.vector(name(VL::Fc2Bias), {D});
   }
 }
 

@@ -29,9 +29,10 @@ namespace recap::models {
 
 class VisionTower {
  public:
-  // Reads the tower's tensors `<prefix>embeddings.*`, `<prefix>pre_layrnorm.*` and the first
-  // layers_to_run() encoder layers from `weights`, packing matrices into `format`.
-  VisionTower(const VisionConfig& cfg, WeightSource& weights, const std::string& prefix,
+  // Reads the tower's embeddings, pre-norm and first layers_to_run() encoder layers from
+  // `weights`, named by the tensor-name table (models/weight_names.h) under `names`, packing
+  // matrices into `format`.
+  VisionTower(const VisionConfig& cfg, WeightSource& weights, const WeightNames& names,
               kernels::WeightFormat format);
 
   const VisionConfig& config() const { return cfg_; }

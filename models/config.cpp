@@ -290,22 +290,24 @@ struct ShapeFacts {
 
 ShapeFacts infer_vision_shapes(const io::WeightStore& store, const std::string& prefix) {
   ShapeFacts f;
-  if (auto* t = store.find(prefix + "embeddings.class_embedding"); t && t->shape.size() == 1)
+  WeightNames names;
+  names.vision_prefix = prefix;
+  if (auto* t = store.find(tensor_name(names, VisionTensor::ClassEmbedding)); t && t->shape.size() == 1)
     f.hidden = t->shape[0];
-  if (auto* t = store.find(prefix + "embeddings.patch_embedding.weight");
+  if (auto* t = store.find(tensor_name(names, VisionTensor::PatchEmbedding));
       t && t->shape.size() == 4 && t->shape[2] == t->shape[3]) {
     if (!f.hidden) f.hidden = t->shape[0];
     f.channels = t->shape[1];
     f.patch = t->shape[2];
   }
-  if (auto* t = store.find(prefix + "embeddings.position_embedding.weight");
+  if (auto* t = store.find(tensor_name(names, VisionTensor::PositionEmbedding));
       t && t->shape.size() == 2 && f.patch) {
     int64_t patches = t->shape[0] - 1;
     auto grid =
         static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(std::max<int64_t>(patches, 0)))));
     if (grid > 0 && grid * grid == patches) f.image_size = grid * *f.patch;
   }
-  if (auto* t = store.find(prefix + "encoder.layers.0.mlp.fc1.weight"); t && t->shape.size() == 2) {
+  if (auto* t = store.find(tensor_name(names, VisionLayerTensor::Fc1Weight, 0)); t && t->shape.size() == 2) {
     f.intermediate = t->shape[0];
   }
   const std::string layer_prefix = prefix + "encoder.layers.";
@@ -363,17 +365,13 @@ VisionConfig parse_vision_config_file(const json& j, const std::string& file, st
   return parse_clip_vision(top);
 }
 
-const char* const kVisionPrefixes[] = {
-    "vision_model.",
-    "model.vision_tower.vision_tower.vision_model.",
-    "vision_tower.vision_model.",
-    "model.vision_tower.vision_model.",
-};
-
+// The vision prefix of the tensor-name table (models/weight_names.cpp) this store uses, "" if none.
 std::string find_vision_prefix(const io::WeightStore& store) {
-  for (const char* p : kVisionPrefixes) {
-    if (store.has(std::string(p) + "embeddings.class_embedding") ||
-        store.has(std::string(p) + "embeddings.patch_embedding.weight"))
+  for (const std::string& p : known_vision_prefixes()) {
+    WeightNames probe;
+    probe.vision_prefix = p;
+    if (store.has(tensor_name(probe, VisionTensor::ClassEmbedding)) ||
+        store.has(tensor_name(probe, VisionTensor::PatchEmbedding)))
       return p;
   }
   return {};
@@ -671,6 +669,7 @@ Resolved resolve(const std::string& weights_dir, const LoadOptions& opts) {
   ModelConfig& cfg = r.cfg;
   cfg.weights_dir = weights_dir;
   cfg.layout = detect_layout(top, &cfg.architecture);
+  set_model_family(cfg, family_for_layout(cfg.layout));
   auto main_store = open_store(dir);
   cfg.text_dtype = top.get_str("torch_dtype", "");
 
@@ -711,11 +710,10 @@ Resolved resolve(const std::string& weights_dir, const LoadOptions& opts) {
       cfg.warnings.push_back("--vision-weights is ignored: " + weights_dir + " is itself a CLIP checkpoint");
   }
 
+  if (cfg.has_text)
+    cfg.names = resolve_text_names(cfg.layout, [&](const std::string& n) { return main_store->has(n); });
+
   if (cfg.layout == Layout::LlavaOrig) {
-    cfg.names.text_prefix = "model.";
-    cfg.names.lm_head = "lm_head.weight";
-    cfg.names.proj1_prefix = "model.mm_projector.0.";
-    cfg.names.proj2_prefix = "model.mm_projector.2.";
     // Unsupported LLaVA options.
     const std::string proj = top.get_str("mm_projector_type", "linear");
     if (proj != "mlp2x_gelu") top.unsupported("mm_projector_type", "only mlp2x_gelu is implemented");
@@ -734,7 +732,7 @@ Resolved resolve(const std::string& weights_dir, const LoadOptions& opts) {
     }
 
     const std::string tower = top.get_str("mm_vision_tower", top.get_str("vision_tower", ""));
-    const std::string embedded = "model.vision_tower.vision_tower.vision_model.";
+    const std::string embedded = layout_naming(Layout::LlavaOrig).vision.front();
     fs::path tower_dir;  // the local dir mm_vision_tower names, if it exists
     if (!tower.empty() && !looks_like_hub_id(tower)) {
       fs::path p = (fs::path(tower).is_absolute() ? fs::path(tower) : dir / tower).lexically_normal();
@@ -775,14 +773,6 @@ Resolved resolve(const std::string& weights_dir, const LoadOptions& opts) {
     preset_id = tower;
     preproc_candidates.push_back(dir / "preprocessor_config.json");
   } else if (cfg.layout == Layout::LlavaHf) {
-    const bool new_names = main_store->has("model.language_model.embed_tokens.weight");
-    cfg.names.text_prefix = new_names ? "model.language_model." : "language_model.model.";
-    cfg.names.lm_head =
-        main_store->has("lm_head.weight") || new_names ? "lm_head.weight" : "language_model.lm_head.weight";
-    const bool new_proj = main_store->has("model.multi_modal_projector.linear_1.weight");
-    const std::string proj = new_proj ? "model.multi_modal_projector." : "multi_modal_projector.";
-    cfg.names.proj1_prefix = proj + "linear_1.";
-    cfg.names.proj2_prefix = proj + "linear_2.";
     cfg.image_token_index = top.get_int("image_token_index", 32000);
     if (top.get_str("projector_hidden_act", "gelu") != "gelu")
       top.unsupported("projector_hidden_act", "the projector must use exact-erf gelu");
@@ -798,7 +788,7 @@ Resolved resolve(const std::string& weights_dir, const LoadOptions& opts) {
     } else {
       vstore = main_store;
       vprefix = find_vision_prefix(*main_store);
-      if (vprefix.empty()) vprefix = "vision_tower.vision_model.";
+      if (vprefix.empty()) vprefix = layout_naming(Layout::LlavaHf).vision.back();
       cfg.vision_weights_dir = weights_dir;
       cfg.vision_tower_source = "embedded in the checkpoint (" + vprefix + "*)";
     }
@@ -809,7 +799,7 @@ Resolved resolve(const std::string& weights_dir, const LoadOptions& opts) {
   } else {
     vstore = main_store;
     vprefix = find_vision_prefix(*main_store);
-    if (vprefix.empty()) vprefix = "vision_model.";
+    if (vprefix.empty()) vprefix = layout_naming(cfg.layout).vision.back();
     cfg.vision_weights_dir = weights_dir;
     cfg.vision_tower_source = "this CLIP checkpoint (" + vprefix + "*)";
     vcfg = parse_vision_config_file(top_json, config_path.string(), &vcfg_source);
@@ -857,7 +847,7 @@ Resolved resolve(const std::string& weights_dir, const LoadOptions& opts) {
   // --- text + projector ----------------------------------------------------------------
   if (cfg.has_text) {
     const Section text = cfg.layout == Layout::LlavaHf ? top.sub("text_config") : top;
-    const std::string embed = cfg.names.text_prefix + "embed_tokens.weight";
+    const std::string embed = tensor_name(cfg.names, TextTensor::Embedding);
     cfg.text = parse_llama(text, *main_store, embed, cfg.warnings);
     if (cfg.text.tie_embeddings) cfg.names.lm_head = embed;
     if (cfg.layout == Layout::LlavaHf && !top.has("text_config"))

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "models/family.h"
+
 namespace recap::models {
 
 struct ConfigError : std::runtime_error {
@@ -74,12 +76,13 @@ struct GenerationConfig {
   std::vector<int64_t> eos_token_ids;  // generation_config.json eos (list or int), else config.json
 };
 
-// Where each part's tensors are named in the checkpoint (prefix + HF sub-name).
+// Where each part's tensors are named in this checkpoint: the prefixes the tensor-name table
+// (models/weight_names.h: layout_naming, resolve_text_names) resolved for it. Full names are
+// made only by models::tensor_name(names, role).
 struct WeightNames {
   std::string vision_prefix;  // e.g. "model.vision_tower.vision_tower.vision_model." or "vision_model."
-  std::string text_prefix;    // "model." (orig) or "language_model.model." (hf); sub-names:
-                              // embed_tokens.weight, layers.N...
-  std::string lm_head;        // "lm_head.weight" or "language_model.lm_head.weight"
+  std::string text_prefix;    // "model." (orig) or "language_model.model." (hf)
+  std::string lm_head;        // a full name: "lm_head.weight", or the embedding's when tied
   std::string proj1_prefix;   // "model.mm_projector.0." or "multi_modal_projector.linear_1."
   std::string proj2_prefix;   // "model.mm_projector.2." or "multi_modal_projector.linear_2."
 };
@@ -87,6 +90,12 @@ struct WeightNames {
 // A fully resolved model: which directories hold what, the layout, and every dimension.
 struct ModelConfig {
   Layout layout = Layout::LlavaOrig;
+  // The family seam (models/family.h): which family the checkpoint is, the tokenizer it reads
+  // and the built-in chat template used when a run names none (template_name_for). Set by
+  // load_model_config; the defaults are LLaVA-LLaMA3's (synthetic configs).
+  ModelFamily family = ModelFamily::LlavaLlama3;
+  TokenizerKind tokenizer_kind = family_spec(ModelFamily::LlavaLlama3).tokenizer;
+  std::string default_template = family_spec(ModelFamily::LlavaLlama3).default_template;
   std::string weights_dir;         // main checkpoint
   std::string vision_weights_dir;  // where the tower's tensors live (== weights_dir if embedded)
   bool has_vision = false;

@@ -5,11 +5,12 @@
 #include <stdexcept>
 
 #include "kernels/ops.h"
+#include "models/weight_names.h"
 
 namespace recap::models {
 
-LlamaModel::LlamaModel(const TextConfig& cfg, WeightSource& weights, const std::string& text_prefix,
-                       const std::string& lm_head, kernels::WeightFormat format)
+LlamaModel::LlamaModel(const TextConfig& cfg, WeightSource& weights, const WeightNames& names,
+                       kernels::WeightFormat format)
     : cfg_(cfg) {
   const int64_t D = cfg.hidden, F = cfg.intermediate, H = cfg.heads, KVH = cfg.kv_heads, hd = cfg.head_dim;
   const int64_t V = cfg.vocab;
@@ -19,22 +20,21 @@ LlamaModel::LlamaModel(const TextConfig& cfg, WeightSource& weights, const std::
                              std::to_string(H) + ", kv_heads " + std::to_string(KVH) + ", head_dim " +
                              std::to_string(hd) + ", vocab " + std::to_string(V) + ")");
 
-  embed_ = weights.matrix(text_prefix + "embed_tokens.weight", V, D, format);
-  lm_head_ = weights.matrix(lm_head, V, D, format);
-  final_norm_ = weights.vector(text_prefix + "norm.weight", {D});
+  using TL = TextLayerTensor;
+  embed_ = weights.matrix(tensor_name(names, TextTensor::Embedding), V, D, format);
+  lm_head_ = weights.matrix(tensor_name(names, TextTensor::LmHead), V, D, format);
+  final_norm_ = weights.vector(tensor_name(names, TextTensor::FinalNorm), {D});
   layers_.resize(static_cast<size_t>(cfg.layers));
   for (int64_t l = 0; l < cfg.layers; ++l) {
-    const std::string L = text_prefix + "layers." + std::to_string(l) + ".";
+    auto name = [&](TL t) { return tensor_name(names, t, l); };
     Layer& y = layers_[static_cast<size_t>(l)];
-    y.in_norm = weights.vector(L + "input_layernorm.weight", {D});
-    y.post_norm = weights.vector(L + "post_attention_layernorm.weight", {D});
-    const std::string a = L + "self_attn.";
-    y.qkv = weights.matrix({a + "q_proj.weight", a + "k_proj.weight", a + "v_proj.weight"},
+    y.in_norm = weights.vector(name(TL::InputNorm), {D});
+    y.post_norm = weights.vector(name(TL::PostAttentionNorm), {D});
+    y.qkv = weights.matrix({name(TL::QWeight), name(TL::KWeight), name(TL::VWeight)},
                            {H * hd, KVH * hd, KVH * hd}, D, format);
-    y.o = weights.matrix(a + "o_proj.weight", D, H * hd, format);
-    const std::string m = L + "mlp.";
-    y.gate_up = weights.matrix({m + "gate_proj.weight", m + "up_proj.weight"}, {F, F}, D, format);
-    y.down = weights.matrix(m + "down_proj.weight", D, F, format);
+    y.o = weights.matrix(name(TL::OWeight), D, H * hd, format);
+    y.gate_up = weights.matrix({name(TL::Gate), name(TL::Up)}, {F, F}, D, format);
+    y.down = weights.matrix(name(TL::Down), D, F, format);
   }
   rope_cos_.resize(static_cast<size_t>(cfg.max_position * hd / 2));
   rope_sin_.resize(rope_cos_.size());

@@ -31,10 +31,10 @@ namespace recap::models {
 
 class LlamaModel {
  public:
-  // text_prefix: e.g. "model." or "language_model.model." (sub-names embed_tokens.weight,
-  // layers.N..., norm.weight); lm_head: the lm_head tensor name (embed_tokens when tied).
-  LlamaModel(const TextConfig& cfg, WeightSource& weights, const std::string& text_prefix,
-             const std::string& lm_head, kernels::WeightFormat format);
+  // Reads the decoder's tensors named by the tensor-name table (models/weight_names.h) under
+  // `names` (names.lm_head is the embedding's name when tied).
+  LlamaModel(const TextConfig& cfg, WeightSource& weights, const WeightNames& names,
+             kernels::WeightFormat format);
 
   const TextConfig& config() const { return cfg_; }
 

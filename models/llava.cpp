@@ -1,5 +1,6 @@
 #include "models/llava.h"
 
+#include <mutex>
 #include <stdexcept>
 #include <string>
 
@@ -8,6 +9,7 @@
 #include "models/llama.h"
 #include "models/projector.h"
 #include "models/quantized_cache.h"
+#include "models/scratch.h"
 #include "models/weight_source.h"
 
 namespace recap::models {
@@ -22,6 +24,10 @@ struct LlavaModel::Impl {
   std::unique_ptr<Projector> projector;
   std::unique_ptr<LlamaModel> llm;
   std::shared_ptr<const io::WeightStore> mapped_weights;  // a quantized cache the weights view
+  // encode_images' tower output [B*P, Dv], handed to the projector: grow-only like the
+  // tower's and projector's own scratch, guarded by encode_mu (one encode_images at a time).
+  std::mutex encode_mu;
+  FloatScratch tower_out;
 };
 
 LlavaModel::LlavaModel() : impl_(std::make_unique<Impl>()) {}
@@ -54,19 +60,17 @@ std::unique_ptr<LlavaModel> LlavaModel::load_from(const ModelConfig& config, Wei
   im.config = config;
   const ModelConfig& c = im.config;
   if (opts.load_vision && c.has_vision && vision) {
-    im.vision = std::make_unique<VisionTower>(c.vision, *vision, c.names.vision_prefix, opts.precision);
+    im.vision = std::make_unique<VisionTower>(c.vision, *vision, c.names, opts.precision);
     // The projector belongs to the LLaVA checkpoint (absent from a bare CLIP dir).
     if (c.has_text && text) {
       if (c.projector.in != c.vision.hidden)
         throw std::runtime_error(c.weights_dir + ": projector input " + std::to_string(c.projector.in) +
                                  " != vision hidden " + std::to_string(c.vision.hidden));
-      im.projector = std::make_unique<Projector>(c.projector, *text, c.names.proj1_prefix,
-                                                 c.names.proj2_prefix, opts.precision);
+      im.projector = std::make_unique<Projector>(c.projector, *text, c.names, opts.precision);
     }
   }
   if (opts.load_text && c.has_text && text)
-    im.llm =
-        std::make_unique<LlamaModel>(c.text, *text, c.names.text_prefix, c.names.lm_head, opts.precision);
+    im.llm = std::make_unique<LlamaModel>(c.text, *text, c.names, opts.precision);
   return m;
 }
 
@@ -91,10 +95,11 @@ void LlavaModel::encode_images(const float* pixel_values, int64_t batch, float* 
   if (!impl_->vision || !impl_->projector)
     throw std::logic_error("encode_images: the vision tower and projector are not loaded");
   const int64_t rows = batch * impl_->config.vision.num_patches();
-  std::vector<float> features(static_cast<size_t>(rows * impl_->config.vision.hidden));
-  impl_->vision->forward(pixel_values, batch, features.data(), trace);
+  std::lock_guard<std::mutex> lock(impl_->encode_mu);
+  float* features = impl_->tower_out.get(rows * impl_->config.vision.hidden);
+  impl_->vision->forward(pixel_values, batch, features, trace);
   const bool tracing = trace && trace->enabled;
-  impl_->projector->forward(features.data(), rows, out, tracing ? &trace->projector_linear_1_out : nullptr);
+  impl_->projector->forward(features, rows, out, tracing ? &trace->projector_linear_1_out : nullptr);
 }
 
 void LlavaModel::embed_tokens(const int32_t* ids, int64_t n, float* out) const {

@@ -8,7 +8,10 @@
 //
 // Threading: encode_images/vision_features and forward may run concurrently from two
 // threads (vision and language keep separate scratch); concurrent calls of the same one are
-// serialised by a mutex. Scratch buffers grow to the largest batch seen and are reused.
+// serialised by a mutex. Scratch: the float buffers of the tower, the projector, the decoder
+// and encode_images' tower output grow to the largest batch seen and are reused, so encoding
+// and decode steps of a batch no larger than an earlier one allocate nothing (splice_embeddings
+// still builds its short run of text ids per prompt; traces allocate what they capture).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -23,7 +26,7 @@ namespace recap::models {
 
 struct ModelOptions {
   kernels::WeightFormat precision = kernels::WeightFormat::F32;  // of the big matrices
-  // KV cache element type for whoever allocates the cache (engine pool, SimpleKvPool); the
+  // KV cache element type for whoever allocates the cache (engine::KvCachePool); the
   // forward pass reads the dtype of each KvCacheView it is given.
   kernels::KvDType kv_dtype = kernels::KvDType::F32;
   bool load_vision = true;

@@ -3,20 +3,21 @@
 #include <stdexcept>
 
 #include "kernels/ops.h"
+#include "models/weight_names.h"
 
 namespace recap::models {
 
-Projector::Projector(const ProjectorConfig& cfg, WeightSource& weights, const std::string& proj1_prefix,
-                     const std::string& proj2_prefix, kernels::WeightFormat format)
+Projector::Projector(const ProjectorConfig& cfg, WeightSource& weights, const WeightNames& names,
+                     kernels::WeightFormat format)
     : cfg_(cfg) {
   if (cfg.type != "mlp2x_gelu")
     throw std::runtime_error("projector type '" + cfg.type + "' is not supported (mlp2x_gelu)");
   if (cfg.in <= 0 || cfg.hidden <= 0 || cfg.out <= 0)
     throw std::runtime_error("projector config: missing dims");
-  w1_ = weights.matrix(proj1_prefix + "weight", cfg.hidden, cfg.in, format);
-  b1_ = weights.vector(proj1_prefix + "bias", {cfg.hidden});
-  w2_ = weights.matrix(proj2_prefix + "weight", cfg.out, cfg.hidden, format);
-  b2_ = weights.vector(proj2_prefix + "bias", {cfg.out});
+  w1_ = weights.matrix(tensor_name(names, ProjectorTensor::Linear1Weight), cfg.hidden, cfg.in, format);
+  b1_ = weights.vector(tensor_name(names, ProjectorTensor::Linear1Bias), {cfg.hidden});
+  w2_ = weights.matrix(tensor_name(names, ProjectorTensor::Linear2Weight), cfg.out, cfg.hidden, format);
+  b2_ = weights.vector(tensor_name(names, ProjectorTensor::Linear2Bias), {cfg.out});
 }
 
 size_t Projector::weight_bytes() const {

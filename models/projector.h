@@ -15,9 +15,10 @@ namespace recap::models {
 
 class Projector {
  public:
-  // Reads `<proj1_prefix>{weight,bias}` [hidden, in] and `<proj2_prefix>{weight,bias}` [out, hidden].
-  Projector(const ProjectorConfig& cfg, WeightSource& weights, const std::string& proj1_prefix,
-            const std::string& proj2_prefix, kernels::WeightFormat format);
+  // Reads linear 1 {weight [hidden, in], bias} and linear 2 {weight [out, hidden], bias}, named
+  // by the tensor-name table (models/weight_names.h) under `names`.
+  Projector(const ProjectorConfig& cfg, WeightSource& weights, const WeightNames& names,
+            kernels::WeightFormat format);
 
   const ProjectorConfig& config() const { return cfg_; }
 

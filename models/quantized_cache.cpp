@@ -64,6 +64,7 @@ void get(const json& j, const char* key, T& out) {
 std::string model_config_to_json(const ModelConfig& c) {
   json j;
   j["layout"] = static_cast<int>(c.layout);
+  j["family"] = family_spec(c.family).name;
   j["has_vision"] = c.has_vision;
   j["has_text"] = c.has_text;
   j["vision"] = vision_json(c.vision);
@@ -97,6 +98,9 @@ ModelConfig model_config_from_json(const std::string& text, const std::string& s
     get(j, "layout", layout);
     if (layout < 0 || layout > static_cast<int>(Layout::ClipFull)) throw std::runtime_error("bad layout");
     c.layout = static_cast<Layout>(layout);
+    // Caches written before the family was stored are of their layout's family.
+    set_model_family(c, j.contains("family") ? parse_model_family(j.at("family").get<std::string>())
+                                             : family_for_layout(c.layout));
     get(j, "has_vision", c.has_vision);
     get(j, "has_text", c.has_text);
     const json& v = j.at("vision");

@@ -226,7 +226,7 @@ int run_inspect(const std::string& weights, const std::string& vision_weights,
 
   // Per-component tensors, dtypes, params and memory; collect the expected names per store.
   std::map<const io::WeightStore*, std::set<std::string>> expected_by_store;
-  const std::string embed_name = models::text_tensor_name(c, "embed_tokens.weight");
+  const std::string embed_name = models::tensor_name(c.names, models::TextTensor::Embedding);
   for (const models::ExpectedTensor& e : models::expected_tensors(c)) {
     const io::WeightStore* store =
         e.component == models::Component::Vision ? ck.vision_store.get() : ck.text_store.get();

@@ -9,12 +9,12 @@
 #include <string>
 
 #include "engine/errors.h"
+#include "engine/kv_cache.h"
 #include "engine/memory_plan.h"
 #include "engine/signals.h"
 #include "engine/threads.h"
 #include "models/chat_template.h"
 #include "models/config.h"
-#include "models/kv_pool.h"
 #include "models/quantized_cache.h"
 #include "models/tokenizer.h"
 #include "tools/cli.h"
@@ -46,7 +46,7 @@ int run_plan(const PlanArgs& a) {
   // A signal exits 75 at once: plan writes nothing but its report, printed at the end.
   engine::install_stop_handlers();
   engine::RunShape shape;
-  shape.kv_dtype = engine::as_usage_error("", [&] { return models::parse_kv_dtype(a.kv_dtype); });
+  shape.kv_dtype = engine::as_usage_error("", [&] { return engine::parse_kv_dtype(a.kv_dtype); });
   models::LoadOptions lo;
   lo.vision_weights_dir = a.vision_weights;
   lo.vision_config_dir = a.vision_config;
@@ -65,8 +65,8 @@ int run_plan(const PlanArgs& a) {
   std::string prompt_source;
   try {
     const std::string tok_path = models::find_tokenizer(a.weights, a.tokenizer);
-    models::Tokenizer tok = models::Tokenizer::from_file(tok_path);
-    models::ChatTemplate tmpl = models::resolve_template(models::kDefaultTemplateName);
+    models::Tokenizer tok = models::open_tokenizer(c, tok_path);
+    models::ChatTemplate tmpl = models::resolve_template_for(c, "");
     models::PromptInputs pin;
     pin.prompt = tmpl.prompt;
     shape.prompt_positions = engine::prompt_positions(c, models::build_prompt_ids(tmpl, tok, pin));

@@ -27,12 +27,12 @@
 
 #include "engine/sampler.h"
 #include "engine/errors.h"
+#include "engine/kv_cache.h"
 #include "io/image.h"
 #include "io/safetensors.h"
 #include "kernels/gemm.h"
 #include "models/chat_template.h"
 #include "models/config.h"
-#include "models/kv_pool.h"
 #include "models/llava.h"
 #include "models/preprocess.h"
 #include "models/quantized_cache.h"
@@ -127,9 +127,8 @@ Prompt build_prompt(const TraceArgs& a, const models::ModelConfig& cfg, bool wit
     p.stop_ids = cfg.generation.eos_token_ids;
     return p;
   }
-  const models::Tokenizer tok = models::Tokenizer::from_file(models::find_tokenizer(a.weights, a.tokenizer));
-  const models::ChatTemplate tmpl =
-      models::resolve_template(a.template_name.empty() ? models::kDefaultTemplateName : a.template_name);
+  const models::Tokenizer tok = models::open_tokenizer(cfg, models::find_tokenizer(a.weights, a.tokenizer));
+  const models::ChatTemplate tmpl = models::resolve_template_for(cfg, a.template_name);
   models::PromptInputs in;
   in.has_image = with_image;
   in.prompt = a.prompt;
@@ -167,7 +166,7 @@ int run_trace(const TraceArgs& a) {
             : "f32";
   models::ModelOptions mo;
   mo.precision = kernels::parse_weight_format(precision);
-  mo.kv_dtype = models::parse_kv_dtype(a.kv_dtype);
+  mo.kv_dtype = engine::parse_kv_dtype(a.kv_dtype);
   mo.load_vision = !a.images.empty();
   mo.load_text = want_llm;
   std::unique_ptr<models::LlavaModel> model =
@@ -226,8 +225,9 @@ int run_trace(const TraceArgs& a) {
     if (!alt) dump.f32("llm.inputs_embeds", {N, Dt}, embeds.data());
     if (B > 0) dump.f32("llm.image_features", {P, Dt}, features.data());
 
-    const int64_t block = 16, total = N + a.max_new_tokens;
-    models::SimpleKvPool pool(t, mo.kv_dtype, block, (total + block - 1) / block);
+    const int64_t total = N + a.max_new_tokens;
+    engine::KvCachePool pool(engine::KvCacheShape::for_text(t, mo.kv_dtype),
+                             (total + engine::kKvBlockPositions - 1) / engine::kKvBlockPositions);
     std::vector<int32_t> table = pool.allocate(total);
     models::SeqChunk prefill;
     prefill.embeds = embeds.data();

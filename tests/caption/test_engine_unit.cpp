@@ -1,5 +1,5 @@
-// engine/ units: KV block pool, sampler, shard assignment, shard outputs (resume after a torn
-// write), caption post-processing.
+// engine/ units: KV block pool (the one KV cache: shape, element sizes, block size), sampler, shard
+// assignment, shard outputs (resume after a torn write), caption post-processing.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -69,6 +69,42 @@ TEST(KvCachePool, ForkSharesWholeBlocksAndCopiesThePartialOne) {
   EXPECT_EQ(pool.free_blocks(), 16);
   std::vector<int32_t> bad{b.empty() ? 0 : b[0]};
   EXPECT_THROW(pool.release(bad), std::logic_error);  // double release is caught
+}
+
+TEST(KvCachePool, ShapeOfADecoderUsesTheOneBlockSizeAndElementSizes) {
+  recap::models::TextConfig t;
+  t.layers = 3;
+  t.kv_heads = 2;
+  t.head_dim = 8;
+  const KvCacheShape bf16 = KvCacheShape::for_text(t, recap::kernels::KvDType::BF16);
+  EXPECT_EQ(bf16.layers, 3);
+  EXPECT_EQ(bf16.kv_heads, 2);
+  EXPECT_EQ(bf16.head_dim, 8);
+  EXPECT_EQ(bf16.block_size, kKvBlockPositions);
+  EXPECT_EQ(KvCacheShape{}.block_size, kKvBlockPositions);
+  // 3 layers x (K + V) x 2 heads x 16 positions x 8 dims x 2 bytes.
+  EXPECT_EQ(bf16.bytes_per_block(), 3u * 2 * 2 * 16 * 8 * 2);
+  EXPECT_EQ(KvCacheShape::for_text(t, recap::kernels::KvDType::F32, 4).bytes_per_block(),
+            3u * 2 * 2 * 4 * 8 * 4);
+  // The views the model reads: one per layer, blocks of [kv_heads][block][head_dim].
+  KvCachePool pool(bf16, 5);
+  ASSERT_EQ(pool.views().size(), 3u);
+  for (const auto& v : pool.views()) {
+    EXPECT_EQ(v.dtype, recap::kernels::KvDType::BF16);
+    EXPECT_EQ(v.block_size, kKvBlockPositions);
+    EXPECT_EQ(v.block_stride, 2 * kKvBlockPositions * 8);
+  }
+  EXPECT_EQ(pool.blocks_for_tokens(kKvBlockPositions + 1), 2);
+
+  EXPECT_EQ(kv_dtype_size(recap::kernels::KvDType::F32), 4u);
+  EXPECT_EQ(kv_dtype_size(recap::kernels::KvDType::F16), 2u);
+  for (const char* name : {"f32", "bf16", "f16"}) EXPECT_STREQ(kv_dtype_name(parse_kv_dtype(name)), name);
+  try {
+    parse_kv_dtype("fp8");
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), "unknown KV cache dtype 'fp8' (expected f32, bf16 or f16)");
+  }
 }
 
 TEST(Sampler, GreedyTakesLowestIdOnTiesAndRespectsTheLimit) {

@@ -157,7 +157,7 @@ TEST(PlanCli, JsonShapeOnTinyModel) {
   EXPECT_EQ(j["threads"], 1);
   const models::ModelConfig c = models::load_model_config(kWeights);
   const models::Tokenizer tok = models::Tokenizer::from_file(kTokenizer);
-  const models::ChatTemplate tmpl = models::resolve_template(models::kDefaultTemplateName);
+  const models::ChatTemplate tmpl = models::resolve_template("llava-llama3");
   models::PromptInputs pin;
   pin.prompt = tmpl.prompt;
   EXPECT_EQ(j["prompt_positions"], engine::prompt_positions(c, models::build_prompt_ids(tmpl, tok, pin)));
@@ -217,7 +217,7 @@ TEST(CaptionPrecision, TooLittleMemoryExitsTwoBeforeLoading) {
   // The figures the message must carry, from the same estimate.
   const models::ModelConfig c = models::load_model_config(kWeights);
   const models::Tokenizer tok = models::Tokenizer::from_file(kTokenizer);
-  const models::ChatTemplate tmpl = models::resolve_template(models::kDefaultTemplateName);
+  const models::ChatTemplate tmpl = models::resolve_template("llava-llama3");
   models::PromptInputs pin;
   pin.prompt = tmpl.prompt;
   pin.fields = {{"original_caption", ""}, {"caption", ""}, {"key", ""}, {"url", ""}};

@@ -13,7 +13,6 @@ namespace {
 
 std::vector<recap::io::TarMember> read_all(const std::string& path) {
   recap::io::TarReader r(path);
-  r.set_max_member_bytes(8u << 20);
   std::vector<recap::io::TarMember> out;
   recap::io::TarMember m;
   while (r.next(&m)) out.push_back(m);

@@ -103,7 +103,8 @@ Generation generate(const LlavaModel& model, const std::vector<int64_t>& ids, co
   model.splice_embeddings(ids, image_features, n_images, g.inputs_embeds.data());
 
   const int64_t total = N + n_new;
-  SimpleKvPool pool(t, kv, block_size, (total + block_size - 1) / block_size + 2);
+  engine::KvCachePool pool(engine::KvCacheShape::for_text(t, kv, block_size),
+                           (total + block_size - 1) / block_size + 2);
   std::vector<int32_t> table = pool.allocate(total);
   std::reverse(table.begin(), table.end());  // physical blocks out of order: exercises paging
 

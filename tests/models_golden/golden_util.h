@@ -1,5 +1,5 @@
 // Shared helpers of the model golden tests: reading golden tensors, loading a tiny model,
-// comparing within atol + rtol*|golden|, NMSE, and greedy generation over a SimpleKvPool.
+// comparing within atol + rtol*|golden|, NMSE, and greedy generation over an engine::KvCachePool.
 #pragma once
 #include <gtest/gtest.h>
 
@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "engine/kv_cache.h"
 #include "io/safetensors.h"
 #include "models/config.h"
-#include "models/kv_pool.h"
 #include "models/llava.h"
 
 namespace recap::models::testing {

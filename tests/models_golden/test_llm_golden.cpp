@@ -70,7 +70,7 @@ TEST(LlmGoldenChunks, ChunkedPrefill) {
   const int64_t N = l.model->spliced_length(ids);
   std::vector<float> embeds(static_cast<size_t>(N * t.hidden));
   l.model->splice_embeddings(ids, feats.data(), 1, embeds.data());
-  SimpleKvPool pool(t, kernels::KvDType::F32, 4, 16);
+  engine::KvCachePool pool(engine::KvCacheShape::for_text(t, kernels::KvDType::F32, 4), 16);
   std::vector<int32_t> table = pool.allocate(N);
   std::vector<float> logits(static_cast<size_t>(N * t.vocab));
   int64_t done = 0;
@@ -102,7 +102,7 @@ TEST(LlmGoldenChunks, BatchedPrefillAndDecode) {
   l.model->splice_embeddings(ids_a, feats.data(), 1, ea.data());
   l.model->splice_embeddings(ids_b, nullptr, 0, eb.data());
 
-  SimpleKvPool pool(t, kernels::KvDType::F32, 8, 32);
+  engine::KvCachePool pool(engine::KvCacheShape::for_text(t, kernels::KvDType::F32, 8), 32);
   std::vector<int32_t> ta = pool.allocate(Na + kNew), tb = pool.allocate(Nb + kNew);
   std::swap(ta[0], tb[1]);  // interleave the two sequences' blocks
 
@@ -148,7 +148,7 @@ TEST(LlmGoldenChunks, BatchedPrefillAndDecode) {
 TEST(LlmErrors, BadInputsAreClearErrors) {
   Loaded l = load_tiny("llava_orig_fp32");
   const TextConfig& t = l.model->config().text;
-  SimpleKvPool pool(t, kernels::KvDType::F32, 8, 4);
+  engine::KvCachePool pool(engine::KvCacheShape::for_text(t, kernels::KvDType::F32, 8), 4);
   std::vector<int32_t> table = pool.allocate(16);
   std::vector<float> logits(static_cast<size_t>(4 * t.vocab));
   int32_t ids[2] = {1, 5};

