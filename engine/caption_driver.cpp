@@ -153,7 +153,8 @@ CaptionDriver::CaptionDriver(const models::LlavaModel& model, const models::Toke
   so.max_batch = o_.max_batch;
   so.max_new_tokens = o_.max_new_tokens;
   so.vocab_limit = tok_.vocab_size();
-  for (int32_t id : stop_ids) so.stop_ids.insert(id);
+  if (!o_.ignore_eos)
+    for (int32_t id : stop_ids) so.stop_ids.insert(id);
   sched_ = std::make_unique<Scheduler>(model_, pool_, so);
   if (o_.vision_thread && o_.threads >= 2) vision_ = std::make_unique<VisionWorker>(model_);
 }

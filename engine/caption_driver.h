@@ -42,6 +42,9 @@ namespace recap::engine {
 // Every caption option, the same for the CLI and the C API.
 struct DriverOptions {
   int max_new_tokens = 128;
+  // Stop tokens do not end a caption: every caption gets exactly max_new_tokens tokens (a
+  // sampled stop token is kept as an ordinary token). For benchmarking: fixed work per image.
+  bool ignore_eos = false;
   SamplingParams sampling;
   int num_captions = 1;  // captions per image (each from the same prefill)
   std::string shear;     // "", "words", "tokens": at most the original caption's length

@@ -185,8 +185,11 @@ class CaptionRun {
   const CaptionOptions& o_;
   Reporter rep_;
   // Model and friends.
-  std::unique_ptr<models::LlavaModel> model_;
-  std::unique_ptr<models::Tokenizer> tok_;
+  // The model and tokenizer this run uses: loaded here, or the caller's (CaptionOptions::model).
+  std::unique_ptr<models::LlavaModel> owned_model_;
+  std::unique_ptr<models::Tokenizer> owned_tok_;
+  const models::LlavaModel* model_ = nullptr;
+  const models::Tokenizer* tok_ = nullptr;
   models::ChatTemplate tmpl_;
   std::vector<int32_t> stop_ids_;
   models::PreprocessConfig pre_;
@@ -466,24 +469,36 @@ void CaptionRun::setup() {
             tb.source + ")");
 
   // Model, tokenizer, template.
-  models::LoadOptions lo;
-  lo.vision_weights_dir = o_.vision_weights_dir;
-  lo.vision_config_dir = o_.vision_config_dir;
-  // Every failure of these steps is the checkpoint, tokenizer or template the user named.
-  models::Checkpoint ckpt = as_usage_error("", [&] { return models::open_checkpoint(o_.weights_dir, lo); });
+  const bool preloaded = o_.model != nullptr;
+  models::Checkpoint ckpt;
+  if (preloaded) {
+    if (!o_.tokenizer) throw std::invalid_argument("CaptionOptions: a preloaded model needs its tokenizer");
+    ckpt.config = o_.model->config();
+    model_ = o_.model;
+    tok_ = o_.tokenizer;
+  } else {
+    models::LoadOptions lo;
+    lo.vision_weights_dir = o_.vision_weights_dir;
+    lo.vision_config_dir = o_.vision_config_dir;
+    // Every failure of these steps is the checkpoint, tokenizer or template the user named.
+    ckpt = as_usage_error("", [&] { return models::open_checkpoint(o_.weights_dir, lo); });
+  }
   if (!ckpt.config.has_text || !ckpt.config.has_vision)
     throw UsageError(o_.weights_dir +
                      ": not a LLaVA checkpoint (needs the vision tower and the language model)");
   // A quantized cache holds one precision; an explicit other --precision cannot be served
   // (re-quantizing quantized weights would silently change results).
-  const std::string cache_precision = models::quantized_cache_precision(ckpt);
+  const std::string cache_precision = preloaded ? std::string() : models::quantized_cache_precision(ckpt);
   if (!cache_precision.empty() && o_.precision != "auto" && o_.precision != cache_precision)
     throw UsageError(o_.weights_dir + " is a quantized cache of " + cache_precision +
                      " weights but --precision " + o_.precision + " was given; pass --precision " +
                      cache_precision + " (or quantize the original checkpoint again)");
   as_usage_error("", [&] {
-    tok_ = std::make_unique<models::Tokenizer>(
-        models::Tokenizer::from_file(models::find_tokenizer(o_.weights_dir, o_.tokenizer_path)));
+    if (!preloaded) {
+      owned_tok_ = std::make_unique<models::Tokenizer>(
+          models::Tokenizer::from_file(models::find_tokenizer(o_.weights_dir, o_.tokenizer_path)));
+      tok_ = owned_tok_.get();
+    }
     // Which tokenizer this is, said before it is checked against the model (a refused one is
     // named too).
     rep_.line("tokenizer: " + describe_tokenizer(tok_->path()));
@@ -495,7 +510,13 @@ void CaptionRun::setup() {
   const std::vector<int32_t> template_ids = template_prompt_ids(tmpl_, *tok_);
 
   // ---- precision (2/2): auto resolves here, and a run that cannot fit exits 2 before loading.
-  {
+  // A preloaded model is already in the precision its caller names.
+  if (preloaded) {
+    if (o_.precision == "auto")
+      throw std::invalid_argument("CaptionOptions: a preloaded model needs its precision");
+    precision = kernels::parse_weight_format(o_.precision);
+    precision_name_ = kernels::weight_format_name(precision);
+  } else {
     RunShape shape;
     shape.prompt_positions = prompt_positions(ckpt.config, template_ids);
     shape.max_new_tokens = o_.max_new_tokens;
@@ -521,8 +542,10 @@ void CaptionRun::setup() {
   ordered_json fp;
   fp["engine"] = o_.engine_version;
   as_usage_error("fingerprint", [&] {
-    fp["weights"] = directory_identity(o_.weights_dir);
-    if (ckpt.config.vision_weights_dir != ckpt.config.weights_dir)
+    // A preloaded model is named by its config's weights_dir (e.g. "synthetic:llava-llama3-8b"):
+    // its caller owns its identity.
+    fp["weights"] = preloaded ? ordered_json(ckpt.config.weights_dir) : directory_identity(o_.weights_dir);
+    if (!preloaded && ckpt.config.vision_weights_dir != ckpt.config.weights_dir)
       fp["vision_weights"] = directory_identity(ckpt.config.vision_weights_dir);
     fp["tokenizer"] = file_xxh3(tok_->path());
   });
@@ -530,6 +553,7 @@ void CaptionRun::setup() {
   fp["kv_dtype"] = o_.kv_dtype;
   fp["template"] = models::template_to_json(tmpl_);
   fp["max_new_tokens"] = o_.max_new_tokens;
+  fp["ignore_eos"] = o_.ignore_eos;
   fp["temperature"] = o_.sampling.temperature;
   fp["top_k"] = o_.sampling.top_k;
   fp["top_p"] = o_.sampling.top_p;
@@ -569,7 +593,10 @@ void CaptionRun::setup() {
   mo.precision = precision;
   mo.kv_dtype = kv_dtype;
   auto t0 = Clock::now();
-  model_ = models::LlavaModel::load(ckpt, mo);
+  if (!preloaded) {
+    owned_model_ = models::LlavaModel::load(ckpt, mo);
+    model_ = owned_model_.get();
+  }
   const auto& cfg = model_->config();
   rep_.line("model: " + std::string(models::layout_name(cfg.layout)) + ", " + precision_name_ + " weights (" +
             std::to_string(model_->weight_bytes() >> 20) + " MiB) loaded in " +
@@ -592,6 +619,7 @@ void CaptionRun::setup() {
 
   DriverOptions dopt;
   dopt.max_new_tokens = o_.max_new_tokens;
+  dopt.ignore_eos = o_.ignore_eos;
   dopt.sampling = o_.sampling;
   dopt.num_captions = o_.num_captions;
   dopt.shear = o_.shear;

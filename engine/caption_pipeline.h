@@ -30,7 +30,12 @@
 namespace recap::engine {
 
 struct CaptionOptions {
-  // Model
+  // Model. `model` set (with `tokenizer`): the run uses this already loaded model instead of
+  // loading weights_dir (bench's caption phase, e.g. on synthetic weights); `precision` must
+  // then name the precision it was loaded at, and the fingerprint records the model's
+  // config().weights_dir in place of the directory's content. Both outlive the run.
+  const models::LlavaModel* model = nullptr;
+  const models::Tokenizer* tokenizer = nullptr;
   std::string weights_dir;
   std::string vision_weights_dir;
   std::string vision_config_dir;
@@ -53,6 +58,8 @@ struct CaptionOptions {
   std::string template_name;  // name or file; "" = models::kDefaultTemplateName (llava-llama3)
   std::string prompt;         // "" = the Recap-DataComp prompt
   int max_new_tokens = 128;
+  // Every caption gets exactly max_new_tokens tokens: stop tokens do not end it (benchmarks).
+  bool ignore_eos = false;
   SamplingParams sampling;
   int num_captions = 1;
   std::string shear;  // "", "words", "tokens"

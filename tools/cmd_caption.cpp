@@ -59,6 +59,8 @@ CommandRegistrar reg_caption(
                     "encode images between decode steps instead of on a thread of their own");
       sub->add_option("--max-new-tokens", o.max_new_tokens, "caption length limit in tokens")
           ->capture_default_str();
+      sub->add_flag("--ignore-eos", o.ignore_eos,
+                    "stop tokens do not end a caption: exactly --max-new-tokens tokens each (benchmarks)");
       sub->add_option("--template", o.template_name,
                       "chat template: a built-in name or a file (default llava-llama3)");
       sub->add_option("--prompt", o.prompt, "instruction text (default: the Recap-DataComp-1B prompt)");
