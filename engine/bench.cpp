@@ -265,6 +265,18 @@ json run_bench(const BenchOptions& o) {
         "caption phase; pass it, or --caption-images 0 to skip that phase");
   const WeightFormat format = kernels::parse_weight_format(o.precision);
   const kernels::KvDType kv_dtype = models::parse_kv_dtype(o.kv_dtype);
+  // The caption phase's tokenizer, found before anything is measured: a missing one is a
+  // usage error, not a failure after minutes of benchmarking.
+  std::unique_ptr<models::Tokenizer> tokenizer;
+  if (o.caption_images > 0) {
+    try {
+      tokenizer = std::make_unique<models::Tokenizer>(
+          models::Tokenizer::from_file(models::find_tokenizer(o.weights_dir, o.tokenizer_path)));
+    } catch (const std::exception& e) {
+      throw std::invalid_argument(std::string(e.what()) +
+                                  " (the caption phase needs it; --caption-images 0 skips that phase)");
+    }
+  }
 
   const ThreadBudget tb = resolve_threads(o.threads);
   apply_threads(tb.threads);
@@ -486,8 +498,6 @@ json run_bench(const BenchOptions& o) {
   json caption_run, limit;
   double limit_iph = 0;
   if (o.caption_images > 0) {
-    const std::string tok_path = models::find_tokenizer(o.weights_dir, o.tokenizer_path);
-    const models::Tokenizer tokenizer = models::Tokenizer::from_file(tok_path);
     TempDir tmp;
     {
       std::string t = (std::filesystem::temp_directory_path() / "recap_bench_XXXXXX").string();
@@ -513,7 +523,7 @@ json run_bench(const BenchOptions& o) {
     }
     CaptionOptions co;
     co.model = model.get();
-    co.tokenizer = &tokenizer;
+    co.tokenizer = tokenizer.get();
     co.weights_dir = r["model"].get<std::string>();
     co.precision = kernels::weight_format_name(format);
     co.kv_dtype = models::kv_dtype_name(kv_dtype);
