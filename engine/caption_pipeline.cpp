@@ -630,6 +630,7 @@ void CaptionRun::setup() {
   dopt.kv_dtype = kv_dtype;
   dopt.threads = threads_;
   dopt.vision_thread = o_.vision_thread;
+  dopt.prefix_cache = o_.prefix_cache;
   driver_ = std::make_unique<CaptionDriver>(*model_, *tok_, tmpl_, stop_ids_, dopt, *loader_, pool_,
                                             [] { return stop_requested(); });
   const int64_t n_prompt_est = driver_->prompt_estimate();
@@ -969,6 +970,10 @@ ordered_json CaptionRun::summary_json() const {
   // Positions run through a prefill forward: each prompt once, however many captions
   // (--num-captions) continue from it. Shows that captions share their image's prefill.
   s["tokens_prefilled"] = driver_ ? driver_->tokens_prefilled() : 0;
+  // The shared prefix (the template before the image, whole KV blocks): its positions,
+  // computed once, and the prompt positions that were therefore not computed again.
+  s["prefix_cache"] = {{"positions", driver_ ? driver_->prefix_positions() : 0},
+                       {"positions_saved", driver_ ? driver_->prefix_positions_saved() : 0}};
   s["duration"] = el;
   s["images_per_sec"] = el > 0 ? static_cast<double>(tot_.successes) / el : 0.0;
   s["tokens_per_sec"] = el > 0 ? static_cast<double>(tot_.tokens_out) / el : 0.0;

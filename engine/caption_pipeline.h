@@ -71,6 +71,9 @@ struct CaptionOptions {
   // Encode images on a thread of their own, overlapping the decoder (with >= 2 threads);
   // false: between decode steps on the decoder's thread.
   bool vision_thread = true;
+  // Prefill the template's positions before the image once and share their KV blocks
+  // (false: --no-prefix-cache; captions are identical either way, so not in the fingerprint).
+  bool prefix_cache = true;
   int threads = 0;  // 0: auto (affinity/cgroup/OMP_NUM_THREADS/SLURM)
   int io_workers = 8;
   double http_timeout_s = 30;

@@ -57,6 +57,8 @@ CommandRegistrar reg_caption(
                       "images per vision tower batch (default: min(max-batch, 8))");
       sub->add_flag("--no-vision-thread{false}", o.vision_thread,
                     "encode images between decode steps instead of on a thread of their own");
+      sub->add_flag("--no-prefix-cache{false}", o.prefix_cache,
+                    "prefill the template before the image for every sample instead of once (same captions)");
       sub->add_option("--max-new-tokens", o.max_new_tokens, "caption length limit in tokens")
           ->capture_default_str();
       sub->add_flag("--ignore-eos", o.ignore_eos,

@@ -1095,3 +1095,80 @@ TEST(CaptionCli, IgnoreEosGivesExactlyMaxNewTokens) {
   EXPECT_NE(rerun.out.find("ignore_eos was true, now false"), std::string::npos) << rerun.out;
   EXPECT_EQ(io::read_file(dir + "/forced/00000_stats.json"), stats_before);
 }
+
+namespace {
+// Every member of a shard's tar and every sidecar record, with the timings (which differ run
+// to run) taken out of the JSON ones; keyed by member name / key (list shards are written in
+// completion order).
+std::map<std::string, std::string> outputs_without_timings(const std::string& out) {
+  std::map<std::string, std::string> m;
+  for (auto& [name, data] : read_tar(out + "/00000.tar")) {
+    if (name.size() > 5 && name.compare(name.size() - 5, 5, ".json") == 0) {
+      json j = json::parse(data);
+      EXPECT_TRUE(j.contains("timings_ms")) << name;
+      j.erase("timings_ms");
+      m["tar:" + name] = j.dump();
+    } else {
+      m["tar:" + name] = data;
+    }
+  }
+  for (auto& j : read_jsonl(out + "/00000.jsonl")) {
+    json r = j;
+    r.erase("timings_ms");
+    m["jsonl:" + j["key"].get<std::string>()] = r.dump();
+  }
+  return m;
+}
+}  // namespace
+
+// The shared-prefix KV cache (the template before the image prefilled once, its whole blocks
+// forked into every sample) gives exactly the outputs of prefilling every prompt in full.
+TEST(CaptionCli, SharedPrefixCacheIsBitIdentical) {
+  auto dir = make_temp_dir("cap_prefix");
+  auto list = write_list(dir, 7);
+  struct Case {
+    std::string name;
+    std::vector<std::string> flags;
+    size_t tar_members_per_sample = 3;  // image, .txt, .json (+ .1.txt with 2 captions)
+  };
+  const std::vector<Case> cases{
+      {"f32", {"--precision", "f32", "--max-batch", "3"}},
+      {"int8_bf16kv", {"--precision", "int8", "--kv-dtype", "bf16", "--max-batch", "4", "--threads", "2"}},
+      // Several sampled captions per image fork the forked prefix again; a prompt with a
+      // sample field after the image still shares the part before it.
+      {"sampled",
+       {"--num-captions", "2", "--temperature", "1", "--seed", "3", "--max-batch", "4", "--prompt",
+        "Describe this image; it was captioned: {original_caption}"},
+       4},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    std::vector<std::string> a{"--list", list, "--max-new-tokens", "30"};
+    a.insert(a.end(), c.flags.begin(), c.flags.end());
+    auto shared = a, full = a;
+    shared.insert(shared.end(), {"--out", dir + "/" + c.name + "_shared", "--stats-json", dir + "/s.json"});
+    full.insert(full.end(), {"--out", dir + "/" + c.name + "_full", "--no-prefix-cache", "--stats-json",
+                             dir + "/f.json"});
+    auto rs = caption(shared);
+    ASSERT_EQ(rs.rc, 0) << rs.out;
+    auto rf = caption(full);
+    ASSERT_EQ(rf.rc, 0) << rf.out;
+    const json ss = read_json(dir + "/s.json"), fs = read_json(dir + "/f.json");
+    EXPECT_EQ(ss["successes"], 7);
+    // The prefix exists (whole 16-position blocks of the template before the image) and
+    // every sample used it; without the cache nothing is shared.
+    const int64_t prefix = ss["prefix_cache"]["positions"].get<int64_t>();
+    EXPECT_GE(prefix, 16);
+    EXPECT_EQ(prefix % 16, 0);
+    EXPECT_EQ(ss["prefix_cache"]["positions_saved"].get<int64_t>(), 7 * prefix);
+    EXPECT_EQ(fs["prefix_cache"]["positions"], 0);
+    EXPECT_EQ(fs["prefix_cache"]["positions_saved"], 0);
+    EXPECT_EQ(ss["tokens_prefilled"], fs["tokens_prefilled"]);
+    // Same fingerprint: the cache must not (and does not) change outputs.
+    EXPECT_EQ(ss["fingerprint"], fs["fingerprint"]);
+    auto a_out = outputs_without_timings(dir + "/" + c.name + "_shared");
+    auto b_out = outputs_without_timings(dir + "/" + c.name + "_full");
+    EXPECT_EQ(a_out.size(), 7 * c.tar_members_per_sample + 7);
+    EXPECT_EQ(a_out, b_out);
+  }
+}
