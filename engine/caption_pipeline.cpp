@@ -202,6 +202,7 @@ class CaptionRun {
   std::string isa_;
   std::string precision_name_;  // the precision in use (auto resolved)
   int threads_ = 1;
+  int max_batch_ = 8;  // --max-batch resolved (0: from memory)
   // Work.
   InputOptions inputs_;
   std::vector<ShardSpec> all_shards_;                     // the whole plan
@@ -415,10 +416,10 @@ void CaptionRun::setup() {
   if (o_.out_dir.empty()) throw UsageError("--out is required");
   if (o_.lists.empty() && o_.inputs.empty())
     throw UsageError("no input: pass --list FILE or --input PATTERN");
-  if (o_.max_batch < 1) throw UsageError("--max-batch must be at least 1");
+  if (o_.max_batch < 0) throw UsageError("--max-batch must be at least 1 (or 0: chosen from memory)");
   if (o_.max_new_tokens < 1) throw UsageError("--max-new-tokens must be at least 1");
   if (o_.num_captions < 1) throw UsageError("--num-captions must be at least 1");
-  if (o_.num_captions > o_.max_batch)
+  if (o_.max_batch > 0 && o_.num_captions > o_.max_batch)
     throw UsageError("--num-captions " + std::to_string(o_.num_captions) + " exceeds --max-batch " +
                      std::to_string(o_.max_batch));
   if (!o_.shear.empty() && o_.shear != "words" && o_.shear != "tokens")
@@ -516,11 +517,14 @@ void CaptionRun::setup() {
       throw std::invalid_argument("CaptionOptions: a preloaded model needs its precision");
     precision = kernels::parse_weight_format(o_.precision);
     precision_name_ = kernels::weight_format_name(precision);
+    max_batch_ = o_.max_batch > 0 ? o_.max_batch : std::max(8, o_.num_captions);
   } else {
     RunShape shape;
     shape.prompt_positions = prompt_positions(ckpt.config, template_ids);
     shape.max_new_tokens = o_.max_new_tokens;
-    shape.max_batch = o_.max_batch;
+    // --max-batch 0: the precision is chosen as for a batch of 8, then the batch grows or
+    // shrinks to what that precision leaves memory for.
+    shape.max_batch = o_.max_batch > 0 ? o_.max_batch : std::max(8, o_.num_captions);
     shape.vision_batch = o_.vision_batch;
     shape.num_captions = o_.num_captions;
     shape.io_workers = o_.io_workers;
@@ -529,10 +533,25 @@ void CaptionRun::setup() {
     std::optional<kernels::WeightFormat> cache_format;
     if (ckpt.text_store && models::is_quantized_cache_store(*ckpt.text_store))
       cache_format = models::QuantizedCacheWeightSource(ckpt.text_store).precision();
-    const PrecisionChoice choice = as_usage_error("", [&] {
-      return choose_precision(o_.precision, cache_format, ckpt.config, shape, available_memory());
-    });
+    const AvailableMemory avail = as_usage_error("", [&] { return available_memory(); });
+    const PrecisionChoice choice = as_usage_error(
+        "", [&] { return choose_precision(o_.precision, cache_format, ckpt.config, shape, avail); });
     if (!choice.fits) throw UsageError(choice.error);
+    max_batch_ = o_.max_batch;
+    if (max_batch_ == 0) {
+      max_batch_ = std::max(1, o_.num_captions);
+      for (int b = kAutoMaxBatchCap; b > max_batch_; --b) {
+        RunShape s = shape;
+        s.max_batch = b;
+        if (estimate_memory(ckpt.config, choice.precision, s).total() <= avail.bytes) {
+          max_batch_ = b;
+          break;
+        }
+      }
+      rep_.line("max batch " + std::to_string(max_batch_) + " (auto: the largest up to " +
+                std::to_string(kAutoMaxBatchCap) + " whose estimate fits " +
+                std::to_string(avail.bytes >> 20) + " MiB available, " + avail.source + ")");
+    }
     precision = choice.precision;
     precision_name_ = kernels::weight_format_name(precision);
     rep_.line("precision " + precision_name_ + " (" + choice.reason + ")");
@@ -624,7 +643,7 @@ void CaptionRun::setup() {
   dopt.num_captions = o_.num_captions;
   dopt.shear = o_.shear;
   dopt.first_sentence = o_.first_sentence;
-  dopt.max_batch = o_.max_batch;
+  dopt.max_batch = max_batch_;
   dopt.vision_batch = o_.vision_batch;
   dopt.kv_cache_mb = o_.kv_cache_mb;
   dopt.kv_dtype = kv_dtype;
@@ -642,7 +661,7 @@ void CaptionRun::setup() {
   const int64_t blocks = pool_->total_blocks();
   rep_.line("kv cache: " + std::to_string(blocks) + " blocks x " + std::to_string(shape.block_size) +
             " positions (" + std::to_string((static_cast<size_t>(blocks) * shape.bytes_per_block()) >> 20) +
-            " MiB, " + o_.kv_dtype + "); max batch " + std::to_string(o_.max_batch) + "; prompt " +
+            " MiB, " + o_.kv_dtype + "); max batch " + std::to_string(max_batch_) + "; prompt " +
             std::to_string(n_prompt_est) + " positions; isa " + isa_);
   mtime_ = static_cast<int64_t>(::time(nullptr));
 }
@@ -910,7 +929,7 @@ void CaptionRun::close_finished_shards() {
       extra["isa"] = isa_;
       extra["precision"] = precision_name_;
       extra["kv_dtype"] = o_.kv_dtype;
-      extra["max_batch"] = o_.max_batch;
+      extra["max_batch"] = max_batch_;
       extra["engine_version"] = o_.engine_version;
       extra["shard"] = sh.spec.name;
       extra["input"] = sh.spec.path;

@@ -65,7 +65,10 @@ struct CaptionOptions {
   std::string shear;  // "", "words", "tokens"
   bool first_sentence = false;
   // Resources
-  int max_batch = 8;
+  // Sequences decoding at once. 0: chosen from memory (kAutoMaxBatchCap at most): the largest
+  // batch whose memory estimate (engine/memory_plan.h: weights, KV for that many sequences,
+  // buffers) fits the memory available, once the precision is chosen; 8 for a preloaded model.
+  int max_batch = 0;
   int64_t kv_cache_mb = 0;  // 0: enough for max_batch sequences
   int vision_batch = 0;     // 0: min(max_batch, 8)
   // Encode images on a thread of their own, overlapping the decoder (with >= 2 threads);
@@ -102,5 +105,10 @@ struct CaptionOptions {
 // "caption: error: ..." and returns 2; other exceptions escape to the caller
 // (tools/main.cpp maps them with exit_code_for).
 int run_caption(const CaptionOptions& opts);
+
+// The largest batch --max-batch 0 picks: batched decode gains little beyond it (each step's
+// weight read is already shared by 16 sequences; docs/PERFORMANCE.md), while the KV cache and
+// every sample's latency keep growing with it.
+constexpr int kAutoMaxBatchCap = 16;
 
 }  // namespace recap::engine

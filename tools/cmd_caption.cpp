@@ -50,7 +50,8 @@ CommandRegistrar reg_caption(
                       "not fit), f32, bf16, int8, int4")
           ->capture_default_str();
       sub->add_option("--kv-dtype", o.kv_dtype, "KV cache dtype: f32, bf16, f16")->capture_default_str();
-      sub->add_option("--max-batch", o.max_batch, "sequences decoded together")->capture_default_str();
+      sub->add_option("--max-batch", o.max_batch,
+                      "sequences decoded together (default 0: as many as memory holds, at most 16)");
       sub->add_option("--kv-cache-mb", o.kv_cache_mb,
                       "KV cache budget in MiB (default: enough for --max-batch)");
       sub->add_option("--vision-batch", o.vision_batch,

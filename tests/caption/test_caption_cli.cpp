@@ -1172,3 +1172,40 @@ TEST(CaptionCli, SharedPrefixCacheIsBitIdentical) {
     EXPECT_EQ(a_out, b_out);
   }
 }
+
+// --max-batch defaults to 0: the largest batch (up to 16) whose memory estimate fits what is
+// available, after the precision is chosen. The tiny model with 2000-token captions needs
+// 108 MiB at batch 8 (98 MiB of it fixed buffers) and about 1 MiB per further sequence.
+TEST(CaptionCli, DefaultMaxBatchFromMemory) {
+  auto dir = make_temp_dir("cap_auto_batch");
+  auto list = write_list(dir, 2);
+  auto with_memory = [&](const std::string& mb, const std::string& out) {
+    std::vector<std::string> a{"env", "RECAP_MEMORY_AVAILABLE_MB=" + mb};
+    auto c = caption_args({"--list", list, "--out", dir + "/" + out, "--max-new-tokens", "2000"});
+    a.insert(a.end(), c.begin(), c.end());
+    return run_cmd(a);
+  };
+  auto mid = with_memory("115", "mid");
+  ASSERT_EQ(mid.rc, 0) << mid.out;
+  EXPECT_NE(mid.out.find("max batch 14 (auto: the largest up to 16 whose estimate fits 115 MiB available, "
+                         "RECAP_MEMORY_AVAILABLE_MB)"),
+            std::string::npos)
+      << mid.out;
+  EXPECT_EQ(read_json(dir + "/mid/00000_stats.json")["max_batch"], 14);
+  auto big = with_memory("4096", "big");
+  ASSERT_EQ(big.rc, 0) << big.out;
+  EXPECT_EQ(read_json(dir + "/big/00000_stats.json")["max_batch"], 16);
+  // Not enough for the batch of 8 the precision is chosen at: refused before loading.
+  auto small = with_memory("100", "small");
+  EXPECT_EQ(small.rc, 2) << small.out;
+  EXPECT_NE(small.out.find("caption: error: not enough memory for precision f32"), std::string::npos)
+      << small.out;
+  // The same captions whatever the batch.
+  EXPECT_EQ(read_tar(dir + "/mid/00000.tar").size(), 6u);
+  auto big_tar = read_tar(dir + "/big/00000.tar");
+  for (auto& [name, data] : read_tar(dir + "/mid/00000.tar")) {
+    if (name.size() > 4 && name.compare(name.size() - 4, 4, ".txt") == 0) {
+      EXPECT_EQ(data, big_tar[name]) << name;
+    }
+  }
+}
