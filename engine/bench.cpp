@@ -1,18 +1,25 @@
 #include "engine/bench.h"
 
+#include <jpeglib.h>
 #include <omp.h>
+#include <png.h>
 #include <sys/resource.h>
 #include <time.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <csetjmp>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <stdexcept>
 #include <vector>
 
 #include "engine/errors.h"
+#include "engine/caption_pipeline.h"
 #include "engine/kv_cache.h"
 #include "engine/sampler.h"
 #include "engine/threads.h"
@@ -23,6 +30,7 @@
 #include "models/llava.h"
 #include "models/preprocess.h"
 #include "models/weight_names.h"
+#include "models/tokenizer.h"
 #include "models/weight_source.h"
 
 namespace recap::engine {
@@ -94,10 +102,100 @@ double vision_flops_per_image(const models::ModelConfig& c) {
   return 2 * P * K * D + layers * per_layer + projector;
 }
 
+double bw_bytes_per_s(double gbs) {
+  return gbs > 0 ? gbs * 1e9 : 1e30;  // no measurement: bandwidth does not bind
+}
+
 double kv_bytes_per_position(const models::TextConfig& t, kernels::KvDType d) {
   return 2.0 * static_cast<double>(t.layers * t.kv_heads * t.head_dim) *
          static_cast<double>(kv_dtype_size(d));
 }
+
+// Parameters of the decoder's matrices one decode step multiplies (every layer's q/k/v/o,
+// gate/up, down, and lm_head): a step of B tokens costs 2 x this x B operations.
+double decoder_step_params(const models::TextConfig& t) {
+  const double kv_dim = static_cast<double>(t.kv_heads * t.head_dim),
+               q_dim = static_cast<double>(t.heads * t.head_dim);
+  const double D = static_cast<double>(t.hidden), I = static_cast<double>(t.intermediate);
+  return (D * (q_dim + 2 * kv_dim) + q_dim * D + D * 2 * I + I * D) * static_cast<double>(t.layers) +
+         static_cast<double>(t.vocab) * D;
+}
+
+// Random-content images for the caption phase (noise: the worst case for the codecs, and no
+// two alike). Throws std::runtime_error naming the file when it cannot be written.
+void write_random_png(const std::string& path, int w, int h, std::mt19937_64& rng) {
+  std::vector<uint8_t> rgb(static_cast<size_t>(w) * static_cast<size_t>(h) * 3);
+  for (auto& b : rgb) b = static_cast<uint8_t>(rng() & 0xff);
+  png_image img{};
+  img.version = PNG_IMAGE_VERSION;
+  img.width = static_cast<png_uint_32>(w);
+  img.height = static_cast<png_uint_32>(h);
+  img.format = PNG_FORMAT_RGB;
+  if (!png_image_write_to_file(&img, path.c_str(), 0, rgb.data(), 0, nullptr))
+    throw std::runtime_error("bench: cannot write " + path + ": " + img.message);
+}
+
+struct JpegErrorJump {
+  jpeg_error_mgr mgr;
+  std::jmp_buf jump;
+};
+
+// libjpeg reports errors through error_exit, which must not return: jump back to the writer
+// (nothing with a destructor is live between setjmp and the libjpeg calls).
+[[noreturn]] void jpeg_error_jump(j_common_ptr c) {
+  std::longjmp(reinterpret_cast<JpegErrorJump*>(c->err)->jump, 1);
+}
+
+bool encode_jpeg(const uint8_t* rgb, int w, int h, unsigned char** out, unsigned long* out_size) {
+  jpeg_compress_struct c{};
+  JpegErrorJump err{};
+  c.err = jpeg_std_error(&err.mgr);
+  err.mgr.error_exit = jpeg_error_jump;
+  if (setjmp(err.jump)) {
+    jpeg_destroy_compress(&c);
+    return false;
+  }
+  jpeg_create_compress(&c);
+  jpeg_mem_dest(&c, out, out_size);
+  c.image_width = static_cast<JDIMENSION>(w);
+  c.image_height = static_cast<JDIMENSION>(h);
+  c.input_components = 3;
+  c.in_color_space = JCS_RGB;
+  jpeg_set_defaults(&c);
+  jpeg_set_quality(&c, 90, TRUE);
+  jpeg_start_compress(&c, TRUE);
+  while (c.next_scanline < c.image_height) {
+    JSAMPROW row =
+        const_cast<JSAMPROW>(rgb + static_cast<size_t>(c.next_scanline) * static_cast<size_t>(w) * 3);
+    jpeg_write_scanlines(&c, &row, 1);
+  }
+  jpeg_finish_compress(&c);
+  jpeg_destroy_compress(&c);
+  return true;
+}
+
+void write_random_jpeg(const std::string& path, int w, int h, std::mt19937_64& rng) {
+  std::vector<uint8_t> rgb(static_cast<size_t>(w) * static_cast<size_t>(h) * 3);
+  for (auto& b : rgb) b = static_cast<uint8_t>(rng() & 0xff);
+  unsigned char* buf = nullptr;
+  unsigned long size = 0;
+  const bool ok = encode_jpeg(rgb.data(), w, h, &buf, &size);
+  std::string bytes = ok ? std::string(reinterpret_cast<const char*>(buf), size) : std::string();
+  std::free(buf);
+  if (!ok) throw std::runtime_error("bench: cannot encode " + path + " as JPEG");
+  std::ofstream f(path, std::ios::binary);
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  if (!f) throw std::runtime_error("bench: cannot write " + path);
+}
+
+// Removes a temp directory however the phase ends.
+struct TempDir {
+  std::string path;
+  ~TempDir() {
+    std::error_code ec;
+    if (!path.empty()) std::filesystem::remove_all(path, ec);
+  }
+};
 
 // The compute peak that bounds a GEMM of this weight format (int8/int4 multiply int8
 // activations with vpdpbusd; bf16 uses vdpbf16ps; f32 FMA). Falls back to the f32 peak
@@ -171,6 +269,25 @@ json run_bench(const BenchOptions& o) {
     ck = as_usage_error("", [&] { return models::open_checkpoint(o.weights_dir, lo); });
     if (!ck.config.has_vision || !ck.config.has_text)
       throw UsageError(o.weights_dir + ": bench needs the vision tower, projector and language model");
+  }
+  if (o.caption_images < 0) throw UsageError("--caption-images must be >= 0");
+  // The caption phase tokenizes a real prompt and decodes real captions: synthetic weights
+  // come without a tokenizer, and no stand-in is bundled.
+  if (o.caption_images > 0 && !o.synthetic.empty() && o.tokenizer_path.empty())
+    throw UsageError(
+        "--synthetic needs --tokenizer (the model's tokenizer.json, Llama-3's for llava-llama3-8b) for the "
+        "caption phase; pass it, or --caption-images 0 to skip that phase");
+  // The caption phase's tokenizer, found before anything is measured: a missing one is a
+  // usage error, not a failure after minutes of benchmarking.
+  std::unique_ptr<models::Tokenizer> tokenizer;
+  if (o.caption_images > 0) {
+    const models::ModelConfig tok_cfg = o.synthetic.empty() ? ck.config : synthetic_preset_config(o.synthetic);
+    try {
+      tokenizer = std::make_unique<models::Tokenizer>(
+          models::open_tokenizer(tok_cfg, models::find_tokenizer(o.weights_dir, o.tokenizer_path)));
+    } catch (const std::exception& e) {
+      throw UsageError(std::string(e.what()) + " (the caption phase needs it; --caption-images 0 skips that phase)");
+    }
   }
 
   const ThreadBudget tb = resolve_threads(o.threads);
@@ -286,7 +403,9 @@ json run_bench(const BenchOptions& o) {
   ks.block_size = kKvBlockPositions;
   ks.dtype = kv_dtype;
   const int64_t n_blocks = KvCachePool(ks, 1).blocks_needed(prompt_len, max_tokens, 1 + o.max_batch);
-  KvCachePool kv(ks, n_blocks);
+  // Freed before the caption phase, which sizes a pool of its own.
+  auto kv_owner = std::make_unique<KvCachePool>(ks, n_blocks);
+  KvCachePool& kv = *kv_owner;
   r["kv_cache_bytes"] = static_cast<double>(ks.bytes_per_block()) * static_cast<double>(n_blocks);
 
   // Prompt: random text ids around one image placeholder.
@@ -378,6 +497,112 @@ json run_bench(const BenchOptions& o) {
   const double cpu_bb = cpu_seconds() - cpu_bb0;
   const double bb_tps = static_cast<double>(B) * steps / bb_s;
   progress("decode batch %.0f: %.2f tok/s", B, bb_tps);
+  tables.clear();
+  seq0.clear();
+  kv_owner.reset();
+
+  // The real caption job on the loaded model.
+  json caption_run, limit;
+  double limit_iph = 0;
+  if (o.caption_images > 0) {
+    TempDir tmp;
+    {
+      std::string t = (std::filesystem::temp_directory_path() / "recap_bench_XXXXXX").string();
+      if (!::mkdtemp(t.data())) throw std::runtime_error("bench: cannot create a temp dir in " + t);
+      tmp.path = t;
+    }
+    progress("caption phase: writing %.0f random images", o.caption_images);
+    std::string list;
+    for (int i = 0; i < o.caption_images; ++i) {
+      const bool png = i % 2 == 0;
+      const std::string path = tmp.path + "/img" + std::to_string(i) + (png ? ".png" : ".jpg");
+      if (png)
+        write_random_png(path, 640, 480, rng);
+      else
+        write_random_jpeg(path, 640, 480, rng);
+      list += json{{"url", path}, {"caption", ""}}.dump() + "\n";
+    }
+    const std::string list_path = tmp.path + "/list.jsonl";
+    {
+      std::ofstream f(list_path);
+      f << list;
+      if (!f) throw std::runtime_error("bench: cannot write " + list_path);
+    }
+    CaptionOptions co;
+    co.model = model.get();
+    co.tokenizer = tokenizer.get();
+    co.weights_dir = r["model"].get<std::string>();
+    co.precision = kernels::weight_format_name(format);
+    co.kv_dtype = kv_dtype_name(kv_dtype);
+    co.lists = {list_path};
+    co.out_dir = tmp.path + "/out";
+    co.samples_per_shard = o.caption_images;
+    co.max_new_tokens = o.new_tokens;
+    co.ignore_eos = true;
+    co.max_batch = o.max_batch;
+    co.threads = tb.threads;
+    co.quiet = true;
+    co.stats_json = tmp.path + "/stats.json";
+    co.engine_version = "bench";
+    progress("caption phase: %.0f images, max batch %.0f", o.caption_images, o.max_batch);
+    const double cpu_cap0 = cpu_seconds();
+    const auto t_cap = Clock::now();
+    const int rc = run_caption(co);
+    const double cap_s = seconds_since(t_cap);
+    const double cpu_cap = cpu_seconds() - cpu_cap0;
+    apply_threads(tb.threads);
+    if (rc != 0) throw std::runtime_error("bench: the caption phase exited " + std::to_string(rc));
+    json stats;
+    {
+      std::ifstream f(co.stats_json);
+      stats = json::parse(f);
+    }
+    const int64_t done = stats.value("successes", int64_t(0));
+    if (done != o.caption_images)
+      throw std::runtime_error("bench: the caption phase captioned " + std::to_string(done) + " of " +
+                               std::to_string(o.caption_images) + " images (statuses " +
+                               stats["status"].dump() + ")");
+    const int64_t tokens_out = stats["tokens_out"].get<int64_t>();
+    const double prompt_positions = static_cast<double>(stats["tokens_in"].get<int64_t>()) / done;
+    const double iph = 3600.0 * static_cast<double>(done) / cap_s;
+
+    // The same work at this machine's peaks measured above. Prefill and tower: their
+    // operations at the compute peak of the weight format. Decode: each step of a batch of B
+    // sequences is bound by the larger of reading every weight once plus the KV of B
+    // sequences at the caption's mean context (bandwidth) and 2 x params x B operations
+    // (compute); an image's caption takes new_tokens steps shared by B images.
+    const double peak_ops = cb.gops * 1e9;
+    const double prefill_lim_s =
+        decoder_prefill_flops_per_token(c.text, static_cast<int64_t>(prompt_positions)) * prompt_positions /
+        peak_ops;
+    const double tower_lim_s = vision_flops / peak_ops;
+    const double mean_ctx = prompt_positions + o.new_tokens / 2.0;
+    const double step_bw_s = (w_step + kvpos * B * mean_ctx) / bw_bytes_per_s(bw.value);
+    const double step_compute_s = 2 * decoder_step_params(c.text) * B / peak_ops;
+    const double decode_lim_s = o.new_tokens * std::max(step_bw_s, step_compute_s) / B;
+    const double limit_s = prefill_lim_s + tower_lim_s + decode_lim_s;
+    limit_iph = 3600 / limit_s;
+    limit = {{"seconds_per_image", limit_s},
+             {"prefill_s", prefill_lim_s},
+             {"tower_s", tower_lim_s},
+             {"decode_s", decode_lim_s},
+             {"decode_step_bandwidth_s", step_bw_s},
+             {"decode_step_compute_s", step_compute_s},
+             {"decode_bound", step_bw_s >= step_compute_s ? "read bandwidth" : cb.name},
+             {"prompt_positions", prompt_positions},
+             {"compute_peak_gops", cb.gops},
+             {"read_bandwidth_gbs", bw.value}};
+    caption_run = {{"images_per_hour", iph},
+                   {"frac_of_limit", iph / limit_iph},
+                   {"images", done},
+                   {"new_tokens", tokens_out},
+                   {"max_batch", B},
+                   {"seconds", cap_s},
+                   {"prompt_positions", prompt_positions},
+                   {"tokens_prefilled", stats.value("tokens_prefilled", int64_t(0))},
+                   {"cpu_share", cpu_cap / (cap_s * tb.threads)}};
+    progress("caption phase: %.0f images/hour, %.2f of the limit", iph, iph / limit_iph);
+  }
 
   // End to end per image.
   const double pre_s = preprocess_ms / 1000, vis_s = vision_ms / 1000;
@@ -409,6 +634,13 @@ json run_bench(const BenchOptions& o) {
       3600 / sec_img_B, "images/hour", "", 0);
   row("end-to-end, " + std::to_string(o.new_tokens) + " new tokens, batch 1", 3600 / sec_img_1, "images/hour",
       "", 0);
+  if (!caption_run.is_null()) {
+    row("caption run, " + std::to_string(o.caption_images) + " images, " + std::to_string(o.new_tokens) +
+            " new tokens, max batch " + std::to_string(B),
+        caption_run["images_per_hour"].get<double>(), "images/hour", "limit at the machine's peaks",
+        caption_run["frac_of_limit"].get<double>());
+    row("limit: the same work at the machine's peaks", limit_iph, "images/hour", "", 0);
+  }
   row("peak RSS", peak_rss_bytes() / (1 << 30), "GiB", "", 0);
   r["results"] = res;
 
@@ -446,6 +678,11 @@ json run_bench(const BenchOptions& o) {
                    {"decode_bB", cpu_bb / (bb_s * tb.threads)}}},
                  {"images_per_hour_formula",
                   "3600 / (preprocess + vision + prompt_tokens/prefill_tok_s + new_tokens/decode_tok_s)"}};
+  if (!caption_run.is_null()) {
+    r["detail"]["caption_run"] = caption_run;
+    r["detail"]["limit_images_per_hour"] = limit_iph;
+    r["detail"]["limit"] = limit;
+  }
   return r;
 }
 
@@ -489,6 +726,19 @@ std::string bench_markdown(const json& r) {
                 static_cast<long long>(d["prefill_tokens"].get<int64_t>()), d["new_tokens"].get<int>(),
                 d["seconds_per_image_batchB"].get<double>(), d["decode_batch"].get<int>());
   s += buf;
+  if (d.contains("caption_run")) {
+    const json& cr = d["caption_run"];
+    const json& lim = d["limit"];
+    std::snprintf(buf, sizeof buf,
+                  "caption run: %lld images in %.1f s = %.0f images/hour, %.2f of the limit %.0f images/hour "
+                  "(prefill %.2f s + tower %.2f s + decode %.2f s per image, decode bound by %s)\n",
+                  static_cast<long long>(cr["images"].get<int64_t>()), cr["seconds"].get<double>(),
+                  cr["images_per_hour"].get<double>(), cr["frac_of_limit"].get<double>(),
+                  d["limit_images_per_hour"].get<double>(), lim["prefill_s"].get<double>(),
+                  lim["tower_s"].get<double>(), lim["decode_s"].get<double>(),
+                  lim["decode_bound"].get<std::string>().c_str());
+    s += buf;
+  }
   if (d.contains("cpu_share")) {
     const json& c = d["cpu_share"];
     std::snprintf(

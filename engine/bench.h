@@ -12,9 +12,16 @@
 //   decode b1   that sequence continues, one token per step
 //   decode bB   B sequences forked from the prefilled prompt (whole KV blocks shared, as
 //               --num-captions does), one token each per step
+//   caption     the real `caption` job (engine/caption_pipeline: list source, loader decode,
+//               tower thread, scheduler, sampler, tar writer) on caption_images random-content
+//               PNG/JPEG files, with ignore_eos (exactly new_tokens per caption) and max_batch,
+//               on the model loaded above; files and outputs live in a temp dir removed after.
 // images/hour = 3600 / (preprocess + vision + prompt/prefill_tps + new_tokens/decode_tps(B)):
 // the parts share the same cores, so their times add; decode at batch B is charged per image
-// as new_tokens / aggregate tok/s.
+// as new_tokens / aggregate tok/s. The caption phase measures images/hour instead, and puts it
+// beside limit_images_per_hour: the same work at the machine's measured peaks (prefill and
+// tower at the compute peak, decode at max(bandwidth, compute) bound of a batch-B step / B);
+// docs/PERFORMANCE.md gives the formula.
 #pragma once
 #include <cstdint>
 #include <nlohmann/json.hpp>
@@ -32,11 +39,15 @@ struct BenchOptions {
   std::string kv_dtype = "f32";
   int max_batch = 16;
   int new_tokens = 128;
-  int prompt_tokens = 40;  // text tokens around the image
-  int images = 2;          // timed vision-tower runs (batch 1)
-  int decode_steps = 0;    // timed decode steps per batch size; 0: min(new_tokens, 16)
-  int threads = 0;         // 0: engine::resolve_threads
-  bool quick = false;      // fewer repetitions, no warm-up (tests)
+  int prompt_tokens = 40;   // text tokens around the image
+  int images = 2;           // timed vision-tower runs (batch 1)
+  int decode_steps = 0;     // timed decode steps per batch size; 0: min(new_tokens, 16)
+  int threads = 0;          // 0: engine::resolve_threads
+  int caption_images = 32;  // images of the caption phase; 0 skips it
+  // tokenizer.json for the caption phase: default WEIGHTS/tokenizer.json; required with
+  // --synthetic (the Llama-3 tokenizer for llava-llama3-8b).
+  std::string tokenizer_path;
+  bool quick = false;  // fewer repetitions, no warm-up (tests)
   uint64_t seed = 1;
 };
 
@@ -47,7 +58,9 @@ bool is_synthetic_preset(const std::string& name);
 models::ModelConfig synthetic_preset_config(const std::string& name);
 
 // Runs every phase and returns the report (keys documented in docs/PERFORMANCE.md).
-// Progress lines go to stderr. Throws on a model that cannot run (e.g. no language model).
+// Progress lines go to stderr. Throws std::invalid_argument on bad options (before any work),
+// std::runtime_error on a model that cannot run (e.g. no language model) or a caption phase
+// that does not caption every image.
 nlohmann::ordered_json run_bench(const BenchOptions& opts);
 
 // The report as a markdown table for people.

@@ -111,7 +111,7 @@ CaptionDriver::CaptionDriver(const models::LlavaModel& model, const models::Toke
         shape.layers = cfg.text.layers;
         shape.kv_heads = cfg.text.kv_heads;
         shape.head_dim = cfg.text.head_dim;
-        shape.block_size = 16;
+        shape.block_size = kKvBlockPositions;
         shape.dtype = opts.kv_dtype;
         const int64_t bs = shape.block_size;
         int64_t blocks;
@@ -153,8 +153,26 @@ CaptionDriver::CaptionDriver(const models::LlavaModel& model, const models::Toke
   so.max_batch = o_.max_batch;
   so.max_new_tokens = o_.max_new_tokens;
   so.vocab_limit = tok_.vocab_size();
-  for (int32_t id : stop_ids) so.stop_ids.insert(id);
+  if (!o_.ignore_eos)
+    for (int32_t id : stop_ids) so.stop_ids.insert(id);
   sched_ = std::make_unique<Scheduler>(model_, pool_, so);
+  if (o_.prefix_cache) {
+    // The positions before the image in the template rendered without sample fields; a
+    // sample shares them when its own prompt starts with the same ids (fields before the
+    // image make it differ, and it then prefills its whole prompt). Only whole blocks.
+    const auto ids = template_prompt_ids(tmpl_, tok_);
+    size_t before_image = 0;
+    while (before_image < ids.size() && !model_.is_image_token(ids[before_image])) ++before_image;
+    const int64_t bs = pool_.block_size();
+    const int64_t n = static_cast<int64_t>(before_image) / bs * bs;
+    if (before_image < ids.size() && n >= bs) {
+      prefix_ids_.assign(ids.begin(), ids.begin() + n);
+      std::vector<float> embeds(static_cast<size_t>(n * cfg.text.hidden));
+      model_.splice_embeddings(std::vector<int64_t>(prefix_ids_.begin(), prefix_ids_.end()), nullptr, 0,
+                               embeds.data());
+      sched_->set_shared_prefix(embeds.data(), n);
+    }
+  }
   if (o_.vision_thread && o_.threads >= 2) vision_ = std::make_unique<VisionWorker>(model_);
 }
 
@@ -211,6 +229,9 @@ void CaptionDriver::on_loaded(LoadResult r, const RecordSink& sink) {
   try {
     p.prompt_ids = sample_prompt_ids(tmpl_, tok_, p.load.in);
     p.n_prompt = model_.spliced_length(std::vector<int64_t>(p.prompt_ids.begin(), p.prompt_ids.end()));
+    if (!prefix_ids_.empty() && p.prompt_ids.size() > prefix_ids_.size() &&
+        std::equal(prefix_ids_.begin(), prefix_ids_.end(), p.prompt_ids.begin()))
+      p.shared_prefix = static_cast<int64_t>(prefix_ids_.size());
   } catch (const std::exception& e) {
     fail(id, "failed_to_caption", SampleFailure::kPrompt, std::string("prompt: ") + e.what(), sink);
     return;
@@ -266,6 +287,7 @@ void CaptionDriver::finish_encoded(VisionBatch& b, const RecordSink& sink) {
     req.n_captions = o_.num_captions;
     req.sampling = o_.sampling;
     req.seed_key = p.load.in.key;
+    req.shared_prefix = p.shared_prefix;
     encoded_.emplace_back(b.tags[i], std::move(req));
   }
 }
@@ -306,7 +328,7 @@ void CaptionDriver::encode_ready(const RecordSink& sink) {
 void CaptionDriver::admit_encoded() {
   while (!encoded_.empty() && !stopping()) {
     auto& [id, req] = encoded_.front();
-    if (!sched_->can_admit(req.n_prompt, req.n_captions)) break;
+    if (!sched_->can_admit(req.n_prompt, req.n_captions, req.shared_prefix)) break;
     sched_->admit(std::move(req));
     encoded_.pop_front();
   }

@@ -42,6 +42,9 @@ namespace recap::engine {
 // Every caption option, the same for the CLI and the C API.
 struct DriverOptions {
   int max_new_tokens = 128;
+  // Stop tokens do not end a caption: every caption gets exactly max_new_tokens tokens (a
+  // sampled stop token is kept as an ordinary token). For benchmarking: fixed work per image.
+  bool ignore_eos = false;
   SamplingParams sampling;
   int num_captions = 1;  // captions per image (each from the same prefill)
   std::string shear;     // "", "words", "tokens": at most the original caption's length
@@ -52,6 +55,10 @@ struct DriverOptions {
   kernels::KvDType kv_dtype = kernels::KvDType::F32;
   int threads = 1;            // the thread budget (resolved)
   bool vision_thread = true;  // encode on a thread of its own when threads >= 2
+  // Prefill the template's positions before the image once per driver and fork their whole
+  // KV blocks into every sample whose prompt starts with them (Scheduler::set_shared_prefix);
+  // captions are identical either way.
+  bool prefix_cache = true;
 };
 
 // A KV cache that cannot be indexed (more than 2^31 - 1 blocks): refused before allocating.
@@ -147,6 +154,9 @@ class CaptionDriver {
   int64_t kv_blocks() const { return pool_.total_blocks(); }
   const KvCachePool& pool() const { return pool_; }
   int64_t tokens_prefilled() const { return sched_->tokens_prefilled(); }
+  // The shared prefix's positions (0: none) and the prompt positions it saved computing.
+  int64_t prefix_positions() const { return sched_->shared_prefix_positions(); }
+  int64_t prefix_positions_saved() const { return sched_->prefix_positions_saved(); }
   bool vision_thread() const { return vision_ != nullptr; }
   double llm_waited_for_vision_s() const { return llm_waited_for_vision_s_; }
 
@@ -155,6 +165,7 @@ class CaptionDriver {
     LoadResult load;
     std::vector<int32_t> prompt_ids;
     int64_t n_prompt = 0;
+    int64_t shared_prefix = 0;  // positions it shares with the scheduler's prefix
     double vision_ms = 0;
   };
   bool stopping() const { return stopping_ && stopping_(); }
@@ -176,6 +187,7 @@ class CaptionDriver {
   int vision_batch_ = 8;
   int64_t image_side_ = 0;
   int64_t n_prompt_est_ = 0;
+  std::vector<int32_t> prefix_ids_;  // the shared prefix's ids (empty: none)
   KvCachePool& pool_;
   std::unique_ptr<Scheduler> sched_;
   std::map<uint64_t, Pending> flight_;

@@ -184,8 +184,11 @@ class CaptionRun {
   const CaptionOptions& o_;
   Reporter rep_;
   // Model and friends.
-  std::unique_ptr<models::LlavaModel> model_;
-  std::unique_ptr<models::Tokenizer> tok_;
+  // The model and tokenizer this run uses: loaded here, or the caller's (CaptionOptions::model).
+  std::unique_ptr<models::LlavaModel> owned_model_;
+  std::unique_ptr<models::Tokenizer> owned_tok_;
+  const models::LlavaModel* model_ = nullptr;
+  const models::Tokenizer* tok_ = nullptr;
   models::ChatTemplate tmpl_;
   std::vector<int32_t> stop_ids_;
   models::PreprocessConfig pre_;
@@ -198,6 +201,7 @@ class CaptionRun {
   std::string isa_;
   std::string precision_name_;  // the precision in use (auto resolved)
   int threads_ = 1;
+  int max_batch_ = 8;  // --max-batch resolved (0: from memory)
   // Work.
   InputOptions inputs_;
   std::vector<ShardSpec> all_shards_;                     // the whole plan
@@ -411,10 +415,10 @@ void CaptionRun::setup() {
   if (o_.out_dir.empty()) throw UsageError("--out is required");
   if (o_.lists.empty() && o_.inputs.empty())
     throw UsageError("no input: pass --list FILE or --input PATTERN");
-  if (o_.max_batch < 1) throw UsageError("--max-batch must be at least 1");
+  if (o_.max_batch < 0) throw UsageError("--max-batch must be at least 1 (or 0: chosen from memory)");
   if (o_.max_new_tokens < 1) throw UsageError("--max-new-tokens must be at least 1");
   if (o_.num_captions < 1) throw UsageError("--num-captions must be at least 1");
-  if (o_.num_captions > o_.max_batch)
+  if (o_.max_batch > 0 && o_.num_captions > o_.max_batch)
     throw UsageError("--num-captions " + std::to_string(o_.num_captions) + " exceeds --max-batch " +
                      std::to_string(o_.max_batch));
   if (!o_.shear.empty() && o_.shear != "words" && o_.shear != "tokens")
@@ -465,24 +469,36 @@ void CaptionRun::setup() {
             tb.source + ")");
 
   // Model, tokenizer, template.
-  models::LoadOptions lo;
-  lo.vision_weights_dir = o_.vision_weights_dir;
-  lo.vision_config_dir = o_.vision_config_dir;
-  // Every failure of these steps is the checkpoint, tokenizer or template the user named.
-  models::Checkpoint ckpt = as_usage_error("", [&] { return models::open_checkpoint(o_.weights_dir, lo); });
+  const bool preloaded = o_.model != nullptr;
+  models::Checkpoint ckpt;
+  if (preloaded) {
+    if (!o_.tokenizer) throw std::invalid_argument("CaptionOptions: a preloaded model needs its tokenizer");
+    ckpt.config = o_.model->config();
+    model_ = o_.model;
+    tok_ = o_.tokenizer;
+  } else {
+    models::LoadOptions lo;
+    lo.vision_weights_dir = o_.vision_weights_dir;
+    lo.vision_config_dir = o_.vision_config_dir;
+    // Every failure of these steps is the checkpoint, tokenizer or template the user named.
+    ckpt = as_usage_error("", [&] { return models::open_checkpoint(o_.weights_dir, lo); });
+  }
   if (!ckpt.config.has_text || !ckpt.config.has_vision)
     throw UsageError(o_.weights_dir +
                      ": not a LLaVA checkpoint (needs the vision tower and the language model)");
   // A quantized cache holds one precision; an explicit other --precision cannot be served
   // (re-quantizing quantized weights would silently change results).
-  const std::string cache_precision = models::quantized_cache_precision(ckpt);
+  const std::string cache_precision = preloaded ? std::string() : models::quantized_cache_precision(ckpt);
   if (!cache_precision.empty() && o_.precision != "auto" && o_.precision != cache_precision)
     throw UsageError(o_.weights_dir + " is a quantized cache of " + cache_precision +
                      " weights but --precision " + o_.precision + " was given; pass --precision " +
                      cache_precision + " (or quantize the original checkpoint again)");
   as_usage_error("", [&] {
-    tok_ = std::make_unique<models::Tokenizer>(
-        models::open_tokenizer(ckpt.config, models::find_tokenizer(o_.weights_dir, o_.tokenizer_path)));
+    if (!preloaded) {
+      owned_tok_ = std::make_unique<models::Tokenizer>(
+          models::open_tokenizer(ckpt.config, models::find_tokenizer(o_.weights_dir, o_.tokenizer_path)));
+      tok_ = owned_tok_.get();
+    }
     // Which tokenizer this is, said before it is checked against the model (a refused one is
     // named too).
     rep_.line("tokenizer: " + describe_tokenizer(tok_->path()));
@@ -494,11 +510,20 @@ void CaptionRun::setup() {
   const std::vector<int32_t> template_ids = template_prompt_ids(tmpl_, *tok_);
 
   // ---- precision (2/2): auto resolves here, and a run that cannot fit exits 2 before loading.
-  {
+  // A preloaded model is already in the precision its caller names.
+  if (preloaded) {
+    if (o_.precision == "auto")
+      throw std::invalid_argument("CaptionOptions: a preloaded model needs its precision");
+    precision = kernels::parse_weight_format(o_.precision);
+    precision_name_ = kernels::weight_format_name(precision);
+    max_batch_ = o_.max_batch > 0 ? o_.max_batch : std::max(8, o_.num_captions);
+  } else {
     RunShape shape;
     shape.prompt_positions = prompt_positions(ckpt.config, template_ids);
     shape.max_new_tokens = o_.max_new_tokens;
-    shape.max_batch = o_.max_batch;
+    // --max-batch 0: the precision is chosen as for a batch of 8, then the batch grows or
+    // shrinks to what that precision leaves memory for.
+    shape.max_batch = o_.max_batch > 0 ? o_.max_batch : std::max(8, o_.num_captions);
     shape.vision_batch = o_.vision_batch;
     shape.num_captions = o_.num_captions;
     shape.io_workers = o_.io_workers;
@@ -507,10 +532,25 @@ void CaptionRun::setup() {
     std::optional<kernels::WeightFormat> cache_format;
     if (ckpt.text_store && models::is_quantized_cache_store(*ckpt.text_store))
       cache_format = models::QuantizedCacheWeightSource(ckpt.text_store).precision();
-    const PrecisionChoice choice = as_usage_error("", [&] {
-      return choose_precision(o_.precision, cache_format, ckpt.config, shape, available_memory());
-    });
+    const AvailableMemory avail = as_usage_error("", [&] { return available_memory(); });
+    const PrecisionChoice choice = as_usage_error(
+        "", [&] { return choose_precision(o_.precision, cache_format, ckpt.config, shape, avail); });
     if (!choice.fits) throw UsageError(choice.error);
+    max_batch_ = o_.max_batch;
+    if (max_batch_ == 0) {
+      max_batch_ = std::max(1, o_.num_captions);
+      for (int b = kAutoMaxBatchCap; b > max_batch_; --b) {
+        RunShape s = shape;
+        s.max_batch = b;
+        if (estimate_memory(ckpt.config, choice.precision, s).total() <= avail.bytes) {
+          max_batch_ = b;
+          break;
+        }
+      }
+      rep_.line("max batch " + std::to_string(max_batch_) + " (auto: the largest up to " +
+                std::to_string(kAutoMaxBatchCap) + " whose estimate fits " +
+                std::to_string(avail.bytes >> 20) + " MiB available, " + avail.source + ")");
+    }
     precision = choice.precision;
     precision_name_ = kernels::weight_format_name(precision);
     rep_.line("precision " + precision_name_ + " (" + choice.reason + ")");
@@ -520,8 +560,10 @@ void CaptionRun::setup() {
   ordered_json fp;
   fp["engine"] = o_.engine_version;
   as_usage_error("fingerprint", [&] {
-    fp["weights"] = directory_identity(o_.weights_dir);
-    if (ckpt.config.vision_weights_dir != ckpt.config.weights_dir)
+    // A preloaded model is named by its config's weights_dir (e.g. "synthetic:llava-llama3-8b"):
+    // its caller owns its identity.
+    fp["weights"] = preloaded ? ordered_json(ckpt.config.weights_dir) : directory_identity(o_.weights_dir);
+    if (!preloaded && ckpt.config.vision_weights_dir != ckpt.config.weights_dir)
       fp["vision_weights"] = directory_identity(ckpt.config.vision_weights_dir);
     fp["tokenizer"] = file_xxh3(tok_->path());
   });
@@ -529,6 +571,7 @@ void CaptionRun::setup() {
   fp["kv_dtype"] = o_.kv_dtype;
   fp["template"] = models::template_to_json(tmpl_);
   fp["max_new_tokens"] = o_.max_new_tokens;
+  fp["ignore_eos"] = o_.ignore_eos;
   fp["temperature"] = o_.sampling.temperature;
   fp["top_k"] = o_.sampling.top_k;
   fp["top_p"] = o_.sampling.top_p;
@@ -568,7 +611,10 @@ void CaptionRun::setup() {
   mo.precision = precision;
   mo.kv_dtype = kv_dtype;
   auto t0 = Clock::now();
-  model_ = models::LlavaModel::load(ckpt, mo);
+  if (!preloaded) {
+    owned_model_ = models::LlavaModel::load(ckpt, mo);
+    model_ = owned_model_.get();
+  }
   const auto& cfg = model_->config();
   rep_.line("model: " + std::string(models::layout_name(cfg.layout)) + ", " + precision_name_ + " weights (" +
             std::to_string(model_->weight_bytes() >> 20) + " MiB) loaded in " +
@@ -591,16 +637,18 @@ void CaptionRun::setup() {
 
   DriverOptions dopt;
   dopt.max_new_tokens = o_.max_new_tokens;
+  dopt.ignore_eos = o_.ignore_eos;
   dopt.sampling = o_.sampling;
   dopt.num_captions = o_.num_captions;
   dopt.shear = o_.shear;
   dopt.first_sentence = o_.first_sentence;
-  dopt.max_batch = o_.max_batch;
+  dopt.max_batch = max_batch_;
   dopt.vision_batch = o_.vision_batch;
   dopt.kv_cache_mb = o_.kv_cache_mb;
   dopt.kv_dtype = kv_dtype;
   dopt.threads = threads_;
   dopt.vision_thread = o_.vision_thread;
+  dopt.prefix_cache = o_.prefix_cache;
   driver_ = std::make_unique<CaptionDriver>(*model_, *tok_, tmpl_, stop_ids_, dopt, *loader_, pool_,
                                             [] { return stop_requested(); });
   const int64_t n_prompt_est = driver_->prompt_estimate();
@@ -612,7 +660,7 @@ void CaptionRun::setup() {
   const int64_t blocks = pool_->total_blocks();
   rep_.line("kv cache: " + std::to_string(blocks) + " blocks x " + std::to_string(shape.block_size) +
             " positions (" + std::to_string((static_cast<size_t>(blocks) * shape.bytes_per_block()) >> 20) +
-            " MiB, " + o_.kv_dtype + "); max batch " + std::to_string(o_.max_batch) + "; prompt " +
+            " MiB, " + o_.kv_dtype + "); max batch " + std::to_string(max_batch_) + "; prompt " +
             std::to_string(n_prompt_est) + " positions; isa " + isa_);
   mtime_ = static_cast<int64_t>(::time(nullptr));
 }
@@ -880,7 +928,7 @@ void CaptionRun::close_finished_shards() {
       extra["isa"] = isa_;
       extra["precision"] = precision_name_;
       extra["kv_dtype"] = o_.kv_dtype;
-      extra["max_batch"] = o_.max_batch;
+      extra["max_batch"] = max_batch_;
       extra["engine_version"] = o_.engine_version;
       extra["shard"] = sh.spec.name;
       extra["input"] = sh.spec.path;
@@ -940,6 +988,10 @@ ordered_json CaptionRun::summary_json() const {
   // Positions run through a prefill forward: each prompt once, however many captions
   // (--num-captions) continue from it. Shows that captions share their image's prefill.
   s["tokens_prefilled"] = driver_ ? driver_->tokens_prefilled() : 0;
+  // The shared prefix (the template before the image, whole KV blocks): its positions,
+  // computed once, and the prompt positions that were therefore not computed again.
+  s["prefix_cache"] = {{"positions", driver_ ? driver_->prefix_positions() : 0},
+                       {"positions_saved", driver_ ? driver_->prefix_positions_saved() : 0}};
   s["duration"] = el;
   s["images_per_sec"] = el > 0 ? static_cast<double>(tot_.successes) / el : 0.0;
   s["tokens_per_sec"] = el > 0 ? static_cast<double>(tot_.tokens_out) / el : 0.0;

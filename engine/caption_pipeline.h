@@ -30,7 +30,12 @@
 namespace recap::engine {
 
 struct CaptionOptions {
-  // Model
+  // Model. `model` set (with `tokenizer`): the run uses this already loaded model instead of
+  // loading weights_dir (bench's caption phase, e.g. on synthetic weights); `precision` must
+  // then name the precision it was loaded at, and the fingerprint records the model's
+  // config().weights_dir in place of the directory's content. Both outlive the run.
+  const models::LlavaModel* model = nullptr;
+  const models::Tokenizer* tokenizer = nullptr;
   std::string weights_dir;
   std::string vision_weights_dir;
   std::string vision_config_dir;
@@ -53,17 +58,25 @@ struct CaptionOptions {
   std::string template_name;  // name or file; "" = the model family's default (models::template_name_for)
   std::string prompt;         // "" = the Recap-DataComp prompt
   int max_new_tokens = 128;
+  // Every caption gets exactly max_new_tokens tokens: stop tokens do not end it (benchmarks).
+  bool ignore_eos = false;
   SamplingParams sampling;
   int num_captions = 1;
   std::string shear;  // "", "words", "tokens"
   bool first_sentence = false;
   // Resources
-  int max_batch = 8;
+  // Sequences decoding at once. 0: chosen from memory (kAutoMaxBatchCap at most): the largest
+  // batch whose memory estimate (engine/memory_plan.h: weights, KV for that many sequences,
+  // buffers) fits the memory available, once the precision is chosen; 8 for a preloaded model.
+  int max_batch = 0;
   int64_t kv_cache_mb = 0;  // 0: enough for max_batch sequences
   int vision_batch = 0;     // 0: min(max_batch, 8)
   // Encode images on a thread of their own, overlapping the decoder (with >= 2 threads);
   // false: between decode steps on the decoder's thread.
   bool vision_thread = true;
+  // Prefill the template's positions before the image once and share their KV blocks
+  // (false: --no-prefix-cache; captions are identical either way, so not in the fingerprint).
+  bool prefix_cache = true;
   int threads = 0;  // 0: auto (affinity/cgroup/OMP_NUM_THREADS/SLURM)
   int io_workers = 8;
   double http_timeout_s = 30;
@@ -92,5 +105,10 @@ struct CaptionOptions {
 // "caption: error: ..." and returns 2; other exceptions escape to the caller
 // (tools/main.cpp maps them with exit_code_for).
 int run_caption(const CaptionOptions& opts);
+
+// The largest batch --max-batch 0 picks: batched decode gains little beyond it (each step's
+// weight read is already shared by 16 sequences; docs/PERFORMANCE.md), while the KV cache and
+// every sample's latency keep growing with it.
+constexpr int kAutoMaxBatchCap = 16;
 
 }  // namespace recap::engine

@@ -13,13 +13,46 @@ Scheduler::Scheduler(const models::LlavaModel& model, KvCachePool& pool, Schedul
   if (opts_.max_new_tokens < 1) throw std::invalid_argument("max new tokens must be at least 1");
 }
 
+Scheduler::~Scheduler() {
+  if (!prefix_table_.empty()) pool_.release(prefix_table_);
+}
+
 int Scheduler::sequences_committed() const {
   return static_cast<int>(running_.size()) + pending_sequences_;
 }
 
-bool Scheduler::can_admit(int64_t n_prompt, int n_captions) const {
-  const int64_t need = pool_.blocks_needed(n_prompt, max_request_tokens(n_prompt), n_captions);
+int64_t Scheduler::blocks_for_request(int64_t n_prompt, int n_captions, bool prefix) const {
+  return pool_.blocks_needed(n_prompt, max_request_tokens(n_prompt), n_captions) -
+         (prefix ? prefix_len_ / pool_.block_size() : 0);
+}
+
+void Scheduler::set_shared_prefix(const float* embeds, int64_t n) {
+  const int64_t bs = pool_.block_size();
+  if (!idle() || prefix_len_ > 0) throw std::logic_error("set_shared_prefix: before the first request, once");
+  if (n < bs || n % bs != 0) throw std::invalid_argument("shared prefix must be whole blocks");
+  prefix_table_ = pool_.allocate(n);
+  models::SeqChunk c;
+  c.embeds = embeds;
+  c.n_tokens = n;
+  c.start_pos = 0;
+  c.block_table = prefix_table_.data();
+  c.all_logits = false;
+  logits_.resize(static_cast<size_t>(model_.config().text.vocab));
+  model_.forward({c}, pool_.views(), logits_.data());
+  prefix_len_ = n;
+}
+
+// The prefix's blocks go back to the pool; requests prefill their whole prompt from then on.
+void Scheduler::drop_shared_prefix() {
+  pool_.release(prefix_table_);
+  prefix_len_ = 0;
+}
+
+bool Scheduler::can_admit(int64_t n_prompt, int n_captions, int64_t shared_prefix) const {
+  const int64_t need = blocks_for_request(n_prompt, n_captions, uses_prefix(shared_prefix));
   if (need > pool_.total_blocks() || n_captions > opts_.max_batch) return idle();  // fails at once when alone
+  // A request that cannot fit beside the prefix's blocks gets them back when alone (admit).
+  if (need > pool_.total_blocks() - static_cast<int64_t>(prefix_table_.size())) return idle();
   if (sequences_committed() + n_captions > opts_.max_batch) return false;
   return pool_.free_blocks() - pending_blocks_ >= need;
 }
@@ -35,6 +68,15 @@ void Scheduler::admit(CaptionRequest in) {
   if (r->in.n_prompt <= 0 || static_cast<int64_t>(r->in.prompt_embeds.size()) != r->in.n_prompt * hidden) {
     r->out.error = "internal: prompt embeddings do not match the prompt length";
   } else {
+    r->uses_prefix = uses_prefix(r->in.shared_prefix) && r->in.n_prompt > prefix_len_;
+    const int64_t own = blocks_for_request(r->in.n_prompt, n, r->uses_prefix);
+    // Admitted alone yet unable to fit beside the shared prefix: the prefix gives its blocks
+    // back for good (a prompt with sample fields before the image, under a tight budget).
+    if (idle() && prefix_len_ > 0 &&
+        own > pool_.total_blocks() - static_cast<int64_t>(prefix_table_.size())) {
+      drop_shared_prefix();
+      r->uses_prefix = false;
+    }
     const int64_t need = pool_.blocks_needed(r->in.n_prompt, max_request_tokens(r->in.n_prompt), n);
     if (need > pool_.total_blocks() || n > opts_.max_batch)
       r->out.error = "prompt of " + std::to_string(r->in.n_prompt) + " tokens + " +
@@ -45,7 +87,7 @@ void Scheduler::admit(CaptionRequest in) {
   }
   if (r->out.error.empty()) {
     // Every block the request can need is reserved now; they are taken at its prefill.
-    pending_blocks_ += pool_.blocks_needed(r->in.n_prompt, max_request_tokens(r->in.n_prompt), n);
+    pending_blocks_ += blocks_for_request(r->in.n_prompt, n, r->uses_prefix);
     pending_sequences_ += n;
   }
   pending_.push_back(std::move(r));
@@ -70,8 +112,9 @@ std::vector<CaptionResult> Scheduler::step() {
       pending_.pop_front();
       continue;
     }
-    if (!prefill.empty() && prefill_tokens + r->in.n_prompt > opts_.max_prefill_tokens) break;
-    prefill_tokens += r->in.n_prompt;
+    const int64_t own = r->in.n_prompt - (r->uses_prefix ? prefix_len_ : 0);
+    if (!prefill.empty() && prefill_tokens + own > opts_.max_prefill_tokens) break;
+    prefill_tokens += own;
     prefill.push_back(r);
     pending_.pop_front();
   }
@@ -84,13 +127,18 @@ std::vector<CaptionResult> Scheduler::step() {
   for (auto& r : prefill) {
     // The reservation made at admit() becomes real blocks (seq0 now, the other captions'
     // blocks when they fork below, still in this step).
-    pending_blocks_ -=
-        pool_.blocks_needed(r->in.n_prompt, max_request_tokens(r->in.n_prompt), r->in.n_captions);
-    tables.push_back(pool_.allocate(max_request_tokens(r->in.n_prompt)));
+    pending_blocks_ -= blocks_for_request(r->in.n_prompt, r->in.n_captions, r->uses_prefix);
+    // With the shared prefix: its whole blocks are forked (shared, not copied), and only the
+    // positions after it are computed.
+    const int64_t skip = r->uses_prefix ? prefix_len_ : 0;
+    tables.push_back(skip > 0 ? pool_.fork_table(prefix_table_, skip, max_request_tokens(r->in.n_prompt))
+                              : pool_.allocate(max_request_tokens(r->in.n_prompt)));
     models::SeqChunk c;
-    c.embeds = r->in.prompt_embeds.data();
-    c.n_tokens = r->in.n_prompt;
-    c.start_pos = 0;
+    c.embeds = r->in.prompt_embeds.data() + static_cast<size_t>(skip * model_.config().text.hidden);
+    c.n_tokens = r->in.n_prompt - skip;
+    c.start_pos = skip;
+    tokens_prefilled_ += r->in.n_prompt;
+    prefix_saved_ += skip;
     c.block_table = tables.back().data();
     c.all_logits = false;
     chunks.push_back(c);
@@ -110,7 +158,6 @@ std::vector<CaptionResult> Scheduler::step() {
   double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   const double total_tokens = static_cast<double>(prefill_tokens + static_cast<int64_t>(running_.size()));
   const double ms_per_token = total_tokens > 0 ? ms / total_tokens : 0;
-  tokens_prefilled_ += prefill_tokens;
 
   // Decode rows first (their order in `chunks` follows the prefill rows).
   const size_t n_pre = prefill.size();
@@ -137,7 +184,8 @@ std::vector<CaptionResult> Scheduler::step() {
     auto& r = prefill[i];
     const int n = r->in.n_captions;
     pending_sequences_ -= n;
-    r->out.prefill_ms = ms_per_token * static_cast<double>(r->in.n_prompt);
+    r->out.prefill_ms =
+        ms_per_token * static_cast<double>(r->in.n_prompt - (r->uses_prefix ? prefix_len_ : 0));
     r->out.tokens.assign(static_cast<size_t>(n), {});
     r->out.stop_reason.assign(static_cast<size_t>(n), "");
     r->open = n;

@@ -15,7 +15,7 @@ namespace recap::cli {
 namespace {
 
 CommandRegistrar reg_bench(
-    "bench", "Benchmark preprocessing, vision tower, prefill, decode and images/hour",
+    "bench", "Benchmark preprocessing, vision tower, prefill, decode, a real caption run and images/hour",
     [](CLI::App* sub) -> std::function<int()> {
       auto o = std::make_shared<engine::BenchOptions>();
       auto json_out = std::make_shared<bool>(false);
@@ -37,6 +37,13 @@ CommandRegistrar reg_bench(
       sub->add_option("--decode-steps", o->decode_steps,
                       "timed decode steps per batch size (0: min(new-tokens, 16))")
           ->capture_default_str();
+      sub->add_option(
+             "--caption-images", o->caption_images,
+             "images of the end-to-end caption phase (the real caption job, --ignore-eos; 0 skips it)")
+          ->capture_default_str();
+      sub->add_option("--tokenizer", o->tokenizer_path,
+                      "tokenizer.json for the caption phase (default WEIGHTS/tokenizer.json; required with "
+                      "--synthetic)");
       sub->add_option("--threads", o->threads, "compute threads (0: affinity/cgroup/OMP_NUM_THREADS)");
       sub->add_option("--seed", o->seed, "seed of weights, image and prompt")->capture_default_str();
       sub->add_flag("--json", *json_out, "print the report as JSON");

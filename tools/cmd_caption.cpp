@@ -50,15 +50,20 @@ CommandRegistrar reg_caption(
                       "not fit), f32, bf16, int8, int4")
           ->capture_default_str();
       sub->add_option("--kv-dtype", o.kv_dtype, "KV cache dtype: f32, bf16, f16")->capture_default_str();
-      sub->add_option("--max-batch", o.max_batch, "sequences decoded together")->capture_default_str();
+      sub->add_option("--max-batch", o.max_batch,
+                      "sequences decoded together (default 0: as many as memory holds, at most 16)");
       sub->add_option("--kv-cache-mb", o.kv_cache_mb,
                       "KV cache budget in MiB (default: enough for --max-batch)");
       sub->add_option("--vision-batch", o.vision_batch,
                       "images per vision tower batch (default: min(max-batch, 8))");
       sub->add_flag("--no-vision-thread{false}", o.vision_thread,
                     "encode images between decode steps instead of on a thread of their own");
+      sub->add_flag("--no-prefix-cache{false}", o.prefix_cache,
+                    "prefill the template before the image for every sample instead of once (same captions)");
       sub->add_option("--max-new-tokens", o.max_new_tokens, "caption length limit in tokens")
           ->capture_default_str();
+      sub->add_flag("--ignore-eos", o.ignore_eos,
+                    "stop tokens do not end a caption: exactly --max-new-tokens tokens each (benchmarks)");
       sub->add_option("--template", o.template_name,
                       "chat template: a built-in name or a file (default llava-llama3)");
       sub->add_option("--prompt", o.prompt, "instruction text (default: the Recap-DataComp-1B prompt)");

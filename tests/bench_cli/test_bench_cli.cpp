@@ -20,6 +20,7 @@ namespace fs = std::filesystem;
 const std::string kTiny = std::string(RECAP_TEST_DATA) + "/tiny";
 const std::string kModel = kTiny + "/llava_orig_with_vt_fp32";
 const std::string kBin = RECAP_BIN;
+const std::string kTokenizer = std::string(RECAP_SOURCE_DIR) + "/examples/demo/tokenizer.json";
 const std::string kImageIds = "1,106,818,574,937,-200,602,948,74,672,642,119,426,988,817,509";
 
 struct CmdResult {
@@ -46,7 +47,8 @@ std::string tmp(const std::string& name) {
 TEST(BenchCli, JsonReportOnTinyModel) {
   CmdResult r =
       run(kBin + " bench --weights " + kModel +
-              " --precision int8 --quick --json --max-batch 3 --new-tokens 5 --prompt-tokens 6 --images 1",
+              " --precision int8 --quick --json --max-batch 3 --new-tokens 5 --prompt-tokens 6 --images 1"
+              " --caption-images 0",
           /*with_stderr=*/false);
   ASSERT_EQ(r.status, 0) << r.output;
   nlohmann::json j = nlohmann::json::parse(r.output);
@@ -82,11 +84,14 @@ TEST(BenchCli, JsonReportOnTinyModel) {
 }
 
 TEST(BenchCli, MarkdownTable) {
-  CmdResult r = run(
-      kBin + " bench --weights " + kModel + " --precision f32 --quick --max-batch 2 --new-tokens 3", false);
+  CmdResult r = run(kBin + " bench --weights " + kModel + " --tokenizer " + kTokenizer +
+                        " --precision f32 --quick --max-batch 2 --new-tokens 3 --caption-images 2",
+                    false);
   ASSERT_EQ(r.status, 0) << r.output;
-  for (const char* s : {"| test | value |", "| prefill pp", "| decode tg batch 1 |",
-                        "| decode tg batch 2 (aggregate) |", "images/hour", "peak RSS"})
+  for (const char* s :
+       {"| test | value |", "| prefill pp", "| decode tg batch 1 |", "| decode tg batch 2 (aggregate) |",
+        "images/hour", "peak RSS", "| caption run, 2 images, 3 new tokens, max batch 2 |",
+        "| limit: the same work at the machine's peaks |", "caption run: 2 images in "})
     EXPECT_NE(r.output.find(s), std::string::npos) << s << "\n" << r.output;
 }
 
@@ -102,6 +107,51 @@ TEST(BenchCli, UsageErrors) {
   r = run(kBin + " bench --weights /nonexistent/dir");
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_NE(r.output.find("/nonexistent/dir"), std::string::npos) << r.output;
+}
+
+// The caption phase runs the real caption job on the loaded model: every image captioned with
+// exactly --new-tokens tokens (--ignore-eos), beside the limit of the same work at the peaks.
+TEST(BenchCli, CaptionPhaseOnTinyModel) {
+  CmdResult r = run(kBin + " bench --weights " + kModel + " --tokenizer " + kTokenizer +
+                        " --precision int8 --quick --json --max-batch 2 --new-tokens 7 --caption-images 3",
+                    /*with_stderr=*/false);
+  ASSERT_EQ(r.status, 0) << r.output;
+  nlohmann::json j = nlohmann::json::parse(r.output);
+  const auto& d = j["detail"];
+  ASSERT_TRUE(d.contains("caption_run")) << d.dump(2);
+  const auto& c = d["caption_run"];
+  EXPECT_EQ(c["images"].get<int64_t>(), 3);
+  EXPECT_EQ(c["new_tokens"].get<int64_t>(), 3 * 7);
+  EXPECT_EQ(c["max_batch"].get<int>(), 2);
+  for (const char* k : {"images_per_hour", "frac_of_limit", "seconds"})
+    EXPECT_GT(c[k].get<double>(), 0.0) << k;
+  EXPECT_GT(d["limit_images_per_hour"].get<double>(), 0.0);
+  // frac_of_limit is what it says: the measured rate over the limit.
+  EXPECT_DOUBLE_EQ(c["frac_of_limit"].get<double>(),
+                   c["images_per_hour"].get<double>() / d["limit_images_per_hour"].get<double>());
+  // The limit is the sum of its stated parts.
+  const auto& lim = d["limit"];
+  EXPECT_NEAR(lim["seconds_per_image"].get<double>(),
+              lim["prefill_s"].get<double>() + lim["tower_s"].get<double>() + lim["decode_s"].get<double>(),
+              1e-9 * lim["seconds_per_image"].get<double>());
+  EXPECT_NEAR(d["limit_images_per_hour"].get<double>(), 3600 / lim["seconds_per_image"].get<double>(),
+              1e-9 * d["limit_images_per_hour"].get<double>());
+  // The prompt went through the template: the image's positions plus its text.
+  EXPECT_GT(c["prompt_positions"].get<double>(),
+            static_cast<double>(j["shapes"]["image_tokens"].get<int64_t>()));
+}
+
+TEST(BenchCli, CaptionPhaseNeedsATokenizer) {
+  // The tiny checkpoint ships no tokenizer.json: refused before anything is measured.
+  CmdResult r = run(kBin + " bench --weights " + kModel + " --quick --caption-images 2");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("no tokenizer.json in the weights directory " + kModel), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("--caption-images 0 skips that phase"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("[bench] measuring"), std::string::npos) << r.output;
+  r = run(kBin + " bench --synthetic llava-llama3-8b --quick");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("--synthetic needs --tokenizer"), std::string::npos) << r.output;
 }
 
 // Every tensor of a's trace equals b's, byte for byte.
@@ -186,7 +236,7 @@ void quantize_and_compare(const std::string& precision) {
   EXPECT_NE(d.output.find("already a quantized cache"), std::string::npos) << d.output;
   // bench reads the cache too.
   CmdResult e = run(kBin + " bench --weights " + cache + " --precision " + precision +
-                        " --quick --json --max-batch 2 --new-tokens 2",
+                        " --quick --json --max-batch 2 --new-tokens 2 --caption-images 0",
                     false);
   EXPECT_EQ(e.status, 0) << e.output;
 

@@ -1032,3 +1032,180 @@ TEST(CaptionCli, NumCaptionsPrefillsEachImageOnce) {
   // ...while three captions (identical when greedy) were generated from each.
   EXPECT_EQ(s3["tokens_out"].get<int64_t>(), 3 * s1["tokens_out"].get<int64_t>());
 }
+
+namespace {
+std::vector<json> sidecar_records(const std::string& out) {
+  auto side = read_jsonl(out + "/00000.jsonl");
+  std::sort(side.begin(), side.end(), [](const json& a, const json& b) {
+    return a["key"].get<std::string>() < b["key"].get<std::string>();
+  });
+  return side;
+}
+}  // namespace
+
+// --ignore-eos: every caption gets exactly --max-new-tokens tokens, where without it the tiny
+// model stops on a stop token for some samples (greedy, it never does: sampled at temperature
+// 1 with seed 7, 2 of these 8 samples stop, after 42 and 3 tokens); the flag is part of the
+// fingerprint.
+TEST(CaptionCli, IgnoreEosGivesExactlyMaxNewTokens) {
+  auto dir = make_temp_dir("cap_ignore_eos");
+  auto list = write_list(dir, 8);
+  const int kMax = 300;
+  const std::vector<std::string> gen{
+      "--max-new-tokens", std::to_string(kMax), "--max-batch", "4", "--temperature", "1", "--seed", "7"};
+  auto with = [&](std::vector<std::string> a) {
+    a.insert(a.end(), gen.begin(), gen.end());
+    return caption(a);
+  };
+  auto plain = with({"--list", list, "--out", dir + "/plain"});
+  ASSERT_EQ(plain.rc, 0) << plain.out;
+  int stopped_early = 0;
+  for (auto& j : sidecar_records(dir + "/plain")) {
+    ASSERT_EQ(j["status"], "success") << j.dump();
+    if (j["stop_reason"] == "stop_token") {
+      EXPECT_LT(j["tokens_out"].get<int>(), kMax) << j.dump();
+      ++stopped_early;
+    }
+  }
+  ASSERT_GT(stopped_early, 0) << "the tiny model no longer stops early; the test below proves nothing";
+
+  auto forced =
+      with({"--list", list, "--out", dir + "/forced", "--ignore-eos", "--stats-json", dir + "/forced.json"});
+  ASSERT_EQ(forced.rc, 0) << forced.out;
+  auto recs = sidecar_records(dir + "/forced");
+  ASSERT_EQ(recs.size(), 8u);
+  for (auto& j : recs) {
+    EXPECT_EQ(j["status"], "success") << j.dump();
+    EXPECT_EQ(j["tokens_out"].get<int>(), kMax) << j.dump();
+    EXPECT_EQ(j["stop_reason"], "max_new_tokens") << j.dump();
+  }
+  EXPECT_EQ(read_json(dir + "/forced.json")["tokens_out"].get<int>(), 8 * kMax);
+  // Samples that ran to the limit anyway have the same caption both ways (the same draws).
+  auto plain_recs = sidecar_records(dir + "/plain");
+  for (size_t i = 0; i < recs.size(); ++i) {
+    if (plain_recs[i]["stop_reason"] == "max_new_tokens") {
+      EXPECT_EQ(recs[i]["re_caption"], plain_recs[i]["re_caption"]) << recs[i]["key"];
+    }
+  }
+
+  // A rerun into the same --out without the flag refuses, naming the setting.
+  const std::string stats_before = io::read_file(dir + "/forced/00000_stats.json");
+  auto rerun = with({"--list", list, "--out", dir + "/forced"});
+  EXPECT_EQ(rerun.rc, 2) << rerun.out;
+  EXPECT_NE(rerun.out.find("ignore_eos was true, now false"), std::string::npos) << rerun.out;
+  EXPECT_EQ(io::read_file(dir + "/forced/00000_stats.json"), stats_before);
+}
+
+namespace {
+// Every member of a shard's tar and every sidecar record, with the timings (which differ run
+// to run) taken out of the JSON ones; keyed by member name / key (list shards are written in
+// completion order).
+std::map<std::string, std::string> outputs_without_timings(const std::string& out) {
+  std::map<std::string, std::string> m;
+  for (auto& [name, data] : read_tar(out + "/00000.tar")) {
+    if (name.size() > 5 && name.compare(name.size() - 5, 5, ".json") == 0) {
+      json j = json::parse(data);
+      EXPECT_TRUE(j.contains("timings_ms")) << name;
+      j.erase("timings_ms");
+      m["tar:" + name] = j.dump();
+    } else {
+      m["tar:" + name] = data;
+    }
+  }
+  for (auto& j : read_jsonl(out + "/00000.jsonl")) {
+    json r = j;
+    r.erase("timings_ms");
+    m["jsonl:" + j["key"].get<std::string>()] = r.dump();
+  }
+  return m;
+}
+}  // namespace
+
+// The shared-prefix KV cache (the template before the image prefilled once, its whole blocks
+// forked into every sample) gives exactly the outputs of prefilling every prompt in full.
+TEST(CaptionCli, SharedPrefixCacheIsBitIdentical) {
+  auto dir = make_temp_dir("cap_prefix");
+  auto list = write_list(dir, 7);
+  struct Case {
+    std::string name;
+    std::vector<std::string> flags;
+    size_t tar_members_per_sample = 3;  // image, .txt, .json (+ .1.txt with 2 captions)
+  };
+  const std::vector<Case> cases{
+      {"f32", {"--precision", "f32", "--max-batch", "3"}},
+      {"int8_bf16kv", {"--precision", "int8", "--kv-dtype", "bf16", "--max-batch", "4", "--threads", "2"}},
+      // Several sampled captions per image fork the forked prefix again; a prompt with a
+      // sample field after the image still shares the part before it.
+      {"sampled",
+       {"--num-captions", "2", "--temperature", "1", "--seed", "3", "--max-batch", "4", "--prompt",
+        "Describe this image; it was captioned: {original_caption}"},
+       4},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    std::vector<std::string> a{"--list", list, "--max-new-tokens", "30"};
+    a.insert(a.end(), c.flags.begin(), c.flags.end());
+    auto shared = a, full = a;
+    shared.insert(shared.end(), {"--out", dir + "/" + c.name + "_shared", "--stats-json", dir + "/s.json"});
+    full.insert(full.end(), {"--out", dir + "/" + c.name + "_full", "--no-prefix-cache", "--stats-json",
+                             dir + "/f.json"});
+    auto rs = caption(shared);
+    ASSERT_EQ(rs.rc, 0) << rs.out;
+    auto rf = caption(full);
+    ASSERT_EQ(rf.rc, 0) << rf.out;
+    const json ss = read_json(dir + "/s.json"), fs = read_json(dir + "/f.json");
+    EXPECT_EQ(ss["successes"], 7);
+    // The prefix exists (whole 16-position blocks of the template before the image) and
+    // every sample used it; without the cache nothing is shared.
+    const int64_t prefix = ss["prefix_cache"]["positions"].get<int64_t>();
+    EXPECT_GE(prefix, 16);
+    EXPECT_EQ(prefix % 16, 0);
+    EXPECT_EQ(ss["prefix_cache"]["positions_saved"].get<int64_t>(), 7 * prefix);
+    EXPECT_EQ(fs["prefix_cache"]["positions"], 0);
+    EXPECT_EQ(fs["prefix_cache"]["positions_saved"], 0);
+    EXPECT_EQ(ss["tokens_prefilled"], fs["tokens_prefilled"]);
+    // Same fingerprint: the cache must not (and does not) change outputs.
+    EXPECT_EQ(ss["fingerprint"], fs["fingerprint"]);
+    auto a_out = outputs_without_timings(dir + "/" + c.name + "_shared");
+    auto b_out = outputs_without_timings(dir + "/" + c.name + "_full");
+    EXPECT_EQ(a_out.size(), 7 * c.tar_members_per_sample + 7);
+    EXPECT_EQ(a_out, b_out);
+  }
+}
+
+// --max-batch defaults to 0: the largest batch (up to 16) whose memory estimate fits what is
+// available, after the precision is chosen. The tiny model with 2000-token captions needs
+// 108 MiB at batch 8 (98 MiB of it fixed buffers) and about 1 MiB per further sequence.
+TEST(CaptionCli, DefaultMaxBatchFromMemory) {
+  auto dir = make_temp_dir("cap_auto_batch");
+  auto list = write_list(dir, 2);
+  auto with_memory = [&](const std::string& mb, const std::string& out) {
+    std::vector<std::string> a{"env", "RECAP_MEMORY_AVAILABLE_MB=" + mb};
+    auto c = caption_args({"--list", list, "--out", dir + "/" + out, "--max-new-tokens", "2000"});
+    a.insert(a.end(), c.begin(), c.end());
+    return run_cmd(a);
+  };
+  auto mid = with_memory("115", "mid");
+  ASSERT_EQ(mid.rc, 0) << mid.out;
+  EXPECT_NE(mid.out.find("max batch 14 (auto: the largest up to 16 whose estimate fits 115 MiB available, "
+                         "RECAP_MEMORY_AVAILABLE_MB)"),
+            std::string::npos)
+      << mid.out;
+  EXPECT_EQ(read_json(dir + "/mid/00000_stats.json")["max_batch"], 14);
+  auto big = with_memory("4096", "big");
+  ASSERT_EQ(big.rc, 0) << big.out;
+  EXPECT_EQ(read_json(dir + "/big/00000_stats.json")["max_batch"], 16);
+  // Not enough for the batch of 8 the precision is chosen at: refused before loading.
+  auto small = with_memory("100", "small");
+  EXPECT_EQ(small.rc, 2) << small.out;
+  EXPECT_NE(small.out.find("caption: error: not enough memory for precision f32"), std::string::npos)
+      << small.out;
+  // The same captions whatever the batch.
+  EXPECT_EQ(read_tar(dir + "/mid/00000.tar").size(), 6u);
+  auto big_tar = read_tar(dir + "/big/00000.tar");
+  for (auto& [name, data] : read_tar(dir + "/mid/00000.tar")) {
+    if (name.size() > 4 && name.compare(name.size() - 4, 4, ".txt") == 0) {
+      EXPECT_EQ(data, big_tar[name]) << name;
+    }
+  }
+}
