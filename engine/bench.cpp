@@ -18,8 +18,8 @@
 #include <stdexcept>
 #include <vector>
 
-#include "engine/errors.h"
 #include "engine/caption_pipeline.h"
+#include "engine/errors.h"
 #include "engine/kv_cache.h"
 #include "engine/sampler.h"
 #include "engine/threads.h"
@@ -29,8 +29,8 @@
 #include "kernels/machine_limits.h"
 #include "models/llava.h"
 #include "models/preprocess.h"
-#include "models/weight_names.h"
 #include "models/tokenizer.h"
+#include "models/weight_names.h"
 #include "models/weight_source.h"
 
 namespace recap::engine {
@@ -258,8 +258,7 @@ json run_bench(const BenchOptions& o) {
   if (o.images < 1) throw UsageError("--images must be >= 1");
   const WeightFormat format =
       as_usage_error("--precision", [&] { return kernels::parse_weight_format(o.precision); });
-  const kernels::KvDType kv_dtype =
-      as_usage_error("--kv-dtype", [&] { return parse_kv_dtype(o.kv_dtype); });
+  const kernels::KvDType kv_dtype = as_usage_error("--kv-dtype", [&] { return parse_kv_dtype(o.kv_dtype); });
   models::Checkpoint ck;
   if (o.synthetic.empty()) {
     models::LoadOptions lo;
@@ -281,12 +280,14 @@ json run_bench(const BenchOptions& o) {
   // usage error, not a failure after minutes of benchmarking.
   std::unique_ptr<models::Tokenizer> tokenizer;
   if (o.caption_images > 0) {
-    const models::ModelConfig tok_cfg = o.synthetic.empty() ? ck.config : synthetic_preset_config(o.synthetic);
+    const models::ModelConfig tok_cfg =
+        o.synthetic.empty() ? ck.config : synthetic_preset_config(o.synthetic);
     try {
       tokenizer = std::make_unique<models::Tokenizer>(
           models::open_tokenizer(tok_cfg, models::find_tokenizer(o.weights_dir, o.tokenizer_path)));
     } catch (const std::exception& e) {
-      throw UsageError(std::string(e.what()) + " (the caption phase needs it; --caption-images 0 skips that phase)");
+      throw UsageError(std::string(e.what()) +
+                       " (the caption phase needs it; --caption-images 0 skips that phase)");
     }
   }
 

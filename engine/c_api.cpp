@@ -462,7 +462,8 @@ recap_caption_params checked_params(const recap_caption_params* params) {
 // Template by name or file, with the call's errors told apart: an unknown name is an invalid
 // argument, a missing file an I/O error, a file that does not parse a FORMAT error. NULL or
 // "" is the model family's default (applied by engine::resolve_caption_template).
-models::ChatTemplate checked_template(const models::ModelConfig& cfg, const char* name_or_null, const char* prompt) {
+models::ChatTemplate checked_template(const models::ModelConfig& cfg, const char* name_or_null,
+                                      const char* prompt) {
   const std::string name = name_or_null ? name_or_null : "";
   const auto names = models::builtin_template_names();
   const bool builtin = name.empty() || std::find(names.begin(), names.end(), name) != names.end();

@@ -25,9 +25,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/sampler.h"
 #include "engine/errors.h"
 #include "engine/kv_cache.h"
+#include "engine/sampler.h"
 #include "io/image.h"
 #include "io/safetensors.h"
 #include "kernels/gemm.h"

@@ -120,16 +120,22 @@ TEST(ExitCodesBench, MalformedConfigIsTwo) {
 }
 
 TEST(ExitCodesBench, ReportThatCannotBeWrittenIsOne) {
-  const Outcome o = run({kBin, "bench", "--weights", kModel, "--quick", "--json", "--max-batch", "1",
-                         "--new-tokens", "1", "--prompt-tokens", "1", "--images", "1", "--threads", "1"},
-                        "/dev/full");
+  // --caption-images 0 keeps the report under stdio's buffer, so the failure shows at the final
+  // flush with its errno; a longer report fails mid-run and main only learns "write error"
+  // (exit 1 all the same).
+  const Outcome o =
+      run({kBin, "bench", "--weights", kModel, "--quick", "--json", "--max-batch", "1", "--new-tokens", "1",
+           "--prompt-tokens", "1", "--images", "1", "--caption-images", "0", "--threads", "1"},
+          "/dev/full");
   expect_error(o, 1, "bench", "writing the standard output: No space left on device");
 }
 
 TEST(ExitCodesBench, SignalDuringTheRunIsSeventyFive) {
   TempDir t;
-  Background job({kBin, "bench", "--synthetic", "llava-llama3-8b", "--quick", "--threads", "1"},
-                 t.path + "/log");
+  // --caption-images 0: the synthetic model has no tokenizer, and the phase is not what is tested.
+  Background job(
+      {kBin, "bench", "--synthetic", "llava-llama3-8b", "--quick", "--caption-images", "0", "--threads", "1"},
+      t.path + "/log");
   ASSERT_GT(job.pid, 0);
   ASSERT_TRUE(job.wait_for("measuring machine limits")) << job.text();
   EXPECT_EQ(job.signal_and_wait(SIGTERM), 75) << job.text();
@@ -400,10 +406,11 @@ std::vector<std::string> caption(const std::string& weights, const std::string& 
 TEST(ExitCodesCaption, UsageMissingWeightsAndMalformedConfigAreTwo) {
   TempDir t;
   auto a = caption(kModel, t.path);
-  a.insert(a.end(), {"--max-batch", "0"});
+  a.insert(a.end(), {"--max-batch", "-1"});  // 0 is "chosen from memory"
   Outcome o = run(a);
   EXPECT_EQ(o.rc, 2) << o.err;
-  EXPECT_NE(o.err.find("--max-batch must be at least 1"), std::string::npos) << o.err;
+  EXPECT_NE(o.err.find("--max-batch must be at least 1 (or 0: chosen from memory)"), std::string::npos)
+      << o.err;
   const std::string missing = t.path + "/no_such_model";
   o = run(caption(missing, t.path));
   EXPECT_EQ(o.rc, 2) << o.err;
