@@ -156,6 +156,7 @@ bool ustar_split(const std::string& full, std::string* prefix, std::string* name
 
 std::string tar_member_bytes(const std::string& name, std::string_view data, int64_t mtime) {
   if (name.empty()) throw TarError("tar member with an empty name");
+  if (name.find('\0') != std::string::npos) throw TarError("tar member name with a NUL byte");
   std::string out;
   std::string prefix, short_name;
   bool ascii = true;
@@ -495,6 +496,11 @@ bool TarReader::next_entry(TarEntry* out) {
     // it); only a corrupt or hostile archive has one.
     if (e.regular && e.name.empty())
       throw TarError(where(e.offset) + ": regular member with an empty name (corrupt tar)");
+    // A pax path or GNU long name can carry a NUL byte; no file system name can, and a ustar
+    // header would cut the name there when the member is written back.
+    if (e.regular && e.name.find('\0') != std::string::npos)
+      throw TarError(where(e.offset) + ": member name '" + e.name.substr(0, e.name.find('\0')) +
+                     "...' contains a NUL byte (corrupt tar)");
     // Links and directories carry no data whatever their size field says.
     e.size = (type == '1' || type == '2' || type == '5') ? 0 : size;
     // A size beyond the file is reported when the data is read or skipped, not here: the

@@ -303,6 +303,12 @@ TEST(TarHostile, RegularMemberWithAnEmptyNameIsAnError) {
   b = read_all_bounded(dir + "/emptypax.tar");
   EXPECT_EQ(b.rc, 3) << b.message;
   EXPECT_EQ(b.message, dir + "/emptypax.tar: offset 0: regular member with an empty name (corrupt tar)");
+  // A pax path with a NUL inside (fuzz_tar, long run): the writer would cut it there.
+  atomic_write(dir + "/nulpax.tar", pax_then_member(std::string("14 path=ab\0cd\n", 14)));
+  b = read_all_bounded(dir + "/nulpax.tar");
+  EXPECT_EQ(b.rc, 3) << b.message;
+  EXPECT_EQ(b.message, dir + "/nulpax.tar: offset 0: member name 'ab...' contains a NUL byte (corrupt tar)");
+  EXPECT_THROW(tar_member_bytes(std::string("ab\0cd", 5), "x", 0), TarError);
 }
 
 TEST(TarHostile, TruncatedMemberNamesFileAndOffset) {
