@@ -65,7 +65,8 @@ CommandRegistrar reg_caption(
       sub->add_flag("--ignore-eos", o.ignore_eos,
                     "stop tokens do not end a caption: exactly --max-new-tokens tokens each (benchmarks)");
       sub->add_option("--template", o.template_name,
-                      "chat template: a built-in name or a file (default llava-llama3)");
+                      "chat template: a built-in name or a file (default: the model family's, llava-llama3 "
+                      "for LLaVA-LLaMA-3)");
       sub->add_option("--prompt", o.prompt, "instruction text (default: the Recap-DataComp-1B prompt)");
       sub->add_option("--temperature", f->temperature, "0 = greedy")->capture_default_str();
       sub->add_option("--top-k", f->top_k, "sample from the k most likely tokens (0 = off)")

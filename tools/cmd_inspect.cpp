@@ -294,6 +294,9 @@ int run_inspect(const std::string& weights, const std::string& vision_weights,
     j["weights_dir"] = c.weights_dir;
     j["layout"] = models::layout_name(c.layout);
     j["architecture"] = c.architecture;
+    j["family"] = {{"name", models::family_spec(c.family).name},
+                   {"tokenizer", models::tokenizer_kind_name(c.tokenizer_kind)},
+                   {"default_template", c.default_template}};
     j["has_vision"] = c.has_vision;
     j["has_text"] = c.has_text;
     j["torch_dtype"] = c.text_dtype;
@@ -346,6 +349,9 @@ int run_inspect(const std::string& weights, const std::string& vision_weights,
   } else {
     std::printf("weights:        %s\n", c.weights_dir.c_str());
     std::printf("layout:         %s (%s)\n", models::layout_name(c.layout), c.architecture.c_str());
+    std::printf("family:         %s (tokenizer %s, default template %s)\n",
+                models::family_spec(c.family).name, models::tokenizer_kind_name(c.tokenizer_kind),
+                c.default_template.empty() ? "none" : c.default_template.c_str());
     if (!c.text_dtype.empty()) std::printf("torch_dtype:    %s\n", c.text_dtype.c_str());
     if (is_cache)
       std::printf("quantized:      %s cache, %lld packed matrices (params below are logical n x k)\n",

@@ -288,7 +288,8 @@ const CommandRegistrar kTrace(
       sub->add_option("--tokenizer", a->tokenizer, "tokenizer.json (default: <weights>/tokenizer.json)");
       sub->add_option("--prompt", a->prompt, "prompt text, put through the chat template");
       sub->add_option("--input-ids", a->input_ids, "comma-separated prompt ids; -200 marks the image");
-      sub->add_option("--template", a->template_name, "chat template name (default llava-llama3)");
+      sub->add_option("--template", a->template_name,
+                      "chat template name (default: the model family's, llava-llama3 for LLaVA-LLaMA-3)");
       sub->add_option("--max-new-tokens", a->max_new_tokens, "greedy tokens to generate")
           ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
       sub->add_flag("--no-stop", a->no_stop, "do not stop at the generation eos ids");

@@ -112,8 +112,9 @@ typedef struct recap_caption_params {
   size_t struct_size;        /* sizeof(recap_caption_params) as the caller was compiled: set by
                                 recap_caption_default_params(); any other value is refused
                                 (RECAP_ERR_INVALID_ARGUMENT) */
-  const char* template_name; /* NULL: "llava-llama3"; or "llama3-plain", "llava-next-llama3", or a
-                                template file (see docs/CAPTION.md) */
+  const char* template_name; /* NULL: the model family's default ("llava-llama3" for LLaVA-LLaMA-3);
+                                or "llama3-plain", "llava-next-llama3", or a template file
+                                (see docs/CAPTION.md) */
   const char* prompt;        /* NULL: the template's prompt (the Recap-DataComp detailed-caption one) */
   int max_new_tokens;        /* default 128 (>= 1) */
   float temperature;         /* 0 = greedy (default); > 0 samples */

@@ -60,6 +60,13 @@ TEST_P(InspectLayout, TextReport) {
   ASSERT_EQ(r.code, 0) << r.err << r.out;
   EXPECT_EQ(r.err, "");
   EXPECT_NE(r.out.find(std::string("layout:         ") + c.layout), std::string::npos) << r.out;
+  // The family seam (models/family.h): a bare CLIP tower has no tokenizer and no template.
+  EXPECT_NE(
+      r.out.find(c.has_text
+                     ? "family:         llava-llama3 (tokenizer llama3-bpe, default template llava-llama3)\n"
+                     : "family:         clip-vision (tokenizer none, default template none)\n"),
+      std::string::npos)
+      << r.out;
   EXPECT_NE(r.out.find(std::string(c.dtype) + " x 37 tensors"), std::string::npos) << r.out;  // vision tower
   EXPECT_NE(r.out.find("hidden 64, intermediate 256, layers 2"), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("projector:") != std::string::npos, c.has_text) << r.out;
@@ -74,6 +81,9 @@ TEST_P(InspectLayout, JsonReport) {
   RunResult r = run_inspect("--weights " + quote(tiny(c.dir)) + " --json");
   ASSERT_EQ(r.code, 0) << r.err;
   json j = json::parse(r.out);
+  EXPECT_EQ(j["family"]["name"], c.has_text ? "llava-llama3" : "clip-vision");
+  EXPECT_EQ(j["family"]["tokenizer"], c.has_text ? "llama3-bpe" : "none");
+  EXPECT_EQ(j["family"]["default_template"], c.has_text ? "llava-llama3" : "");
   json meta = read_json(tiny("golden_meta.json"));
   const json& sizes = meta["sizes"];
   EXPECT_EQ(j["layout"], c.layout);
