@@ -20,6 +20,7 @@
 
 #include "engine/caption_driver.h"
 #include "engine/errors.h"
+#include "engine/failpoints.h"
 #include "engine/kv_cache.h"
 #include "engine/loader.h"
 #include "engine/threads.h"
@@ -243,6 +244,9 @@ recap_status recap_model_load(const recap_model_params* params, recap_model** mo
     if (!model) throw ApiError{RECAP_ERR_INVALID_ARGUMENT, "recap_model_load: model is NULL"};
     if (!params->weights_dir || !*params->weights_dir)
       throw ApiError{RECAP_ERR_INVALID_ARGUMENT, "recap_model_load: weights_dir is not set"};
+    // Test-only fault injection: a malformed RECAP_FAILPOINTS is refused by the first call that
+    // does work (RECAP_ERR_INVALID_ARGUMENT naming the variable), not at a later tower batch.
+    engine::check_failpoints();
     kernels::WeightFormat precision;
     // Read the enums as their underlying integers: a caller may pass any int, and loading an
     // out-of-range value through the enum type is undefined behaviour.

@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "engine/errors.h"
+#include "engine/failpoints.h"
 #include "engine/threads.h"
 
 namespace recap::engine {
@@ -316,6 +317,7 @@ void CaptionDriver::encode_ready(const RecordSink& sink) {
     b.features.resize(b.tags.size() * static_cast<size_t>(cfg.vision.num_patches() * cfg.text.hidden));
     auto t0 = Clock::now();
     try {  // as on the tower's thread: a failed batch fails its samples, the rest go on
+      failpoint_vision_tower_batch();  // tests: RECAP_FAILPOINTS=vision_tower_batch:N
       model_.encode_images(b.pixels.data(), static_cast<int64_t>(b.tags.size()), b.features.data());
     } catch (const std::exception& e) {
       b.error = e.what();

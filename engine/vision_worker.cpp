@@ -3,6 +3,7 @@
 #include <chrono>
 #include <exception>
 
+#include "engine/failpoints.h"
 #include "engine/threads.h"
 
 namespace recap::engine {
@@ -65,6 +66,7 @@ void VisionWorker::loop() {
       apply_threads(b.threads);  // this thread's OpenMP team size (a per-thread setting)
       b.features.assign(static_cast<size_t>(n * cfg.vision.num_patches() * cfg.text.hidden), 0.0f);
       const auto t0 = std::chrono::steady_clock::now();
+      failpoint_vision_tower_batch();  // tests: RECAP_FAILPOINTS=vision_tower_batch:N
       model_.encode_images(b.pixels.data(), n, b.features.data());
       b.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     } catch (const std::exception& e) {

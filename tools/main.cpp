@@ -8,6 +8,7 @@
 #include <string>
 
 #include "engine/errors.h"
+#include "engine/failpoints.h"
 #include "tools/cli.h"
 
 namespace recap::cli {
@@ -23,6 +24,7 @@ namespace {
 int run_subcommand(const std::string& name, const std::function<int()>& run) {
   int status = exit_status(ExitCode::kRuntime);
   try {
+    engine::check_failpoints();  // a malformed RECAP_FAILPOINTS (test-only) is a usage error: exit 2
     status = run();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "recap-engine %s: error: %s\n", name.c_str(), e.what());
