@@ -385,7 +385,12 @@ void CaptionDriver::pump(const RecordSink& sink) {
       // The decoder gets the threads the tower is not using.
       apply_threads(std::max(1, o_.threads - vision_->threads_in_use()));
     }
-    for (auto& r : sched_->step()) on_caption(r, sink);
+    auto finished = sched_->step();
+    // Freed slots are refilled before the finished samples' records go out: once a record is
+    // written, the samples waiting for its slot are in flight (a stop requested after seeing
+    // it finishes them), and the writes do not delay the next prefill.
+    admit_encoded();
+    for (auto& r : finished) on_caption(r, sink);
   } else if (vision_ && vision_->busy()) {
     // Nothing to decode until the tower finishes (the start of a run, or the input could not
     // keep up): wait for it rather than spin.
