@@ -523,9 +523,9 @@ void CaptionRun::setup() {
     shape.max_new_tokens = o_.max_new_tokens;
     // --max-batch 0: the precision is chosen as for a batch of 8, then the batch grows or
     // shrinks to what that precision leaves memory for.
-    shape.max_batch = o_.max_batch > 0 ? o_.max_batch : std::max(8, o_.num_captions);
-    shape.vision_batch = o_.vision_batch;
     shape.num_captions = o_.num_captions;
+    shape.max_batch = o_.max_batch > 0 ? o_.max_batch : auto_batch_for_precision_choice(shape);
+    shape.vision_batch = o_.vision_batch;
     shape.io_workers = o_.io_workers;
     shape.kv_cache_mb = o_.kv_cache_mb;
     shape.kv_dtype = kv_dtype;
@@ -538,15 +538,7 @@ void CaptionRun::setup() {
     if (!choice.fits) throw UsageError(choice.error);
     max_batch_ = o_.max_batch;
     if (max_batch_ == 0) {
-      max_batch_ = std::max(1, o_.num_captions);
-      for (int b = kAutoMaxBatchCap; b > max_batch_; --b) {
-        RunShape s = shape;
-        s.max_batch = b;
-        if (estimate_memory(ckpt.config, choice.precision, s).total() <= avail.bytes) {
-          max_batch_ = b;
-          break;
-        }
-      }
+      max_batch_ = auto_max_batch(ckpt.config, choice.precision, shape, avail.bytes);
       rep_.line("max batch " + std::to_string(max_batch_) + " (auto: the largest up to " +
                 std::to_string(kAutoMaxBatchCap) + " whose estimate fits " +
                 std::to_string(avail.bytes >> 20) + " MiB available, " + avail.source + ")");

@@ -106,9 +106,4 @@ struct CaptionOptions {
 // (tools/main.cpp maps them with exit_code_for).
 int run_caption(const CaptionOptions& opts);
 
-// The largest batch --max-batch 0 picks: batched decode gains little beyond it (each step's
-// weight read is already shared by 16 sequences; docs/PERFORMANCE.md), while the KV cache and
-// every sample's latency keep growing with it.
-constexpr int kAutoMaxBatchCap = 16;
-
 }  // namespace recap::engine

@@ -197,6 +197,21 @@ double decode_step_bytes(const models::TextConfig& t, WeightFormat f, int batch,
 
 }  // namespace
 
+int auto_batch_for_precision_choice(const RunShape& s) {
+  return std::max(8, s.num_captions);
+}
+
+int auto_max_batch(const models::ModelConfig& c, kernels::WeightFormat precision, const RunShape& s,
+                   uint64_t available_bytes) {
+  const int least = std::max(1, s.num_captions);
+  for (int b = kAutoMaxBatchCap; b > least; --b) {
+    RunShape t = s;
+    t.max_batch = b;
+    if (estimate_memory(c, precision, t).total() <= available_bytes) return b;
+  }
+  return least;
+}
+
 std::string format_gib(uint64_t bytes) {
   char buf[48];
   const double b = static_cast<double>(bytes);

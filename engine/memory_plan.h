@@ -92,6 +92,19 @@ PrecisionChoice choose_precision(const std::string& requested,
                                  const models::ModelConfig& c, const RunShape& s,
                                  const AvailableMemory& avail);
 
+// The largest batch --max-batch 0 picks: batched decode gains little beyond it (each step's
+// weight read is already shared by 16 sequences; docs/PERFORMANCE.md), while the KV cache and
+// every sample's latency keep growing with it.
+constexpr int kAutoMaxBatchCap = 16;
+// The shape --max-batch 0 starts from: the precision is chosen as for this batch (8, or
+// num_captions when larger), then auto_max_batch sizes the batch for that precision.
+int auto_batch_for_precision_choice(const RunShape& s);
+// `--max-batch 0` (caption and plan alike): the largest batch from max(1, num_captions) up to
+// kAutoMaxBatchCap whose estimate_memory at `precision` fits `available_bytes`; max(1,
+// num_captions) when none larger does.
+int auto_max_batch(const models::ModelConfig& c, kernels::WeightFormat precision, const RunShape& s,
+                   uint64_t available_bytes);
+
 // "9.1 GiB" (MiB below 1 GiB).
 std::string format_gib(uint64_t bytes);
 

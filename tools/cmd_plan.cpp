@@ -27,7 +27,7 @@ using kernels::WeightFormat;
 
 struct PlanArgs {
   std::string weights, vision_weights, vision_config, tokenizer, precision = "auto", kv_dtype = "f32";
-  int threads = 0, max_batch = 8, max_new_tokens = 128;
+  int threads = 0, max_batch = 0, max_new_tokens = 128;  // max_batch 0: as caption picks it
   bool as_json = false, no_calibration = false;
 };
 
@@ -37,7 +37,7 @@ struct PlanArgs {
 constexpr int64_t kDefaultPromptTextTokens = 40;
 
 int run_plan(const PlanArgs& a) {
-  if (a.max_batch < 1) throw engine::UsageError("--max-batch must be at least 1");
+  if (a.max_batch < 0) throw engine::UsageError("--max-batch must be at least 1 (or 0: chosen from memory)");
   if (a.max_new_tokens < 1) throw engine::UsageError("--max-new-tokens must be at least 1");
   if (a.precision != "auto" && a.precision != "all" && a.precision != "f32" && a.precision != "bf16" &&
       a.precision != "int8" && a.precision != "int4")
@@ -80,7 +80,7 @@ int run_plan(const PlanArgs& a) {
         "no tokenizer: image + " + std::to_string(kDefaultPromptTextTokens) + " text tokens assumed";
   }
   shape.max_new_tokens = a.max_new_tokens;
-  shape.max_batch = a.max_batch;
+  shape.max_batch = a.max_batch > 0 ? a.max_batch : engine::auto_batch_for_precision_choice(shape);
   shape.from_float_checkpoint = !cache_precision;
 
   const engine::AvailableMemory avail =
@@ -88,6 +88,14 @@ int run_plan(const PlanArgs& a) {
   const engine::ThreadBudget tb = engine::resolve_threads(a.threads);
   const engine::PrecisionChoice chosen =
       engine::choose_precision(a.precision == "all" ? "auto" : a.precision, cache_precision, c, shape, avail);
+  // --max-batch 0 (the default, as for caption): the batch caption would pick with the chosen
+  // precision in this memory; every precision's row is then sized for that batch.
+  std::string batch_source = "--max-batch";
+  if (a.max_batch == 0) {
+    shape.max_batch = engine::auto_max_batch(c, chosen.precision, shape, avail.bytes);
+    batch_source = "auto: the largest up to " + std::to_string(engine::kAutoMaxBatchCap) + " whose " +
+                   kernels::weight_format_name(chosen.precision) + " estimate fits, as caption picks it";
+  }
 
   constexpr WeightFormat kAll[] = {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Int8,
                                    WeightFormat::Int4};
@@ -115,6 +123,7 @@ int run_plan(const PlanArgs& a) {
     j["prompt_source"] = prompt_source;
     j["max_new_tokens"] = shape.max_new_tokens;
     j["max_batch"] = shape.max_batch;
+    j["max_batch_source"] = batch_source;
     j["kv_dtype"] = a.kv_dtype;
     j["threads"] = tb.threads;
     j["available_bytes"] = avail.bytes;
@@ -147,9 +156,9 @@ int run_plan(const PlanArgs& a) {
         cache_precision
             ? (std::string(", quantized cache ") + kernels::weight_format_name(*cache_precision)).c_str()
             : ", float checkpoint");
-    std::printf("run: prompt %lld positions (%s) + %d new tokens, max batch %d, KV %s, %d thread(s)\n",
+    std::printf("run: prompt %lld positions (%s) + %d new tokens, max batch %d (%s), KV %s, %d thread(s)\n",
                 static_cast<long long>(shape.prompt_positions), prompt_source.c_str(), shape.max_new_tokens,
-                shape.max_batch, a.kv_dtype.c_str(), tb.threads);
+                shape.max_batch, batch_source.c_str(), a.kv_dtype.c_str(), tb.threads);
     std::printf("memory available: %s (%s)\n\n", engine::format_gib(avail.bytes).c_str(),
                 avail.source.c_str());
     std::printf("| precision | weights | KV cache | buffers | total | fits | quantized cache on disk |\n");
@@ -189,7 +198,9 @@ const CommandRegistrar kPlan(
           ->capture_default_str();
       sub->add_option("--kv-dtype", a->kv_dtype, "KV cache dtype: f32, bf16, f16")->capture_default_str();
       sub->add_option("--threads", a->threads, "compute threads (default: CPUs allowed to this process)");
-      sub->add_option("--max-batch", a->max_batch, "sequences decoded together")->capture_default_str();
+      sub->add_option("--max-batch", a->max_batch,
+                      "sequences decoded together (0: chosen from memory, as caption does)")
+          ->capture_default_str();
       sub->add_option("--max-new-tokens", a->max_new_tokens, "caption length limit in tokens")
           ->capture_default_str();
       sub->add_flag("--no-calibration", a->no_calibration, "memory figures only (no throughput measurement)");

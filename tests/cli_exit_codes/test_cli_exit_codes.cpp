@@ -244,8 +244,8 @@ TEST(ExitCodesMergeStats, IncompleteOutputIsOneAndAnUnwritableTodoFileIsOne) {
 // ------------------------------------------------------------------------------------- plan
 
 TEST(ExitCodesPlan, UsageErrorIsTwo) {
-  expect_error(run({kBin, "plan", "--weights", kModel, "--max-batch", "0", "--no-calibration"}), 2, "plan",
-               "--max-batch must be at least 1");
+  expect_error(run({kBin, "plan", "--weights", kModel, "--max-batch", "-1", "--no-calibration"}), 2, "plan",
+               "--max-batch must be at least 1 (or 0: chosen from memory)");
   expect_error(run({kBin, "plan", "--weights", kModel, "--kv-dtype", "f8", "--no-calibration"}), 2, "plan",
                "unknown KV cache dtype 'f8'");
 }

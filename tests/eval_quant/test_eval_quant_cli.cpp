@@ -147,6 +147,39 @@ TEST(EvalQuantCli, BadFlagsExitTwo) {
       "recap-engine eval-quant: error: --synthetic 'llama-70b': unknown preset (known: llava-llama3-8b)\n");
 }
 
+// plan sizes the run caption would make: with no --max-batch both pick the batch from the
+// memory available (tests/caption: CaptionCli.DefaultMaxBatchFromMemory gives 14 at 115 MiB for
+// these settings, 16 with plenty), and every precision's row is sized for it.
+TEST(PlanCli, DefaultMaxBatchIsTheOneCaptionPicks) {
+  auto plan = [&](const std::string& mb) {
+    return run_cmd({"env", "RECAP_MEMORY_AVAILABLE_MB=" + mb, RECAP_BIN, "plan", "--weights", kWeights,
+                    "--tokenizer", kTokenizer, "--precision", "f32", "--max-new-tokens", "2000",
+                    "--no-calibration", "--json"});
+  };
+  RunResult r = plan("115");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  json j = json::parse(r.out);
+  EXPECT_EQ(j["max_batch"], 14);
+  EXPECT_EQ(j["max_batch_source"], "auto: the largest up to 16 whose f32 estimate fits, as caption picks it");
+  EXPECT_LE(j["precisions"]["f32"]["total_bytes"].get<uint64_t>(), 115ull << 20);
+  // One more sequence would not fit: the next batch's KV cache is what 115 MiB lacks.
+  const models::ModelConfig c = models::load_model_config(kWeights);
+  engine::RunShape s;
+  s.prompt_positions = j["prompt_positions"].get<int64_t>();
+  s.max_new_tokens = 2000;
+  s.max_batch = 15;
+  EXPECT_GT(engine::estimate_memory(c, recap::kernels::WeightFormat::F32, s).total(), 115ull << 20);
+  r = plan("4096");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_EQ(json::parse(r.out)["max_batch"], 16);
+  // Given, it is kept and said so.
+  r = run_cmd({"env", "RECAP_MEMORY_AVAILABLE_MB=115", RECAP_BIN, "plan", "--weights", kWeights,
+               "--tokenizer", kTokenizer, "--precision", "f32", "--max-new-tokens", "2000", "--max-batch",
+               "3", "--no-calibration"});
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find(", max batch 3 (--max-batch), KV f32"), std::string::npos) << r.out;
+}
+
 TEST(PlanCli, JsonShapeOnTinyModel) {
   RunResult r = run_cmd({RECAP_BIN, "plan", "--weights", kWeights, "--tokenizer", kTokenizer, "--threads",
                          "1", "--max-batch", "4", "--json"});
