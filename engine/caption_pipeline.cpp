@@ -533,7 +533,7 @@ void CaptionRun::setup() {
     if (ckpt.text_store && models::is_quantized_cache_store(*ckpt.text_store))
       cache_format = models::QuantizedCacheWeightSource(ckpt.text_store).precision();
     const AvailableMemory avail = as_usage_error("", [&] { return available_memory(); });
-    const PrecisionChoice choice = as_usage_error(
+    PrecisionChoice choice = as_usage_error(
         "", [&] { return choose_precision(o_.precision, cache_format, ckpt.config, shape, avail); });
     if (!choice.fits) throw UsageError(choice.error);
     max_batch_ = o_.max_batch;
@@ -542,6 +542,10 @@ void CaptionRun::setup() {
       rep_.line("max batch " + std::to_string(max_batch_) + " (auto: the largest up to " +
                 std::to_string(kAutoMaxBatchCap) + " whose estimate fits " +
                 std::to_string(avail.bytes >> 20) + " MiB available, " + avail.source + ")");
+      // The same precision fits the batch picked for it; chosen again so that the reason's
+      // figures are the run's own.
+      shape.max_batch = max_batch_;
+      choice = choose_precision(o_.precision, cache_format, ckpt.config, shape, avail);
     }
     precision = choice.precision;
     precision_name_ = kernels::weight_format_name(precision);

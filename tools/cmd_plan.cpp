@@ -86,13 +86,15 @@ int run_plan(const PlanArgs& a) {
   const engine::AvailableMemory avail =
       engine::available_memory();  // UsageError: a bad RECAP_MEMORY_AVAILABLE_MB
   const engine::ThreadBudget tb = engine::resolve_threads(a.threads);
-  const engine::PrecisionChoice chosen =
-      engine::choose_precision(a.precision == "all" ? "auto" : a.precision, cache_precision, c, shape, avail);
+  const std::string requested = a.precision == "all" ? "auto" : a.precision;
+  engine::PrecisionChoice chosen = engine::choose_precision(requested, cache_precision, c, shape, avail);
   // --max-batch 0 (the default, as for caption): the batch caption would pick with the chosen
   // precision in this memory; every precision's row is then sized for that batch.
   std::string batch_source = "--max-batch";
   if (a.max_batch == 0) {
     shape.max_batch = engine::auto_max_batch(c, chosen.precision, shape, avail.bytes);
+    // The same precision, its reason's figures now those of the batch picked.
+    if (chosen.fits) chosen = engine::choose_precision(requested, cache_precision, c, shape, avail);
     batch_source = "auto: the largest up to " + std::to_string(engine::kAutoMaxBatchCap) + " whose " +
                    kernels::weight_format_name(chosen.precision) + " estimate fits, as caption picks it";
   }
