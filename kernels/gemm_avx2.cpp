@@ -79,11 +79,24 @@ void quantize_row(const float* x, int64_t k, int64_t kp, int64_t group, int32_t 
   }
 }
 
+// out[i] = the bytewise |in[i]| of count 4-byte units (int8 values in [-127, 127]).
+void abs_units(const uint32_t* in, int64_t count, uint32_t* out) {
+  int64_t i = 0;
+  for (; i + 8 <= count; i += 8)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i),
+                        _mm256_abs_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(in + i))));
+  for (; i < count; ++i) {
+    const __m128i v = _mm_abs_epi8(_mm_cvtsi32_si128(static_cast<int>(in[i])));
+    out[i] = static_cast<uint32_t>(_mm_cvtsi128_si32(v));
+  }
+}
+
 struct MicroArgs {
   const uint32_t* a;
-  const uint8_t* b;     // panel data at the K-block start
-  const uint16_t* s;    // panel scales at the K-block start (int formats)
-  const int32_t* corr;  // this tile's corrections at the K-block's first group
+  const uint32_t* a_abs;  // int8: |a| of every byte of the units at a (same layout)
+  const uint8_t* b;       // panel data at the K-block start
+  const uint16_t* s;      // panel scales at the K-block start (int formats)
+  const int32_t* corr;    // this tile's corrections at the K-block's first group
   int64_t kunits;
   float* y;
   int64_t ldy;
@@ -179,47 +192,84 @@ void micro_float(const MicroArgs& g) {
   }
 }
 
-// The float accumulators live in the Y tile (L1), not in registers: 16 ymm only hold the
-// int32 accumulators and the temporaries of the inner loop.
+// int8 (INT4 = false) / int4 (INT4 = true) micro-kernel: an MR x 16 block of Y (one panel)
+// over the whole weight groups of one K-block. Per group, the exact int32 dot products are
+// accumulated in ymm registers over all the group's units, then converted to float once and
+// scaled, acc = fma(float(isum), scale, acc), in group order as ref::gemm does; at the end
+// y = fma(acc, sx, bias) or acc * sx. Register budget (16 ymm):
+//   int8, MR = 4: 8 int32 accumulators, 2 weight vectors, the broadcast unit and its absolute
+//     value (|a| comes precomputed: a broadcast load instead of a vpabsb per row and unit),
+//     one product temporary, the ones vector: 14.
+//   int4, MR = 4: 8 int16 accumulators (see below), 2 nibble vectors, the broadcast unit, one
+//     product temporary, the nibble mask: 13.
+// So the float accumulators of a full tile cannot stay in registers too (8 more); they live
+// in the Y tile (L1): one load, fma and store per row, half-panel and group, 1/16 (int8) or
+// 1/8 (int4) of the inner loop's operations, off the critical path (the rows are independent
+// chains). Tiles of MR <= 2 rows (decode, and the last tile of M) keep them in registers.
+// Exactness (the int32 sums equal the reference's):
+//   int8: s8 x s8 through the sign trick, maddubs(|a|, sign(w, a)): |a|, |w| <= 127, so the
+//     pair sums are <= 32258 (no saturation), then vpmaddwd with ones -> int32 per unit.
+//   int4: maddubs(nibble in [0,15], a s8): pair sums <= 2 * 15 * 127 = 3810, and the 8 units of
+//     a group add 8 of them per int16 lane: <= 30480 < 32767, so the group is summed in int16
+//     (vpaddw) and widened once per group (vpmaddwd with ones), instead of once per unit: the
+//     int4 loop issues 2 multiplies per row and unit instead of 4. The zero point 8 is removed
+//     by adding corr = -8 * sum(q_x) to the int32 group sum.
 template <int MR, bool INT4>
 void micro_quant(const MicroArgs& g) {
   constexpr int64_t kGroup = INT4 ? wf::kInt4Group : wf::kInt8Group;
   constexpr int64_t kUnitsPerGroup = kGroup / 4;
   constexpr int64_t kGroupBytes = INT4 ? kGroup * 8 : kGroup * 16;
+  static_assert(!INT4 || kUnitsPerGroup * 2 * 15 * 127 <= 32767, "int4 group sums must fit int16 lanes");
+  constexpr bool kRegFloat = MR <= 2;
   const int64_t groups = g.kunits / kUnitsPerGroup;
   const __m256i ones16 = _mm256_set1_epi16(1);
   const __m256i nib = _mm256_set1_epi8(0x0f);
   const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
   const uint32_t* a = g.a;
+  const uint32_t* aa = g.a_abs;
   const uint8_t* b = g.b;
-  for (int64_t gi = 0; gi < groups; ++gi) {
-    __m256i acc[MR][2];
+  __m256 facc[MR][2];
+  if constexpr (kRegFloat) {
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
-      if constexpr (INT4)
-        acc[i][0] = acc[i][1] = _mm256_set1_epi32(g.corr[gi * MR + i]);
+      if (g.first)
+        facc[i][0] = facc[i][1] = _mm256_setzero_ps();
       else
-        acc[i][0] = acc[i][1] = _mm256_setzero_si256();  // signed products: no correction
+        load_row(g.y + i * g.ldy, g.valid_cols, facc[i][0], facc[i][1]);
     }
+  }
+  __m256 bias0 = _mm256_setzero_ps(), bias1 = _mm256_setzero_ps();
+  if (g.last && g.bias) load_row(g.bias, g.valid_cols, bias0, bias1);
+  for (int64_t gi = 0; gi < groups; ++gi) {
+    __m256i acc[MR][2];
     if constexpr (INT4) {
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
       for (int64_t o = 0; o < kUnitsPerGroup / 2; ++o) {
+        const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + o * 64));
+        const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + o * 64 + 32));
 #pragma GCC unroll 2
         for (int half = 0; half < 2; ++half) {
-          const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + o * 64));
-          const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + o * 64 + 32));
           const __m256i w0 = _mm256_and_si256(half ? _mm256_srli_epi16(v0, 4) : v0, nib);
           const __m256i w1 = _mm256_and_si256(half ? _mm256_srli_epi16(v1, 4) : v1, nib);
           const uint32_t* au = a + (2 * o + half) * MR;
 #pragma GCC unroll 16
           for (int i = 0; i < MR; ++i) {
             const __m256i av = _mm256_set1_epi32(static_cast<int>(au[i]));
-            // nibble (<= 15) x s8 pairs: |sum| <= 3810, maddubs cannot saturate.
-            acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(_mm256_maddubs_epi16(w0, av), ones16));
-            acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(_mm256_maddubs_epi16(w1, av), ones16));
+            acc[i][0] = _mm256_add_epi16(acc[i][0], _mm256_maddubs_epi16(w0, av));
+            acc[i][1] = _mm256_add_epi16(acc[i][1], _mm256_maddubs_epi16(w1, av));
           }
         }
       }
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) {
+        const __m256i c = _mm256_set1_epi32(g.corr[gi * MR + i]);
+        acc[i][0] = _mm256_add_epi32(_mm256_madd_epi16(acc[i][0], ones16), c);
+        acc[i][1] = _mm256_add_epi32(_mm256_madd_epi16(acc[i][1], ones16), c);
+      }
     } else {
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_si256();  // no correction
       for (int64_t u = 0; u < kUnitsPerGroup; ++u) {
         const __m256i w0 =
             _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + u * 64)), flip);
@@ -228,41 +278,51 @@ void micro_quant(const MicroArgs& g) {
 #pragma GCC unroll 16
         for (int i = 0; i < MR; ++i) {
           const __m256i av = _mm256_set1_epi32(static_cast<int>(a[u * MR + i]));
-          const __m256i aa = _mm256_abs_epi8(av);
-          const __m256i p0 = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(w0, av));
-          const __m256i p1 = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(w1, av));
+          const __m256i avabs = _mm256_set1_epi32(static_cast<int>(aa[u * MR + i]));
+          const __m256i p0 = _mm256_maddubs_epi16(avabs, _mm256_sign_epi8(w0, av));
           acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(p0, ones16));
+          const __m256i p1 = _mm256_maddubs_epi16(avabs, _mm256_sign_epi8(w1, av));
           acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(p1, ones16));
         }
       }
     }
     const __m256 s0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.s + gi * 16)));
     const __m256 s1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.s + gi * 16 + 8)));
-    const bool fresh = g.first && gi == 0;
+    if constexpr (kRegFloat) {
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) {
-      __m256 f0 = _mm256_setzero_ps(), f1 = _mm256_setzero_ps();  // fma with +0 first, like ref
-      if (!fresh) load_row(g.y + i * g.ldy, g.valid_cols, f0, f1);
-      f0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][0]), s0, f0);
-      f1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][1]), s1, f1);
-      store_row(g.y + i * g.ldy, g.valid_cols, f0, f1);
+      for (int i = 0; i < MR; ++i) {
+        facc[i][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][0]), s0, facc[i][0]);
+        facc[i][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][1]), s1, facc[i][1]);
+      }
+    } else {
+      const bool fresh = g.first && gi == 0;
+      const bool finish = g.last && gi == groups - 1;
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) {
+        __m256 f0 = _mm256_setzero_ps(), f1 = _mm256_setzero_ps();  // fma with +0 first, like ref
+        if (!fresh) load_row(g.y + i * g.ldy, g.valid_cols, f0, f1);
+        f0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][0]), s0, f0);
+        f1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][1]), s1, f1);
+        if (finish) {  // the last group of the last K-block: y = fma(acc, sx, bias) / acc * sx
+          const __m256 sx = _mm256_set1_ps(g.sx[i]);
+          f0 = g.bias ? _mm256_fmadd_ps(f0, sx, bias0) : _mm256_mul_ps(f0, sx);
+          f1 = g.bias ? _mm256_fmadd_ps(f1, sx, bias1) : _mm256_mul_ps(f1, sx);
+        }
+        store_row(g.y + i * g.ldy, g.valid_cols, f0, f1);
+      }
     }
     a += kUnitsPerGroup * MR;
+    if constexpr (!INT4) aa += kUnitsPerGroup * MR;
     b += kGroupBytes;
   }
-  if (g.last) {
-    __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
-    if (g.bias) load_row(g.bias, g.valid_cols, b0, b1);
+  if constexpr (kRegFloat) {
+#pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
-      __m256 f0, f1;
-      load_row(g.y + i * g.ldy, g.valid_cols, f0, f1);
-      const __m256 s = _mm256_set1_ps(g.sx[i]);
-      if (g.bias) {
-        f0 = _mm256_fmadd_ps(f0, s, b0);
-        f1 = _mm256_fmadd_ps(f1, s, b1);
-      } else {
-        f0 = _mm256_mul_ps(f0, s);
-        f1 = _mm256_mul_ps(f1, s);
+      __m256 f0 = facc[i][0], f1 = facc[i][1];
+      if (g.last) {
+        const __m256 sx = _mm256_set1_ps(g.sx[i]);
+        f0 = g.bias ? _mm256_fmadd_ps(f0, sx, bias0) : _mm256_mul_ps(f0, sx);
+        f1 = g.bias ? _mm256_fmadd_ps(f1, sx, bias1) : _mm256_mul_ps(f1, sx);
       }
       store_row(g.y + i * g.ldy, g.valid_cols, f0, f1);
     }
@@ -313,16 +373,21 @@ void gemm(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const f
 
   const size_t units_bytes = static_cast<size_t>(tiles * tile_rows * kunits * 4);
   const size_t corr_bytes = static_cast<size_t>(tiles * tile_rows * groups * 4);
-  uint8_t* pack =
-      static_cast<uint8_t*>(detail::scratch(0, units_bytes + corr_bytes + static_cast<size_t>(m * 4) + 64));
+  const size_t abs_bytes = f == WeightFormat::Int8 ? units_bytes : 0;
+  uint8_t* pack = static_cast<uint8_t*>(
+      detail::scratch(0, units_bytes + abs_bytes + corr_bytes + static_cast<size_t>(m * 4) + 64));
   uint32_t* units = reinterpret_cast<uint32_t*>(pack);
-  int32_t* corr = reinterpret_cast<int32_t*>(pack + units_bytes);
-  float* sx = reinterpret_cast<float*>(pack + units_bytes + corr_bytes);
-  if (quant)
+  uint32_t* units_abs = reinterpret_cast<uint32_t*>(pack + units_bytes);
+  int32_t* corr = reinterpret_cast<int32_t*>(pack + units_bytes + abs_bytes);
+  float* sx = reinterpret_cast<float*>(pack + units_bytes + abs_bytes + corr_bytes);
+  if (quant) {
     detail::pack_units_quantized(x, m, ldx, k, kp, group,
                                  f == WeightFormat::Int8 ? wf::kInt8ZeroPoint : wf::kInt4ZeroPoint, kMRQuant,
                                  &quantize_row, units, corr, sx);
-  else
+    // int8: |a| of every packed byte, in the same layout (the sign trick's unsigned operand).
+    // The tiles are contiguous, so the m * kunits packed units are the first ones.
+    if (f == WeightFormat::Int8) abs_units(units, m * kunits, units_abs);
+  } else
     detail::pack_units_f32(x, m, ldx, k, kMR, units, f == WeightFormat::BF16);
 
   const int64_t panels = wf::num_panels(n);
@@ -354,6 +419,7 @@ void gemm(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const f
           const MicroFn fn = pick_micro(f, mr);
           MicroArgs g;
           g.a = units + t * tile_rows * kunits + u0 * mr;
+          g.a_abs = units_abs + t * tile_rows * kunits + u0 * mr;
           g.b = wdata + p * panel_bytes + u0 * wbytes_per_unit;
           g.s = quant ? wscales + p * scale_stride + (u0 * 4 / group) * kPanelRows : nullptr;
           g.corr = quant ? corr + t * tile_rows * groups + (u0 * 4 / group) * mr : nullptr;
