@@ -192,6 +192,116 @@ void micro_float(const MicroArgs& g) {
   }
 }
 
+// ---------------------------------------------------------------- full 4-row tiles in asm
+// One weight group of a full 4 x 16 tile, in inline asm: GCC 12 compiles the intrinsics of
+// these loops with two of the eight accumulators spilled to the stack and a register copy per
+// accumulator and unit (the int4 loop far worse), which costs more than the loop's multiplies.
+// Register allocation: the 8 accumulators (row i, half-panel h) and the constants are asm
+// operands the compiler places; ymm8-13 are the loop's temporaries (clobbered):
+//   ymm8, ymm9   the weight unit's two half-panels (int8: as s8; int4: the packed line)
+//   ymm10, ymm11 int8: broadcast unit of a row and its |a|; int4: the unpacked nibbles
+//   ymm12, ymm13 products (int4: ymm12 the broadcast unit)
+// The operation sequence per row and half-panel is the intrinsics loop's (micro_quant), so the
+// sums are the same exact integers.
+#define RECAP_AVX2_STR(x) RECAP_AVX2_STR_(x)
+#define RECAP_AVX2_STR_(x) #x
+#define RECAP_AVX2_TILE_ROWS 4    // rows of the asm tile (kMRQuant)
+#define RECAP_AVX2_UNIT_BYTES 16  // one unit of the tile's rows: 4 x 4 bytes
+#define RECAP_AVX2_INT8_UNITS 16  // units per int8 group
+#define RECAP_AVX2_INT4_LINES 4   // 64-byte weight lines (2 units each) per int4 group
+// int8 row i of one unit: acc[i][h] += madd(maddubs(|a_i|, sign(w_h, a_i)), ones).
+#define RECAP_AVX2_I8_ROW(i, acc0, acc1)     \
+  "vpbroadcastd " #i                         \
+  "*4(%[a]), %%ymm10\n\t"                    \
+  "vpbroadcastd " #i                         \
+  "*4(%[aa]), %%ymm11\n\t"                   \
+  "vpsignb %%ymm10, %%ymm8, %%ymm12\n\t"     \
+  "vpsignb %%ymm10, %%ymm9, %%ymm13\n\t"     \
+  "vpmaddubsw %%ymm12, %%ymm11, %%ymm12\n\t" \
+  "vpmaddubsw %%ymm13, %%ymm11, %%ymm13\n\t" \
+  "vpmaddwd %[ones], %%ymm12, %%ymm12\n\t"   \
+  "vpmaddwd %[ones], %%ymm13, %%ymm13\n\t"   \
+  "vpaddd %%ymm12, %[" #acc0 "], %[" #acc0   \
+  "]\n\t"                                    \
+  "vpaddd %%ymm13, %[" #acc1 "], %[" #acc1 "]\n\t"
+// int4 row i of one unit (nibbles in ymm10/11): acc[i][h] += maddubs(nib_h, a_i) in int16.
+#define RECAP_AVX2_I4_ROW(off, acc0, acc1)   \
+  "vpbroadcastd " #off                       \
+  "(%[a]), %%ymm12\n\t"                      \
+  "vpmaddubsw %%ymm12, %%ymm10, %%ymm13\n\t" \
+  "vpmaddubsw %%ymm12, %%ymm11, %%ymm12\n\t" \
+  "vpaddw %%ymm13, %[" #acc0 "], %[" #acc0   \
+  "]\n\t"                                    \
+  "vpaddw %%ymm12, %[" #acc1 "], %[" #acc1 "]\n\t"
+#define RECAP_AVX2_ZERO_ACC          \
+  "vpxor %[c00], %[c00], %[c00]\n\t" \
+  "vpxor %[c01], %[c01], %[c01]\n\t" \
+  "vpxor %[c10], %[c10], %[c10]\n\t" \
+  "vpxor %[c11], %[c11], %[c11]\n\t" \
+  "vpxor %[c20], %[c20], %[c20]\n\t" \
+  "vpxor %[c21], %[c21], %[c21]\n\t" \
+  "vpxor %[c30], %[c30], %[c30]\n\t" \
+  "vpxor %[c31], %[c31], %[c31]\n\t"
+static_assert(RECAP_AVX2_TILE_ROWS == kMRQuant);
+static_assert(RECAP_AVX2_UNIT_BYTES == kMRQuant * 4);
+static_assert(RECAP_AVX2_INT8_UNITS == wf::kInt8Group / 4);
+static_assert(RECAP_AVX2_INT4_LINES == wf::kInt4Group / 8);
+static_assert(wf::kPanelRows * 4 == 64, "one int8 unit / int4 line of a panel is 64 bytes");
+
+// acc[i][h] = the int32 (int8) / int16-lane (int4) sums of one group of a full 4-row tile.
+// a, aa, b: the group's first unit of the tile (aa: int8 |a|) and weight bytes.
+template <bool INT4>
+inline void group_sums_asm(const uint32_t* a, const uint32_t* aa, const uint8_t* b, __m256i (&acc)[4][2]) {
+  long count = INT4 ? RECAP_AVX2_INT4_LINES : RECAP_AVX2_INT8_UNITS;
+  if constexpr (INT4) {
+    const __m256i nib = _mm256_set1_epi8(0x0f);
+    __asm__ volatile(
+        RECAP_AVX2_ZERO_ACC
+        "1:\n\t"
+        "vmovdqu (%[b]), %%ymm8\n\t"
+        "vmovdqu 32(%[b]), %%ymm9\n\t"
+        "vpand %[nib], %%ymm8, %%ymm10\n\t"
+        "vpand %[nib], %%ymm9, %%ymm11\n\t"  //
+        RECAP_AVX2_I4_ROW(0, c00, c01) RECAP_AVX2_I4_ROW(4, c10, c11) RECAP_AVX2_I4_ROW(8, c20, c21)
+            RECAP_AVX2_I4_ROW(12, c30, c31)  //
+        "vpsrlw $4, %%ymm8, %%ymm8\n\t"
+        "vpsrlw $4, %%ymm9, %%ymm9\n\t"
+        "vpand %[nib], %%ymm8, %%ymm10\n\t"
+        "vpand %[nib], %%ymm9, %%ymm11\n\t"  //
+        RECAP_AVX2_I4_ROW(16, c00, c01) RECAP_AVX2_I4_ROW(20, c10, c11) RECAP_AVX2_I4_ROW(24, c20, c21)
+            RECAP_AVX2_I4_ROW(28, c30, c31)  //
+        "add $64, %[b]\n\t"
+        "add $32, %[a]\n\t"
+        "dec %[count]\n\t"
+        "jnz 1b\n\t"
+        : [c00] "=&x"(acc[0][0]), [c01] "=&x"(acc[0][1]), [c10] "=&x"(acc[1][0]), [c11] "=&x"(acc[1][1]),
+          [c20] "=&x"(acc[2][0]), [c21] "=&x"(acc[2][1]), [c30] "=&x"(acc[3][0]), [c31] "=&x"(acc[3][1]),
+          [a] "+r"(a), [b] "+r"(b), [count] "+r"(count)
+        : [nib] "x"(nib)
+        : "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "cc", "memory");
+  } else {
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+    __asm__ volatile(RECAP_AVX2_ZERO_ACC
+                     "1:\n\t"
+                     "vpxor (%[b]), %[flip], %%ymm8\n\t"
+                     "vpxor 32(%[b]), %[flip], %%ymm9\n\t"  //
+                     RECAP_AVX2_I8_ROW(0, c00, c01) RECAP_AVX2_I8_ROW(1, c10, c11) RECAP_AVX2_I8_ROW(2, c20, c21)
+                         RECAP_AVX2_I8_ROW(3, c30, c31)  //
+                     "add $64, %[b]\n\t"
+                     "add $" RECAP_AVX2_STR(RECAP_AVX2_UNIT_BYTES) ", %[a]\n\t"
+                     "add $" RECAP_AVX2_STR(RECAP_AVX2_UNIT_BYTES) ", %[aa]\n\t"
+                     "dec %[count]\n\t"
+                     "jnz 1b\n\t"
+                     : [c00] "=&x"(acc[0][0]), [c01] "=&x"(acc[0][1]), [c10] "=&x"(acc[1][0]),
+                       [c11] "=&x"(acc[1][1]), [c20] "=&x"(acc[2][0]), [c21] "=&x"(acc[2][1]),
+                       [c30] "=&x"(acc[3][0]), [c31] "=&x"(acc[3][1]), [a] "+r"(a), [aa] "+r"(aa),
+                       [b] "+r"(b), [count] "+r"(count)
+                     : [ones] "x"(ones), [flip] "x"(flip)
+                     : "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "cc", "memory");
+  }
+}
+
 // int8 (INT4 = false) / int4 (INT4 = true) micro-kernel: an MR x 16 block of Y (one panel)
 // over the whole weight groups of one K-block. Per group, the exact int32 dot products are
 // accumulated in ymm registers over all the group's units, then converted to float once and
@@ -238,11 +348,19 @@ void micro_quant(const MicroArgs& g) {
         load_row(g.y + i * g.ldy, g.valid_cols, facc[i][0], facc[i][1]);
     }
   }
-  __m256 bias0 = _mm256_setzero_ps(), bias1 = _mm256_setzero_ps();
-  if (g.last && g.bias) load_row(g.bias, g.valid_cols, bias0, bias1);
   for (int64_t gi = 0; gi < groups; ++gi) {
     __m256i acc[MR][2];
-    if constexpr (INT4) {
+    if constexpr (MR == kMRQuant) {
+      group_sums_asm<INT4>(a, aa, b, acc);
+      if constexpr (INT4) {
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; ++i) {
+          const __m256i c = _mm256_set1_epi32(g.corr[gi * MR + i]);
+          acc[i][0] = _mm256_add_epi32(_mm256_madd_epi16(acc[i][0], ones16), c);
+          acc[i][1] = _mm256_add_epi32(_mm256_madd_epi16(acc[i][1], ones16), c);
+        }
+      }
+    } else if constexpr (INT4) {
 #pragma GCC unroll 16
       for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
       for (int64_t o = 0; o < kUnitsPerGroup / 2; ++o) {
@@ -304,6 +422,9 @@ void micro_quant(const MicroArgs& g) {
         f0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][0]), s0, f0);
         f1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][1]), s1, f1);
         if (finish) {  // the last group of the last K-block: y = fma(acc, sx, bias) / acc * sx
+          // (the bias is loaded here, not kept in 2 ymm across the loop: GCC would spill)
+          __m256 bias0 = _mm256_setzero_ps(), bias1 = _mm256_setzero_ps();
+          if (g.bias) load_row(g.bias, g.valid_cols, bias0, bias1);
           const __m256 sx = _mm256_set1_ps(g.sx[i]);
           f0 = g.bias ? _mm256_fmadd_ps(f0, sx, bias0) : _mm256_mul_ps(f0, sx);
           f1 = g.bias ? _mm256_fmadd_ps(f1, sx, bias1) : _mm256_mul_ps(f1, sx);
@@ -320,11 +441,76 @@ void micro_quant(const MicroArgs& g) {
     for (int i = 0; i < MR; ++i) {
       __m256 f0 = facc[i][0], f1 = facc[i][1];
       if (g.last) {
+        __m256 bias0 = _mm256_setzero_ps(), bias1 = _mm256_setzero_ps();
+        if (g.bias) load_row(g.bias, g.valid_cols, bias0, bias1);
         const __m256 sx = _mm256_set1_ps(g.sx[i]);
         f0 = g.bias ? _mm256_fmadd_ps(f0, sx, bias0) : _mm256_mul_ps(f0, sx);
         f1 = g.bias ? _mm256_fmadd_ps(f1, sx, bias1) : _mm256_mul_ps(f1, sx);
       }
       store_row(g.y + i * g.ldy, g.valid_cols, f0, f1);
+    }
+  }
+}
+
+// The prefill hot path: a full 4-row tile on a full panel (all 16 columns inside N). Same
+// operations as micro_quant<kMRQuant, INT4> in the same order, without its per-group branches
+// (column tail masks, first-group test), which cost ~15% of the time there: on the first
+// K-block the tile of Y is zeroed first, so every group's float step is the same
+// y = fma(float(isum), scale, y), the first one with y = +0 exactly like the reference's
+// acc = 0.f start; on the last K-block the row scale (and bias) pass follows the groups.
+template <bool INT4>
+void micro_quant_full_tile(const MicroArgs& g) {
+  constexpr int MR = kMRQuant;
+  constexpr int64_t kGroup = INT4 ? wf::kInt4Group : wf::kInt8Group;
+  constexpr int64_t kUnitsPerGroup = kGroup / 4;
+  constexpr int64_t kGroupBytes = INT4 ? kGroup * 8 : kGroup * 16;
+  const int64_t groups = g.kunits / kUnitsPerGroup;
+  float* const y = g.y;
+  const int64_t ldy = g.ldy;
+  if (g.first) {
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      _mm256_storeu_ps(y + i * ldy, _mm256_setzero_ps());
+      _mm256_storeu_ps(y + i * ldy + 8, _mm256_setzero_ps());
+    }
+  }
+  const uint32_t* a = g.a;
+  const uint32_t* aa = g.a_abs;
+  const uint8_t* b = g.b;
+  for (int64_t gi = 0; gi < groups; ++gi) {
+    __m256i acc[MR][2];
+    group_sums_asm<INT4>(a, aa, b, acc);
+    if constexpr (INT4) {
+      const __m256i ones16 = _mm256_set1_epi16(1);
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) {
+        const __m256i c = _mm256_set1_epi32(g.corr[gi * MR + i]);
+        acc[i][0] = _mm256_add_epi32(_mm256_madd_epi16(acc[i][0], ones16), c);
+        acc[i][1] = _mm256_add_epi32(_mm256_madd_epi16(acc[i][1], ones16), c);
+      }
+    }
+    const __m256 s0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.s + gi * 16)));
+    const __m256 s1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.s + gi * 16 + 8)));
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      float* yr = y + i * ldy;
+      _mm256_storeu_ps(yr, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][0]), s0, _mm256_loadu_ps(yr)));
+      _mm256_storeu_ps(yr + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][1]), s1, _mm256_loadu_ps(yr + 8)));
+    }
+    a += kUnitsPerGroup * MR;
+    if constexpr (!INT4) aa += kUnitsPerGroup * MR;
+    b += kGroupBytes;
+  }
+  if (g.last) {
+    const __m256 b0 = g.bias ? _mm256_loadu_ps(g.bias) : _mm256_setzero_ps();
+    const __m256 b1 = g.bias ? _mm256_loadu_ps(g.bias + 8) : _mm256_setzero_ps();
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      float* yr = y + i * ldy;
+      const __m256 sx = _mm256_set1_ps(g.sx[i]);
+      const __m256 f0 = _mm256_loadu_ps(yr), f1 = _mm256_loadu_ps(yr + 8);
+      _mm256_storeu_ps(yr, g.bias ? _mm256_fmadd_ps(f0, sx, b0) : _mm256_mul_ps(f0, sx));
+      _mm256_storeu_ps(yr + 8, g.bias ? _mm256_fmadd_ps(f1, sx, b1) : _mm256_mul_ps(f1, sx));
     }
   }
 }
@@ -416,7 +602,11 @@ void gemm(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const f
         for (int64_t t = t0; t < t1; ++t) {
           const int64_t r0 = t * tile_rows;
           const int mr = static_cast<int>(std::min<int64_t>(tile_rows, m - r0));
-          const MicroFn fn = pick_micro(f, mr);
+          const int64_t valid_cols = std::min<int64_t>(16, n - col0);
+          const MicroFn fn =
+              quant && mr == kMRQuant && valid_cols == 16
+                  ? (f == WeightFormat::Int4 ? &micro_quant_full_tile<true> : &micro_quant_full_tile<false>)
+                  : pick_micro(f, mr);
           MicroArgs g;
           g.a = units + t * tile_rows * kunits + u0 * mr;
           g.a_abs = units_abs + t * tile_rows * kunits + u0 * mr;
@@ -428,7 +618,7 @@ void gemm(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const f
           g.ldy = ldy;
           g.bias = bias ? bias + col0 : nullptr;
           g.sx = quant ? sx + r0 : nullptr;
-          g.valid_cols = std::min<int64_t>(16, n - col0);
+          g.valid_cols = valid_cols;
           g.first = u0 == 0;
           g.last = u0 + ku == kunits;
           fn(g);
