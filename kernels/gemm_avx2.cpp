@@ -1,11 +1,17 @@
 // AVX2 + FMA GEMM kernels: the fallback for CPUs without AVX-512 (and for formats whose
 // AVX-512 instructions, VNNI or BF16, the CPU lacks). Same blocking scheme as
-// gemm_avx512.cpp with ymm registers: micro-kernels of up to 6 rows x one 16-row panel
-// (two ymm halves), 12 accumulators.
+// gemm_avx512.cpp with ymm registers: micro-kernels of up to 6 rows (f32/bf16; 4 for
+// int8/int4) x one 16-row panel (two ymm halves).
 //   int8: s8 x s8 products through the sign trick: maddubs(|a|, sign(w, a)) is exact since
 //         |a|, |w| <= 127 (pair sums <= 32258 never saturate), then madd with ones -> int32.
-//   int4: maddubs(nibble u8 in [0,15], a s8): pair sums <= 3810, exact; the zero point 8 is
+//   int4: maddubs(nibble u8 in [0,15], a s8): pair sums <= 3810, summed over a group's 8 units
+//         in int16 lanes (<= 30480, exact) and widened once per group; the zero point 8 is
 //         removed by the same corr = -8 * sum(q_x) as the VNNI kernel.
+//   int8/int4 register-accumulator scheme (issue 16): the group's integer sums of a tile stay
+//         in ymm registers over the whole group (full 4-row tiles: inline asm, operands pinned),
+//         then one conversion to float and one fma with the group's scales per group; the
+//         float accumulators of a 4-row tile do not fit beside them in 16 ymm and live in the
+//         tile of Y (L1), those of tiles of <= 2 rows in registers (see micro_quant).
 //   bf16: weights widened to f32 exactly (bf16 << 16); X rounded to bf16 like every ISA.
 // The int32 dot products equal the reference's exactly and the float steps are the same, so
 // int8/int4 results are bit-identical to ref::gemm.
@@ -23,7 +29,7 @@ namespace {
 
 using wf::kPanelRows;
 constexpr int kMR = 6;       // f32 / bf16 tile rows: 12 ymm accumulators
-constexpr int kMRQuant = 4;  // int8 / int4: 8 int32 accumulators + sign-trick temporaries in 16 ymm
+constexpr int kMRQuant = 4;  // int8 / int4: 8 integer accumulators + temporaries in 16 ymm
 
 inline __m256i tail_mask8(int64_t valid) {
   const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
