@@ -110,6 +110,9 @@ struct MicroArgs {
   const float* sx;
   int64_t valid_cols;  // columns of this panel inside n (1..16)
   bool first, last;
+  // Full int8/int4 tiles: the first tile of a panel's K-block prefetches the same lines of the
+  // next panel (this many bytes further), which the next tiles' loop reads next; else 0.
+  int64_t prefetch_bytes = 0;
 };
 
 // Loads / stores one 16-wide row piece of Y honouring the column tail.
@@ -255,15 +258,19 @@ static_assert(RECAP_AVX2_INT4_LINES == wf::kInt4Group / 8);
 static_assert(wf::kPanelRows * 4 == 64, "one int8 unit / int4 line of a panel is 64 bytes");
 
 // acc[i][h] = the int32 (int8) / int16-lane (int4) sums of one group of a full 4-row tile.
-// a, aa, b: the group's first unit of the tile (aa: int8 |a|) and weight bytes.
+// a, aa, b: the group's first unit of the tile (aa: int8 |a|) and weight bytes. For every
+// 64-byte weight line read, the line pf bytes further is prefetched (the next panel's same
+// line; pf = 0 touches the line being read, a no-op).
 template <bool INT4>
-inline void group_sums_asm(const uint32_t* a, const uint32_t* aa, const uint8_t* b, __m256i (&acc)[4][2]) {
+inline void group_sums_asm(const uint32_t* a, const uint32_t* aa, const uint8_t* b, int64_t pf,
+                           __m256i (&acc)[4][2]) {
   long count = INT4 ? RECAP_AVX2_INT4_LINES : RECAP_AVX2_INT8_UNITS;
   if constexpr (INT4) {
     const __m256i nib = _mm256_set1_epi8(0x0f);
     __asm__ volatile(
         RECAP_AVX2_ZERO_ACC
         "1:\n\t"
+        "prefetcht0 (%[b], %[pf])\n\t"
         "vmovdqu (%[b]), %%ymm8\n\t"
         "vmovdqu 32(%[b]), %%ymm9\n\t"
         "vpand %[nib], %%ymm8, %%ymm10\n\t"
@@ -283,13 +290,14 @@ inline void group_sums_asm(const uint32_t* a, const uint32_t* aa, const uint8_t*
         : [c00] "=&x"(acc[0][0]), [c01] "=&x"(acc[0][1]), [c10] "=&x"(acc[1][0]), [c11] "=&x"(acc[1][1]),
           [c20] "=&x"(acc[2][0]), [c21] "=&x"(acc[2][1]), [c30] "=&x"(acc[3][0]), [c31] "=&x"(acc[3][1]),
           [a] "+r"(a), [b] "+r"(b), [count] "+r"(count)
-        : [nib] "x"(nib)
+        : [nib] "x"(nib), [pf] "r"(pf)
         : "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "cc", "memory");
   } else {
     const __m256i ones = _mm256_set1_epi16(1);
     const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
     __asm__ volatile(RECAP_AVX2_ZERO_ACC
                      "1:\n\t"
+                     "prefetcht0 (%[b], %[pf])\n\t"
                      "vpxor (%[b]), %[flip], %%ymm8\n\t"
                      "vpxor 32(%[b]), %[flip], %%ymm9\n\t"  //
                      RECAP_AVX2_I8_ROW(0, c00, c01) RECAP_AVX2_I8_ROW(1, c10, c11) RECAP_AVX2_I8_ROW(2, c20, c21)
@@ -303,7 +311,7 @@ inline void group_sums_asm(const uint32_t* a, const uint32_t* aa, const uint8_t*
                        [c11] "=&x"(acc[1][1]), [c20] "=&x"(acc[2][0]), [c21] "=&x"(acc[2][1]),
                        [c30] "=&x"(acc[3][0]), [c31] "=&x"(acc[3][1]), [a] "+r"(a), [aa] "+r"(aa),
                        [b] "+r"(b), [count] "+r"(count)
-                     : [ones] "x"(ones), [flip] "x"(flip)
+                     : [ones] "x"(ones), [flip] "x"(flip), [pf] "r"(pf)
                      : "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "cc", "memory");
   }
 }
@@ -357,7 +365,7 @@ void micro_quant(const MicroArgs& g) {
   for (int64_t gi = 0; gi < groups; ++gi) {
     __m256i acc[MR][2];
     if constexpr (MR == kMRQuant) {
-      group_sums_asm<INT4>(a, aa, b, acc);
+      group_sums_asm<INT4>(a, aa, b, 0, acc);
       if constexpr (INT4) {
 #pragma GCC unroll 16
         for (int i = 0; i < MR; ++i) {
@@ -485,7 +493,7 @@ void micro_quant_full_tile(const MicroArgs& g) {
   const uint8_t* b = g.b;
   for (int64_t gi = 0; gi < groups; ++gi) {
     __m256i acc[MR][2];
-    group_sums_asm<INT4>(a, aa, b, acc);
+    group_sums_asm<INT4>(a, aa, b, g.prefetch_bytes, acc);
     if constexpr (INT4) {
       const __m256i ones16 = _mm256_set1_epi16(1);
 #pragma GCC unroll 16
@@ -627,6 +635,7 @@ void gemm(const float* x, int64_t m, int64_t ldx, const PackedWeight& w, const f
           g.valid_cols = valid_cols;
           g.first = u0 == 0;
           g.last = u0 + ku == kunits;
+          g.prefetch_bytes = t == t0 && p + 1 < p1 ? panel_bytes : 0;
           fn(g);
         }
       }
