@@ -1,7 +1,10 @@
 // GEMM benchmarks at the model's real shapes, measured against this machine's own limits.
 //
-//   limits/...                  memory read bandwidth (1 and 2 threads), f32 FMA, int8 vpdpbusd
-//                               and bf16 vdpbf16ps peaks, measured once per run
+//   limits/...                  memory read bandwidth (1 and 2 threads), f32 FMA, int8 dot
+//                               and bf16 vdpbf16ps peaks, measured once per run; the int8 dot
+//                               peak is that of the active int8 GEMM's instructions (label):
+//                               vpdpbusd zmm, or under RECAP_FORCE_ISA=avx2 (and AVX-512
+//                               without VNNI) the AVX2 vpmaddubsw+vpmaddwd+vpaddd ymm triple
 //   gemm/<fmt>/<shape>/M:<m>    recap GEMM, fmt in f32|bf16|int8|int4
 //   blas_sgemm/<shape>/M:<m>    OpenBLAS cblas_sgemm on the same shape (f32 baseline)
 //   batched_decode/<fmt>/<shape>/M:<m>   int8/int4, M in {1,4,8,16}: frac_of_bound against
@@ -11,13 +14,17 @@
 // Counters: GOPS (2*M*N*K / s), GBps (weight + activation bytes / s), frac_of_limit
 // (throughput over the limit that bounds the row: read bandwidth for M <= 16, probed right
 // after the row so host-level drift does not skew it, else the peak
-// of the format's dot instruction: f32 FMA for f32/BLAS, vdpbf16ps for bf16, vpdpbusd for
-// int8/int4) and limit (that limit's value). Weights smaller than ~128 MB are replicated and
+// of the format's dot instruction: f32 FMA for f32/BLAS, vdpbf16ps for bf16, the int8 dot
+// peak above for int8/int4) and limit (that limit's value). Weights smaller than ~128 MB are replicated and
 // rotated so every call streams from memory, not cache.
 //
 // Threads: OMP_NUM_THREADS (default: all cores). Quick run:
 //   bench_gemm --benchmark_filter='limits|gate_up' --benchmark_min_time=0.1
 // On a shared machine: --benchmark_repetitions=5 and read the _max rows (best repetition).
+// The AVX2 int8/int4 path at 1 thread, prefill against the AVX2 int8 peak (CPU time):
+//   OMP_NUM_THREADS=1 RECAP_FORCE_ISA=avx2 bench_gemm
+//     --benchmark_filter='limits/int8|prefill/int(8|4)/llama_q_o|gemm/int(8|4)/llama_gate_up/M:(16|640)'
+// (prefill/... rows: frac_of_peak_cpu; gemm/... rows: frac_of_limit, wall time).
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
@@ -47,6 +54,7 @@ namespace {
 struct Limits {
   double bw1 = 0, bw2 = 0, bw_threads = 0;  // GB/s
   double fma = 0, vnni = 0, bf16 = 0;       // GFLOP/s, GOP/s, GFLOP/s at omp_get_max_threads()
+  const char* int8_instruction = "";        // what the int8 dot peak (vnni) measured
   int threads = 1;
 };
 
@@ -58,7 +66,9 @@ const Limits& limits() {
     r.bw2 = measure_read_bandwidth(2).value;
     r.bw_threads = r.threads == 1 ? r.bw1 : r.threads == 2 ? r.bw2 : measure_read_bandwidth(r.threads).value;
     r.fma = measure_f32_fma_peak(r.threads).value;
-    r.vnni = measure_int8_dot_peak(r.threads).value;
+    const LimitProbe int8_peak = measure_int8_dot_peak(r.threads);
+    r.vnni = int8_peak.value;
+    r.int8_instruction = int8_peak.instruction;
     r.bf16 = measure_bf16_dot_peak(r.threads).value;
     return r;
   }();
@@ -71,7 +81,8 @@ void BM_limit(benchmark::State& state, int which) {
   for (auto _ : state) benchmark::DoNotOptimize(values[which]);
   state.counters["value"] = values[which];
   state.counters["threads"] = which == 0 ? 1 : which == 1 ? 2 : l.threads;
-  state.SetLabel(isa_name(active_isa()));
+  state.SetLabel(which == 3 ? std::string(isa_name(active_isa())) + " " + l.int8_instruction
+                            : std::string(isa_name(active_isa())));
 }
 
 struct Shape {
@@ -344,7 +355,7 @@ void with_stats(benchmark::internal::Benchmark* b) {
 
 int register_all() {
   const char* limit_names[] = {"limits/mem_read_gbps/threads:1", "limits/mem_read_gbps/threads:2",
-                               "limits/f32_fma_gflops", "limits/int8_vpdpbusd_gops",
+                               "limits/f32_fma_gflops", "limits/int8_dot_gops",
                                "limits/bf16_vdpbf16ps_gflops"};
   for (int i = 0; i < 5; ++i)
     benchmark::RegisterBenchmark(limit_names[i], BM_limit, i)->Iterations(1)->UseRealTime();

@@ -117,8 +117,13 @@ LimitProbe measure_f32_fma_peak(int threads) {
 }
 
 LimitProbe measure_int8_dot_peak(int threads) {
-  if (!active_choice().avx512vnni) return {0, "vpdpbusd unavailable"};
-  return {best_rate(threads, 200'000, 12.0 * 128, 60, avx512vnni::int8_dot_loop) / 1e9, "vpdpbusd zmm"};
+  if (active_choice().avx512vnni)
+    return {best_rate(threads, 200'000, 12.0 * 128, 60, avx512vnni::int8_dot_loop) / 1e9, "vpdpbusd zmm"};
+  // Without VNNI the int8/int4 GEMM is the AVX2 one: its peak is the AVX2 triple's.
+  if (active_isa() != Isa::Ref)
+    return {best_rate(threads, 200'000, 6.0 * 64, 60, avx2::int8_dot_loop) / 1e9,
+            "vpmaddubsw+vpmaddwd+vpaddd ymm"};
+  return {0, "none (ref ISA)"};
 }
 
 LimitProbe measure_bf16_dot_peak(int threads) {

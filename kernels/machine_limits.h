@@ -1,7 +1,8 @@
 // Probes of this machine's throughput limits, measured at run time so benchmark rows can
 // report their fraction of the limit that bounds them (docs/PERFORMANCE.md):
 //   memory read bandwidth (streaming a buffer far larger than the caches),
-//   f32 FMA peak (vfmadd231ps), int8 dot peak (vpdpbusd) and bf16 dot peak (vdpbf16ps).
+//   f32 FMA peak (vfmadd231ps), int8 dot peak (vpdpbusd, or the AVX2 vpmaddubsw triple) and bf16 dot peak
+//   (vdpbf16ps).
 // Each probe runs `threads` OpenMP threads; the compute peaks return the best of many short
 // repetitions, the bandwidth the median of 21 passes (see measure_read_bandwidth).
 // Operation counts: one multiply-add = 2 operations (same convention as GEMM's 2*M*N*K).
@@ -19,7 +20,10 @@ struct LimitProbe {
 LimitProbe measure_read_bandwidth(int threads, int megabytes = 256);
 // Peak f32 multiply-add throughput in GFLOP/s (widest FMA the CPU runs: zmm, else ymm).
 LimitProbe measure_f32_fma_peak(int threads);
-// Peak int8 dot-product throughput in GOP/s (AVX-512 VNNI vpdpbusd zmm); 0 if absent.
+// Peak int8 dot-product throughput in GOP/s of the instructions the active int8/int4 GEMM
+// uses: AVX-512 VNNI vpdpbusd zmm when the active choice has VNNI, else (AVX2, or AVX-512
+// without VNNI, whose int8/int4 GEMM is the AVX2 one) vpmaddubsw + vpmaddwd + vpaddd ymm;
+// 0 on the ref ISA.
 LimitProbe measure_int8_dot_peak(int threads);
 // Peak bf16 dot-product throughput in GFLOP/s (AVX-512 BF16 vdpbf16ps zmm); 0 if absent.
 LimitProbe measure_bf16_dot_peak(int threads);
@@ -36,7 +40,8 @@ double bf16_dot_loop(long iters);  // 12 x iters vdpbf16ps zmm
 }
 namespace avx2 {
 double read_pass(const void* data, long bytes);
-double f32_fma_loop(long iters);  // 12 x iters vfmadd231ps ymm
+double f32_fma_loop(long iters);   // 12 x iters vfmadd231ps ymm
+double int8_dot_loop(long iters);  // 6 x iters vpmaddubsw + vpmaddwd + vpaddd ymm
 }  // namespace avx2
 
 }  // namespace recap::kernels

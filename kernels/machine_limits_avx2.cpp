@@ -1,6 +1,8 @@
 // AVX2 loops of the machine-limit probes (kernels/machine_limits.h), for CPUs without AVX-512.
 #include <immintrin.h>
 
+#include <cstdint>
+
 #include "kernels/machine_limits.h"
 
 namespace recap::kernels::avx2 {
@@ -39,6 +41,38 @@ double f32_fma_loop(long iters) {
   alignas(32) float v[8];
   _mm256_store_ps(v, s);
   return v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7];
+}
+
+// The AVX2 int8 dot peak: the triple that is AVX2's vpdpbusd, acc += vpmaddwd(vpmaddubsw(u8,
+// s8), ones) (16 u8 x s8 pair products summed to int16, pairs of those to int32, accumulated),
+// 32 multiply-adds per ymm triple, the same instructions in the same dependency shape as the
+// inner loop of the AVX2 int8/int4 GEMM (kernels/gemm_avx2.cpp): 3 rows x 2 weight vectors,
+// six independent int32 accumulators whose chains carry only the vpaddd, the multiplies
+// depending on operands that change every iteration (an empty asm hides them from the
+// compiler, which would otherwise hoist the loop-invariant products). Not counted: the extra
+// operations s8 x s8 needs on AVX2 (vpsignb/vpabsb of the sign trick) or int4 needs (nibble
+// unpacking), which the kernels pay on top; int4's int16 partial sums skip most vpmaddwd and
+// can therefore run above this "peak". 6 x 32 multiply-adds per iteration.
+double int8_dot_loop(long iters) {
+  __m256i acc[6];
+  for (int j = 0; j < 6; ++j) acc[j] = _mm256_set1_epi32(j);
+  __m256i w0 = _mm256_set1_epi8(3), w1 = _mm256_set1_epi8(5);
+  __m256i a0 = _mm256_set1_epi8(-2), a1 = _mm256_set1_epi8(7), a2 = _mm256_set1_epi8(-9);
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (long i = 0; i < iters; ++i) {
+    __asm__("" : "+x"(w0), "+x"(w1), "+x"(a0), "+x"(a1), "+x"(a2));
+    acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(_mm256_maddubs_epi16(w0, a0), ones));
+    acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(_mm256_maddubs_epi16(w1, a0), ones));
+    acc[2] = _mm256_add_epi32(acc[2], _mm256_madd_epi16(_mm256_maddubs_epi16(w0, a1), ones));
+    acc[3] = _mm256_add_epi32(acc[3], _mm256_madd_epi16(_mm256_maddubs_epi16(w1, a1), ones));
+    acc[4] = _mm256_add_epi32(acc[4], _mm256_madd_epi16(_mm256_maddubs_epi16(w0, a2), ones));
+    acc[5] = _mm256_add_epi32(acc[5], _mm256_madd_epi16(_mm256_maddubs_epi16(w1, a2), ones));
+  }
+  __m256i s = acc[0];
+  for (int j = 1; j < 6; ++j) s = _mm256_add_epi32(s, acc[j]);
+  alignas(32) int32_t v[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(v), s);
+  return static_cast<double>(v[0]) + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7];
 }
 
 }  // namespace recap::kernels::avx2

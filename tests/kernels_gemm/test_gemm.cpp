@@ -219,6 +219,47 @@ TEST(Gemm, BatchedDecodeShapesStreamPanelsAcrossKBlocks) {
   }
 }
 
+TEST(Gemm, ExtremeQuantizedValuesStayExact) {
+  // The exactness margins of the int8/int4 kernels at their limits: weights of +-1 quantize to
+  // the format's extreme levels (int8 +-127; int4 -8, nibble 0, for a group's first extreme
+  // and +7, nibble 15, for the opposite sign) and activations of +-1 to +-127, so the AVX2 sign
+  // trick meets its largest pair sums (2 * 127 * 127 = 32258) and the int4 int16 group sums
+  // their largest lanes (8 units x 2 x 15 x 127 = 30480); a saturating or wrapping step
+  // anywhere shows as a difference from ref::gemm's plain int32 sums. M 1-9 covers full 4- and
+  // 8-row tiles and partial ones, n = 40 full panels and a partial one, k = 300 whole groups
+  // and a partial last group.
+  const int64_t n = 40, k = 300;
+  std::mt19937 rng(61);
+  // kind 0: all +1, 1: all -1, 2: random signs, 3: -1 except +1 at the start of every 32
+  // values (int4 maps a group's first extreme to -8, nibble 0, so the 31 others become +7,
+  // nibble 15: the largest int4 lanes).
+  auto pattern = [&](int64_t count, int kind) {
+    std::vector<float> v(count);
+    for (int64_t i = 0; i < count; ++i)
+      v[i] = kind == 0   ? 1.f
+             : kind == 1 ? -1.f
+             : kind == 2 ? (rng() & 1 ? 1.f : -1.f)
+                         : (i % k % 32 == 0 ? 1.f : -1.f);
+    return v;
+  };
+  for_each_variant([&] {
+    for (WeightFormat fmt : {WeightFormat::Int8, WeightFormat::Int4})
+      for (int wkind = 0; wkind < 4; ++wkind) {
+        const std::vector<float> w = pattern(n * k, wkind);
+        const PackedWeight p = pack_weight(w.data(), SrcType::F32, n, k, fmt);
+        for (int xkind = 0; xkind < 3; ++xkind)
+          for (int64_t m : {1, 2, 3, 4, 5, 8, 9}) {
+            const std::vector<float> x = pattern(m * k, xkind);
+            std::vector<float> y(m * n, sentinel()), yr(m * n);
+            gemm(x.data(), m, k, p, nullptr, y.data(), n);
+            ref::gemm(x.data(), m, k, p, nullptr, yr.data(), n);
+            ASSERT_EQ(0, std::memcmp(y.data(), yr.data(), y.size() * 4))
+                << weight_format_name(fmt) << " weights " << wkind << " activations " << xkind << " m=" << m;
+          }
+      }
+  });
+}
+
 TEST(Gemm, ResultsIndependentOfThreadCount) {
   const int64_t m = 20, n = 700, k = 520;
   const std::vector<float> x = gaussian(m * k, 5), w = gaussian(n * k, 6, 0.05f);
