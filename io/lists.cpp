@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <memory>
 
 #include "io/fileutil.h"
 
@@ -34,34 +35,59 @@ bool parse_int(const std::string& s, int64_t* out) {
   return true;
 }
 
-// Alternatives of one brace group body (without the braces).
-std::vector<std::string> group_alternatives(const std::string& body, const std::string& pattern) {
+// A pattern is parsed into a tree first and its names are counted; they are materialized
+// once, at the end, each name built once. (Expanding level by level built every name again at
+// each nesting level: a pattern of 800,000 names nested four deep took seconds.)
+//
+// One (sub)pattern: literal `prefix`, then (when has_group) one brace group whose
+// alternatives each continue with `rest`, the pattern after the group.
+struct BraceNode;
+
+// One alternative of a group: a number of a range, a literal (a body without a top-level
+// comma stays "{body}"), or a comma part, itself a pattern.
+struct BraceAlt {
+  enum Kind { kRange, kLiteral, kPart } kind = kLiteral;
+  int64_t from = 0, to = 0;  // kRange: from..to inclusive, either direction
+  size_t width = 0;          // kRange: zero padding
+  std::string literal;       // kLiteral
+  std::unique_ptr<BraceNode> part;
+  uint64_t count = 1;
+};
+
+struct BraceNode {
+  std::string prefix;
+  bool has_group = false;
+  std::vector<BraceAlt> alts;
+  std::unique_ptr<BraceNode> rest;
+  uint64_t count = 1;  // names this pattern expands to (<= kMaxExpansion)
+};
+
+std::unique_ptr<BraceNode> parse_braces(const std::string& pattern);
+
+// The alternatives of one brace group body (without the braces) and their total count.
+// Errors and their order as the names are made: a range or the group over the limit.
+uint64_t parse_group(const std::string& body, const std::string& pattern, std::vector<BraceAlt>* alts) {
   size_t dots = body.find("..");
   int64_t a = 0, b = 0;
   if (dots != std::string::npos && parse_int(body.substr(0, dots), &a) &&
       parse_int(body.substr(dots + 2), &b)) {
     std::string as = body.substr(0, dots);
     std::string bs = body.substr(dots + 2);
+    BraceAlt r;
+    r.kind = BraceAlt::kRange;
+    r.from = a;
+    r.to = b;
     // Zero padding: a leading zero on either end pads every number to the longer width.
-    size_t width = 0;
     if ((as.size() > 1 && as[0] == '0') || (bs.size() > 1 && bs[0] == '0'))
-      width = std::max(as.size(), bs.size());
-    int64_t n = (a <= b ? b - a : a - b) + 1;
-    if (static_cast<size_t>(n) > kMaxExpansion)
+      r.width = std::max(as.size(), bs.size());
+    const uint64_t n = static_cast<uint64_t>(a <= b ? b - a : a - b) + 1;
+    if (n > kMaxExpansion)
       throw ListError("brace range {" + body + "} in '" + pattern + "' names more than 1,000,000 items");
-    std::vector<std::string> out;
-    out.reserve(static_cast<size_t>(n));
-    int64_t step = a <= b ? 1 : -1;
-    for (int64_t v = a;; v += step) {
-      std::string s = std::to_string(v < 0 ? -v : v);
-      if (s.size() < width) s.insert(0, width - s.size() - (v < 0 ? 1 : 0), '0');
-      if (v < 0) s.insert(0, "-");
-      out.push_back(std::move(s));
-      if (v == b) break;
-    }
-    return out;
+    r.count = n;
+    alts->push_back(std::move(r));
+    return n;
   }
-  // Comma alternatives (nested braces inside an alternative are expanded recursively).
+  // Comma alternatives (nested braces inside an alternative are parsed recursively).
   std::vector<std::string> parts;
   int depth = 0;
   std::string cur;
@@ -76,26 +102,35 @@ std::vector<std::string> group_alternatives(const std::string& body, const std::
     }
   }
   parts.push_back(cur);
-  if (parts.size() == 1) return {"{" + body + "}"};  // not a group: literal braces
-  std::vector<std::string> out;
-  for (auto& p : parts) {
-    auto sub = expand_braces(p);
-    // The alternatives together are bounded too, not only each one.
-    if (out.size() + sub.size() > kMaxExpansion)
-      throw ListError("brace group {" + body + "} in '" + pattern + "' names more than 1,000,000 items");
-    out.insert(out.end(), sub.begin(), sub.end());
+  if (parts.size() == 1) {  // not a group: literal braces
+    BraceAlt l;
+    l.literal = "{" + body + "}";
+    alts->push_back(std::move(l));
+    return 1;
   }
-  return out;
+  uint64_t total = 0;
+  for (auto& p : parts) {
+    BraceAlt alt;
+    alt.kind = BraceAlt::kPart;
+    alt.part = parse_braces(p);
+    alt.count = alt.part->count;
+    // The alternatives together are bounded too, not only each one.
+    if (total + alt.count > kMaxExpansion)
+      throw ListError("brace group {" + body + "} in '" + pattern + "' names more than 1,000,000 items");
+    total += alt.count;
+    alts->push_back(std::move(alt));
+  }
+  return total;
 }
 
-}  // namespace
-
-std::vector<std::string> expand_braces(const std::string& pattern) {
+std::unique_ptr<BraceNode> parse_braces(const std::string& pattern) {
+  auto node = std::make_unique<BraceNode>();
   size_t open = pattern.find('{');
   if (open == std::string::npos) {
     if (pattern.find('}') != std::string::npos)
       throw ListError("unbalanced '}' in pattern '" + pattern + "'");
-    return {pattern};
+    node->prefix = pattern;
+    return node;
   }
   int depth = 0;
   size_t close = std::string::npos;
@@ -107,16 +142,84 @@ std::vector<std::string> expand_braces(const std::string& pattern) {
     }
   }
   if (close == std::string::npos) throw ListError("unbalanced '{' in pattern '" + pattern + "'");
-  std::string prefix = pattern.substr(0, open);
-  if (prefix.find('}') != std::string::npos) throw ListError("unbalanced '}' in pattern '" + pattern + "'");
-  auto alts = group_alternatives(pattern.substr(open + 1, close - open - 1), pattern);
-  auto rests = expand_braces(pattern.substr(close + 1));
-  if (alts.size() * rests.size() > kMaxExpansion)
+  node->prefix = pattern.substr(0, open);
+  if (node->prefix.find('}') != std::string::npos)
+    throw ListError("unbalanced '}' in pattern '" + pattern + "'");
+  node->has_group = true;
+  const uint64_t alts = parse_group(pattern.substr(open + 1, close - open - 1), pattern, &node->alts);
+  node->rest = parse_braces(pattern.substr(close + 1));
+  // Both factors are <= kMaxExpansion: the product cannot overflow.
+  if (alts * node->rest->count > kMaxExpansion)
     throw ListError("pattern '" + pattern + "' names more than 1,000,000 items");
+  node->count = alts * node->rest->count;
+  return node;
+}
+
+// Appends every name of `node` followed by every name of the patterns on `after` (innermost
+// last) to `out`, each built once in `buf`.
+void emit_braces(const BraceNode& node, std::string& buf, std::vector<const BraceNode*>& after,
+                 std::vector<std::string>& out);
+
+void emit_after(std::string& buf, std::vector<const BraceNode*>& after, std::vector<std::string>& out) {
+  if (after.empty()) {
+    out.push_back(buf);
+    return;
+  }
+  const BraceNode* next = after.back();
+  after.pop_back();
+  emit_braces(*next, buf, after, out);
+  after.push_back(next);
+}
+
+void emit_braces(const BraceNode& node, std::string& buf, std::vector<const BraceNode*>& after,
+                 std::vector<std::string>& out) {
+  const size_t mark = buf.size();
+  buf += node.prefix;
+  if (!node.has_group) {
+    emit_after(buf, after, out);
+    buf.resize(mark);
+    return;
+  }
+  const size_t group_mark = buf.size();
+  after.push_back(node.rest.get());
+  for (const BraceAlt& alt : node.alts) {
+    switch (alt.kind) {
+      case BraceAlt::kLiteral:
+        buf += alt.literal;
+        emit_after(buf, after, out);
+        break;
+      case BraceAlt::kPart:
+        emit_braces(*alt.part, buf, after, out);
+        break;
+      case BraceAlt::kRange: {
+        const int64_t step = alt.from <= alt.to ? 1 : -1;
+        for (int64_t v = alt.from;; v += step) {
+          std::string s = std::to_string(v < 0 ? -v : v);
+          if (s.size() < alt.width) s.insert(0, alt.width - s.size() - (v < 0 ? 1 : 0), '0');
+          if (v < 0) s.insert(0, "-");
+          buf += s;
+          emit_after(buf, after, out);
+          buf.resize(group_mark);
+          if (v == alt.to) break;
+        }
+        break;
+      }
+    }
+    buf.resize(group_mark);
+  }
+  after.pop_back();
+  buf.resize(mark);
+}
+
+}  // namespace
+
+std::vector<std::string> expand_braces(const std::string& pattern) {
+  const std::unique_ptr<BraceNode> root = parse_braces(pattern);
   std::vector<std::string> out;
-  out.reserve(alts.size() * rests.size());
-  for (auto& a : alts)
-    for (auto& r : rests) out.push_back(prefix + a + r);
+  out.reserve(static_cast<size_t>(root->count));
+  std::string buf;
+  std::vector<const BraceNode*> after;
+  emit_braces(*root, buf, after, out);
   return out;
 }
 
