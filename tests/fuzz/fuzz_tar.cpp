@@ -2,6 +2,7 @@
 // tar_member_bytes and read again, and must come back with the same name and bytes. A second
 // round trip uses a member built from the input itself (name = bytes up to the first NUL-free
 // newline, data = the rest). Documented errors: io::TarError.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -19,7 +20,25 @@ std::vector<recap::io::TarMember> read_all(const std::string& path) {
   return out;
 }
 
-void round_trip(const std::vector<recap::io::TarMember>& members, const std::string& path) {
+// What tar_member_bytes refuses (documented: an empty name, a NUL in the name); the reader
+// yields such names as they are, and the caption pipeline fails their samples on the key.
+bool writable_name(const std::string& name) {
+  return !name.empty() && name.find('\0') == std::string::npos;
+}
+
+void round_trip(std::vector<recap::io::TarMember> members, const std::string& path) {
+  members.erase(std::remove_if(members.begin(), members.end(),
+                               [](const recap::io::TarMember& m) {
+                                 if (writable_name(m.name)) return false;
+                                 // Refused, never written wrong.
+                                 try {
+                                   (void)recap::io::tar_member_bytes(m.name, m.data, 0);
+                                 } catch (const recap::io::TarError&) {
+                                   return true;
+                                 }
+                                 __builtin_trap();
+                               }),
+                members.end());
   std::string archive;
   for (const auto& m : members) archive += recap::io::tar_member_bytes(m.name, m.data, 1700000000);
   archive += recap::io::tar_end_bytes();
