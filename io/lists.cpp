@@ -213,6 +213,10 @@ void emit_braces(const BraceNode& node, std::string& buf, std::vector<const Brac
 
 }  // namespace
 
+size_t count_braces(const std::string& pattern) {
+  return static_cast<size_t>(parse_braces(pattern)->count);
+}
+
 std::vector<std::string> expand_braces(const std::string& pattern) {
   const std::unique_ptr<BraceNode> root = parse_braces(pattern);
   std::vector<std::string> out;

@@ -42,6 +42,9 @@ struct ListError : std::runtime_error {
 // order. A string without braces expands to itself. Throws ListError on an unbalanced brace
 // or a pattern, range or group naming more than 1,000,000 names.
 std::vector<std::string> expand_braces(const std::string& pattern);
+// How many names expand_braces(pattern) returns, without building them (a shard count for a
+// plan or a check); throws exactly what expand_braces throws.
+size_t count_braces(const std::string& pattern);
 
 // Braces first (expand_braces), then each name holding '*', '?' or '[' is globbed (glob(3)
 // rules, matches sorted bytewise so every worker numbers shards alike). A name that exists as

@@ -124,6 +124,16 @@ TEST(Braces, AlternativesNestedAndMultiple) {
   EXPECT_EQ(expand_braces("{single}"), std::vector<std::string>{"{single}"});
 }
 
+TEST(Braces, CountWithoutBuildingTheNames) {
+  EXPECT_EQ(count_braces("lists/{00000..00099}.jsonl"), 100u);
+  EXPECT_EQ(count_braces("{a,b{1..2}}/{x,y}"), expand_braces("{a,b{1..2}}/{x,y}").size());
+  EXPECT_EQ(count_braces("plain"), 1u);
+  EXPECT_EQ(count_braces("{0..499999}{x,y}"), 1000000u);
+  EXPECT_THROW(count_braces("{a,{0..499999}}{x,y}"), ListError);  // 1,000,002
+  EXPECT_THROW(count_braces("{0..1000000}"), ListError);
+  EXPECT_THROW(count_braces("a{0..3"), ListError);
+}
+
 TEST(Braces, Errors) {
   EXPECT_THROW(expand_braces("a{0..3"), ListError);
   EXPECT_THROW(expand_braces("a}0"), ListError);
