@@ -41,6 +41,7 @@ struct BenchOptions {
   int new_tokens = 128;
   int prompt_tokens = 40;   // text tokens around the image
   int images = 2;           // timed vision-tower runs (batch 1)
+  int tower_batch = 8;      // images of the timed batched tower run (the caption job's batch); <= 1 skips it
   int decode_steps = 0;     // timed decode steps per batch size; 0: min(new_tokens, 16)
   int threads = 0;          // 0: engine::resolve_threads
   int caption_images = 32;  // images of the caption phase; 0 skips it

@@ -35,6 +35,12 @@ struct Command {
 
 std::vector<Command>& registry();
 
+// Writes a subcommand's report to stdout and flushes it. A failed write throws
+// std::runtime_error("writing the standard output: <strerror>") with the errno of the write
+// that failed (a report larger than stdio's buffer is partly flushed inside the call, so a
+// check at exit would no longer know why), and main.cpp does not report it a second time.
+void write_report(const std::string& text);
+
 struct CommandRegistrar {
   CommandRegistrar(std::string name, std::string description,
                    std::function<std::function<int()>(CLI::App*)> setup) {

@@ -34,6 +34,9 @@ CommandRegistrar reg_bench(
       sub->add_option("--prompt-tokens", o->prompt_tokens, "text tokens around the image")
           ->capture_default_str();
       sub->add_option("--images", o->images, "timed vision-tower runs")->capture_default_str();
+      sub->add_option("--tower-batch", o->tower_batch,
+                      "images of one timed batched vision-tower run (caption's tower batch; 1 skips it)")
+          ->capture_default_str();
       sub->add_option("--decode-steps", o->decode_steps,
                       "timed decode steps per batch size (0: min(new-tokens, 16))")
           ->capture_default_str();
@@ -59,9 +62,9 @@ CommandRegistrar reg_bench(
         nlohmann::ordered_json r = engine::run_bench(*o);
         r["recap_version"] = RECAP_VERSION;
         if (*json_out)
-          std::printf("%s\n", r.dump(2).c_str());
+          write_report(r.dump(2) + "\n");
         else
-          std::printf("%s", engine::bench_markdown(r).c_str());
+          write_report(engine::bench_markdown(r));
         return kExitOk;
       };
     });

@@ -39,7 +39,7 @@ int run(EvalQuantFlags& f) {
     if (!as_json) std::fprintf(stderr, "%s\n", line.c_str());
   });
   if (as_json) {
-    std::printf("%s\n", report.dump(2).c_str());
+    write_report(report.dump(2) + "\n");
     return kExitOk;
   }
   for (const auto& im : report["images"])

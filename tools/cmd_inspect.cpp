@@ -345,7 +345,7 @@ int run_inspect(const std::string& weights, const std::string& vision_weights,
     j["warnings"] = c.warnings;
     j["problems"] = problems;
     j["usable"] = usable;
-    std::printf("%s\n", j.dump(2).c_str());
+    write_report(j.dump(2) + "\n");
   } else {
     std::printf("weights:        %s\n", c.weights_dir.c_str());
     std::printf("layout:         %s (%s)\n", models::layout_name(c.layout), c.architecture.c_str());

@@ -10,7 +10,6 @@
 //      also a runtime failure (the --todo-file cannot be written);
 //   2  usage error (no such directory, unreadable inputs or run plan).
 #include <cstdio>
-#include <iostream>
 
 #include "engine/errors.h"
 #include "engine/merge_stats.h"
@@ -74,9 +73,9 @@ int run_merge_stats(const MergeFlags& f) {
     io::atomic_write(f.todo_file, text);  // io::IoError: a runtime failure (1)
   }
   if (f.json)
-    std::cout << m.to_json().dump(2) << "\n";
+    write_report(m.to_json().dump(2) + "\n");
   else
-    std::cout << m.to_text();
+    write_report(m.to_text());
   // Not every shard done is the documented outcome 1, not an error: the summary says which.
   return exit_status(m.all_done() ? ExitCode::kOk : ExitCode::kRuntime);
 }

@@ -151,7 +151,7 @@ int run_plan(const PlanArgs& a) {
                     {"calibration_s", k.wall_s},
                     {"cpu_share", k.cpu_share}});
     j["calibration"] = cj;
-    std::printf("%s\n", j.dump(2).c_str());
+    write_report(j.dump(2) + "\n");
   } else {
     std::printf(
         "plan: %s (%s%s)\n", a.weights.c_str(), models::layout_name(c.layout),

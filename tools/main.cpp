@@ -5,6 +5,7 @@
 #include <cstring>
 #include <exception>
 #include <map>
+#include <stdexcept>
 #include <string>
 
 #include "engine/errors.h"
@@ -15,6 +16,24 @@ namespace recap::cli {
 std::vector<Command>& registry() {
   static std::vector<Command> commands;
   return commands;
+}
+
+namespace {
+bool g_stdout_failure_reported = false;
+}  // namespace
+
+void write_report(const std::string& text) {
+  errno = 0;
+  const size_t written = std::fwrite(text.data(), 1, text.size(), stdout);
+  int err = errno;
+  if (written == text.size()) {
+    errno = 0;
+    if (std::fflush(stdout) == 0) return;
+    err = errno;
+  }
+  g_stdout_failure_reported = true;
+  throw std::runtime_error(std::string("writing the standard output: ") +
+                           (err ? std::strerror(err) : "write error"));
 }
 
 namespace {
@@ -36,7 +55,7 @@ int run_subcommand(const std::string& name, const std::function<int()>& run) {
   // A report that did not reach stdout (a full disk, a closed pipe with SIGPIPE ignored) is a
   // runtime failure, not a success: stdio only says so at the flush.
   errno = 0;
-  if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+  if (!g_stdout_failure_reported && (std::fflush(stdout) != 0 || std::ferror(stdout))) {
     const int err = errno;
     std::fprintf(stderr, "recap-engine %s: error: writing the standard output: %s\n", name.c_str(),
                  err ? std::strerror(err) : "write error");

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -81,6 +82,39 @@ TEST(BenchCli, JsonReportOnTinyModel) {
       has_decode_fraction = true;
     }
   EXPECT_TRUE(has_decode_fraction);
+  // The batched tower run (default batch 8) and the batch-B decode's binding bound.
+  EXPECT_EQ(d["vision_batch"].get<int>(), 8);
+  EXPECT_GT(d["vision_batch_ms_per_image"].get<double>(), 0.0);
+  bool has_tower_batch_row = false;
+  for (const auto& row : j["results"])
+    if (row["test"] == "vision tower + projector (batch 8)") {
+      EXPECT_EQ(row["value"].get<double>(), d["vision_batch_ms_per_image"].get<double>());
+      EXPECT_EQ(row["frac_of_limit"].get<double>(), d["vision_batch_frac_of_peak"].get<double>());
+      has_tower_batch_row = true;
+    } else if (row["test"] == "decode tg batch 3 (aggregate)") {
+      // The fraction of the bound that binds: the larger of the bandwidth and compute fractions.
+      EXPECT_EQ(row["frac_of_limit"].get<double>(), d["decode_bB_frac_of_bound"].get<double>());
+      EXPECT_EQ(d["decode_bB_frac_of_bound"].get<double>(),
+                std::max(d["decode_bB_frac_of_bandwidth"].get<double>(),
+                         d["decode_bB_frac_of_compute"].get<double>()));
+      EXPECT_EQ(row["bound"], d["decode_bB_bound"]);
+    }
+  EXPECT_TRUE(has_tower_batch_row);
+  // The limits used are the larger of the probes at the start and after the last phase.
+  for (const char* k : {"read_bandwidth_gbs", "int8_dot_gops", "f32_fma_gflops"})
+    EXPECT_EQ(j["limits"][k].get<double>(),
+              std::max(d["limits_at_start"][k].get<double>(), d["limits_at_end"][k].get<double>()))
+        << k;
+  // --tower-batch 1 skips the batched run.
+  r = run(kBin + " bench --weights " + kModel +
+              " --precision int8 --quick --json --max-batch 2 --new-tokens 2 --prompt-tokens 3 --images 1"
+              " --caption-images 0 --tower-batch 1",
+          false);
+  ASSERT_EQ(r.status, 0) << r.output;
+  nlohmann::json j1 = nlohmann::json::parse(r.output);
+  EXPECT_EQ(j1["detail"]["vision_batch"].get<int>(), 0);
+  for (const auto& row : j1["results"])
+    EXPECT_EQ(row["test"].get<std::string>().find("(batch 8)"), std::string::npos) << row.dump();
 }
 
 TEST(BenchCli, MarkdownTable) {
