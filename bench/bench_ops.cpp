@@ -2,6 +2,7 @@
 // RECAP_FORCE_ISA's). Counters: GB/s of the bytes each call must read + write (the limit for
 // these memory-bound kernels), GFLOP/s for attention (4 * heads * query-key pairs * head_dim).
 //   bench_ops --benchmark_filter=Attention     # attention only
+//   bench_ops --benchmark_filter=AttentionDecodeBatch16   # one batched call vs a call per sequence
 // Shapes: LLaMA-3-8B (4096 hidden, 32 heads / 8 KV heads x 128, 14336 FFN, prefill 640 tokens),
 // CLIP-ViT-L/14-336 (577 tokens, 1024 hidden, 16 heads x 64, 4096 MLP), projector (576 x 4096).
 #include <benchmark/benchmark.h>
@@ -78,6 +79,41 @@ void bm_attention_paged(benchmark::State& st, rk::Isa isa, rk::KvDType dt, int64
   double pairs = 0;  // causal query-key pairs
   for (int64_t i = 0; i < n_q; ++i) pairs += double(context - n_q + i + 1);
   set_counters(st, kv_bytes + 2.0 * double(q.size()) * 4, 4.0 * double(n_heads) * pairs * double(hd));
+}
+
+// A LLaMA-3-8B decode step's attention at batch n_seqs: one query per sequence, each sequence
+// `context` positions long in its own blocks of one pool, either in one
+// attention_paged_causal_batch call (batched, as the forward does) or in one
+// attention_paged_causal call per sequence (looped: one thread fork/join per sequence).
+void bm_attention_decode_batch(benchmark::State& st, rk::Isa isa, rk::KvDType dt, int64_t context,
+                               int64_t n_seqs, bool batched) {
+  rk::set_active_isa(isa);
+  const int64_t n_heads = 32, n_kv = 8, hd = 128, row = n_heads * hd;
+  // One pool holding every sequence back to back: sequence s's table is the slice of the
+  // cache's table for positions s*context .. (context a multiple of the block size 16).
+  PagedCache cache(n_kv, hd, context * n_seqs, dt);
+  const int64_t blocks_per_seq = context / 16;
+  const auto q = random_floats(size_t(n_seqs * row), 5, -2.0f, 2.0f);
+  std::vector<float> out(q.size());
+  std::vector<rk::PagedAttnSeq> seqs;
+  for (int64_t s = 0; s < n_seqs; ++s)
+    seqs.push_back(rk::PagedAttnSeq{q.data() + s * row, row, 1, context - 1,
+                                    cache.block_table.data() + s * blocks_per_seq, out.data() + s * row,
+                                    row});
+  const float scale = 1.0f / std::sqrt(float(hd));
+  for (auto _ : st) {
+    if (batched)
+      rk::attention_paged_causal_batch(seqs.data(), n_seqs, n_heads, cache.view, scale);
+    else
+      for (const rk::PagedAttnSeq& s : seqs)
+        rk::attention_paged_causal(s.q, s.ldq, s.n_q, s.start_pos, n_heads, cache.view, s.block_table, scale,
+                                   s.out, s.ldo);
+    benchmark::DoNotOptimize(out.data());
+  }
+  const double esize = dt == rk::KvDType::F32 ? 4 : 2;
+  const double kv_bytes = 2.0 * double(context * n_seqs) * double(n_kv * hd) * esize;
+  set_counters(st, kv_bytes + 2.0 * double(q.size()) * 4,
+               4.0 * double(n_heads) * double(context * n_seqs) * double(hd));
 }
 
 // CLIP-ViT-L/14-336: dense attention, 577 tokens, 16 heads x 64.
@@ -184,6 +220,12 @@ void register_all() {
           ->Unit(benchmark::kMicrosecond)
           ->UseRealTime();
     }
+    for (bool batched : {true, false})
+      benchmark::RegisterBenchmark(
+          ("AttentionDecodeBatch16/ctx640/bf16/" + std::string(batched ? "batched" : "looped") + tag).c_str(),
+          bm_attention_decode_batch, isa, rk::KvDType::BF16, int64_t(640), int64_t(16), batched)
+          ->Unit(benchmark::kMicrosecond)
+          ->UseRealTime();
     for (rk::KvDType dt : {rk::KvDType::F32, rk::KvDType::BF16}) {
       benchmark::RegisterBenchmark(("AttentionPrefill/640/" + std::string(kv_name(dt)) + tag).c_str(),
                                    bm_attention_paged, isa, dt, int64_t(640), int64_t(640))

@@ -17,15 +17,39 @@ namespace {
   throw std::invalid_argument(std::string("recap::kernels::") + kernel + ": " + what);
 }
 
-// Block table entries a sequence of `n_pos` positions needs must be valid block ids.
-void check_block_table(const char* kernel, const KvCacheView& c, const int32_t* block_table, int64_t n_pos) {
+// Block table entries a sequence of `n_pos` positions needs must be valid block ids. `where`
+// prefixes the message ("" or "sequence 3: " for a batch).
+void check_block_table(const char* kernel, const std::string& where, const KvCacheView& c,
+                       const int32_t* block_table, int64_t n_pos) {
   if (n_pos <= 0) return;
-  if (block_table == nullptr) fail(kernel, "block_table is null");
+  if (block_table == nullptr) fail(kernel, where + "block_table is null");
   const int64_t n_blocks = (n_pos + c.block_size - 1) / c.block_size;
   for (int64_t j = 0; j < n_blocks; ++j)
     if (block_table[j] < 0)
-      fail(kernel,
-           "block_table[" + std::to_string(j) + "] = " + std::to_string(block_table[j]) + " is negative");
+      fail(kernel, where + "block_table[" + std::to_string(j) + "] = " + std::to_string(block_table[j]) +
+                       " is negative");
+}
+
+// The checks of attention_paged_causal that do not depend on the sequence (the cache view
+// is checked separately).
+void check_paged_heads(const char* kernel, const KvCacheView& cache, int64_t n_heads) {
+  if (n_heads <= 0 || n_heads % cache.n_kv_heads != 0)
+    fail(kernel, "n_heads " + std::to_string(n_heads) + " is not a positive multiple of n_kv_heads " +
+                     std::to_string(cache.n_kv_heads));
+}
+
+// The per-sequence checks of attention_paged_causal (after check_kv_view and
+// check_paged_heads); `where` as in check_block_table.
+void check_paged_seq(const char* kernel, const std::string& where, const KvCacheView& cache, int64_t n_heads,
+                     const PagedAttnSeq& s) {
+  if (s.start_pos < 0 || s.n_q < 0) fail(kernel, where + "negative start_pos or n_q");
+  if (s.n_q == 0) return;
+  const int64_t row = n_heads * cache.head_dim;
+  if (s.q == nullptr || s.out == nullptr) fail(kernel, where + "q or out is null");
+  if (s.n_q > 1 && (s.ldq < row || s.ldo < row))
+    fail(kernel, where + "ldq/ldo (" + std::to_string(s.ldq) + "/" + std::to_string(s.ldo) +
+                     ") < n_heads*head_dim = " + std::to_string(row));
+  check_block_table(kernel, where, cache, s.block_table, s.start_pos + s.n_q);
 }
 
 }  // namespace
@@ -54,7 +78,7 @@ void kv_cache_write(const KvCacheView& cache, const int32_t* block_table, int64_
   if (n_tokens > 1 && (ldk < row || ldv < row))
     fail(kernel, "ldk/ldv (" + std::to_string(ldk) + "/" + std::to_string(ldv) +
                      ") < n_kv_heads*head_dim = " + std::to_string(row));
-  check_block_table(kernel, cache, block_table, start_pos + n_tokens);
+  check_block_table(kernel, "", cache, block_table, start_pos + n_tokens);
   switch (active_isa()) {
     case Isa::Avx512:
       return avx512::kv_cache_write(cache, block_table, start_pos, n_tokens, k, ldk, v, ldv);
@@ -71,17 +95,9 @@ void attention_paged_causal(const float* q, int64_t ldq, int64_t n_q, int64_t st
                             int64_t ldo) {
   const char* kernel = "attention_paged_causal";
   check_kv_view(kernel, cache);
-  if (start_pos < 0 || n_q < 0) fail(kernel, "negative start_pos or n_q");
-  if (n_heads <= 0 || n_heads % cache.n_kv_heads != 0)
-    fail(kernel, "n_heads " + std::to_string(n_heads) + " is not a positive multiple of n_kv_heads " +
-                     std::to_string(cache.n_kv_heads));
+  check_paged_heads(kernel, cache, n_heads);
+  check_paged_seq(kernel, "", cache, n_heads, PagedAttnSeq{q, ldq, n_q, start_pos, block_table, out, ldo});
   if (n_q == 0) return;
-  const int64_t row = n_heads * cache.head_dim;
-  if (q == nullptr || out == nullptr) fail(kernel, "q or out is null");
-  if (n_q > 1 && (ldq < row || ldo < row))
-    fail(kernel, "ldq/ldo (" + std::to_string(ldq) + "/" + std::to_string(ldo) +
-                     ") < n_heads*head_dim = " + std::to_string(row));
-  check_block_table(kernel, cache, block_table, start_pos + n_q);
   switch (active_isa()) {
     case Isa::Avx512:
       return avx512::attention_paged_causal(q, ldq, n_q, start_pos, n_heads, cache, block_table, scale, out,
@@ -93,6 +109,27 @@ void attention_paged_causal(const float* q, int64_t ldq, int64_t n_q, int64_t st
       break;
   }
   ref::attention_paged_causal(q, ldq, n_q, start_pos, n_heads, cache, block_table, scale, out, ldo);
+}
+
+void attention_paged_causal_batch(const PagedAttnSeq* seqs, int64_t n_seqs, int64_t n_heads,
+                                  const KvCacheView& cache, float scale) {
+  const char* kernel = "attention_paged_causal_batch";
+  check_kv_view(kernel, cache);
+  check_paged_heads(kernel, cache, n_heads);
+  if (n_seqs < 0) fail(kernel, "negative n_seqs " + std::to_string(n_seqs));
+  if (n_seqs == 0) return;
+  if (seqs == nullptr) fail(kernel, "seqs is null");
+  for (int64_t i = 0; i < n_seqs; ++i)
+    check_paged_seq(kernel, "sequence " + std::to_string(i) + ": ", cache, n_heads, seqs[i]);
+  switch (active_isa()) {
+    case Isa::Avx512:
+      return avx512::attention_paged_causal_batch(seqs, n_seqs, n_heads, cache, scale);
+    case Isa::Avx2:
+      return avx2::attention_paged_causal_batch(seqs, n_seqs, n_heads, cache, scale);
+    case Isa::Ref:
+      break;
+  }
+  ref::attention_paged_causal_batch(seqs, n_seqs, n_heads, cache, scale);
 }
 
 void attention_dense(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv,

@@ -36,6 +36,29 @@ void attention_paged_causal(const float* q, int64_t ldq, int64_t n_q, int64_t st
                             const KvCacheView& cache, const int32_t* block_table, float scale, float* out,
                             int64_t ldo);
 
+// One sequence's part of a batched attention_paged_causal_batch call: the arguments of
+// attention_paged_causal that differ between sequences, with the same meaning and layout.
+struct PagedAttnSeq {
+  const float* q = nullptr;  // [n_q, n_heads*head_dim], row stride ldq (RoPE applied)
+  int64_t ldq = 0;
+  int64_t n_q = 0;        // queries at positions start_pos .. start_pos+n_q-1 (0: nothing to do)
+  int64_t start_pos = 0;  // keys of positions 0 .. start_pos+n_q-1 are in the cache
+  const int32_t* block_table = nullptr;  // this sequence's logical -> physical block ids
+  float* out = nullptr;                  // [n_q, n_heads*head_dim], row stride ldo
+  int64_t ldo = 0;
+};
+
+// attention_paged_causal for n_seqs sequences sharing one layer's cache view, n_heads and
+// scale, in one call: each sequence's out is exactly (bit for bit) what attention_paged_causal
+// gives for it alone, whatever the other sequences are, under every ISA. The point is one
+// thread fork/join per layer instead of one per sequence (decode batches are many short
+// sequences, each with only n_kv_heads work items). Argument checks are those of
+// attention_paged_causal for every sequence; errors name the sequence index.
+// Contract: no sequence's out may overlap any sequence's q, out or the cache (sequences run
+// concurrently, in no particular order); the cache is only read.
+void attention_paged_causal_batch(const PagedAttnSeq* seqs, int64_t n_seqs, int64_t n_heads,
+                                  const KvCacheView& cache, float scale);
+
 // Dense bidirectional MHA (no mask). q,k,v: [T, n_heads*head_dim] with strides; out likewise.
 void attention_dense(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv,
                      int64_t T, int64_t n_heads, int64_t head_dim, float scale, float* out, int64_t ldo);
@@ -46,6 +69,8 @@ void kv_cache_write(const KvCacheView& cache, const int32_t* block_table, int64_
 void attention_paged_causal(const float* q, int64_t ldq, int64_t n_q, int64_t start_pos, int64_t n_heads,
                             const KvCacheView& cache, const int32_t* block_table, float scale, float* out,
                             int64_t ldo);
+void attention_paged_causal_batch(const PagedAttnSeq* seqs, int64_t n_seqs, int64_t n_heads,
+                                  const KvCacheView& cache, float scale);
 void attention_dense(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv,
                      int64_t T, int64_t n_heads, int64_t head_dim, float scale, float* out, int64_t ldo);
 }  // namespace ref

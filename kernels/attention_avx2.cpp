@@ -21,6 +21,11 @@ void attention_paged_causal(const float* q, int64_t ldq, int64_t n_q, int64_t st
   paged_causal_dispatch<S>(q, ldq, n_q, start_pos, n_heads, cache, block_table, scale, out, ldo);
 }
 
+void attention_paged_causal_batch(const PagedAttnSeq* seqs, int64_t n_seqs, int64_t n_heads,
+                                  const KvCacheView& cache, float scale) {
+  paged_causal_batch_dispatch<S>(seqs, n_seqs, n_heads, cache, scale);
+}
+
 void attention_dense(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv,
                      int64_t T, int64_t n_heads, int64_t head_dim, float scale, float* out, int64_t ldo) {
   dense_impl<S>(q, ldq, k, ldk, v, ldv, T, n_heads, head_dim, scale, out, ldo);

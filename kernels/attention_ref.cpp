@@ -129,6 +129,17 @@ void attention_paged_causal(const float* q, int64_t ldq, int64_t n_q, int64_t st
   }
 }
 
+// The reference of the batch is its definition: each sequence on its own.
+void attention_paged_causal_batch(const PagedAttnSeq* seqs, int64_t n_seqs, int64_t n_heads,
+                                  const KvCacheView& cache, float scale) {
+  for (int64_t i = 0; i < n_seqs; ++i) {
+    const PagedAttnSeq& s = seqs[i];
+    if (s.n_q > 0)
+      ref::attention_paged_causal(s.q, s.ldq, s.n_q, s.start_pos, n_heads, cache, s.block_table, scale, s.out,
+                                  s.ldo);
+  }
+}
+
 void attention_dense(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv,
                      int64_t T, int64_t n_heads, int64_t head_dim, float scale, float* out, int64_t ldo) {
   const int64_t hd = head_dim;

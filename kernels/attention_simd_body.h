@@ -2,10 +2,12 @@
 // written once against a vector-traits class S (SimdAvx2 / SimdAvx512) and instantiated in
 // attention_avx2.cpp / attention_avx512.cpp. Internal linkage throughout (see ops_variants.h).
 //
-// Work decomposition. A work item is (KV head, tile of up to kQueryRows/group queries): its
-// rows are every (query, query head) pair that reads that KV head, so for GQA the K/V of a
-// tile are loaded once for the whole group (decode: one item per KV head, R = group rows).
-// Items are spread over OpenMP threads (dynamic schedule: causal items differ in length).
+// Work decomposition. A work item is (sequence, KV head, tile of up to kQueryRows/group
+// queries): its rows are every (query, query head) pair of that sequence that reads that KV
+// head, so for GQA the K/V of a tile are loaded once for the whole group (decode: one item per
+// KV head, R = group rows). The items of every sequence of a call are spread over OpenMP
+// threads in one parallel region (dynamic schedule, longest first: causal items differ in
+// length).
 // Per item, keys are visited in tiles of kKeyTile:
 //   scores  S[r][j] = scale * (q_r . k_j)   (lanes over head_dim, W keys at a time, then one
 //                                            transpose-add reduction for the W sums)
@@ -17,10 +19,12 @@
 #pragma once
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <new>
+#include <vector>
 
 #include "kernels/attention.h"
 #include "kernels/ops_variants.h"
@@ -80,20 +84,26 @@ struct AttnScratch {
   void* mem = nullptr;
   bool ok = false;
 
+  // Every array starts on a 64-byte line: the K/V tiles are read with full-width vector loads
+  // in the inner loops, and a tile straddling lines (as when the rows' arrays before it sum
+  // to an odd number of 32-byte halves) costs ~10% of a decode call.
   AttnScratch(int64_t rows, int64_t hd_pad) {
-    const size_t floats = size_t(rows * hd_pad + rows * kKeyTile + 2 * rows + 2 * kKeyTile * hd_pad);
+    auto lines = [](int64_t n_floats) { return (n_floats + 15) / 16 * 16; };  // floats, rounded to 64 B
+    const int64_t n_o = lines(rows * hd_pad), n_p = lines(rows * kKeyTile), n_ml = lines(rows);
+    const int64_t n_tile = lines(kKeyTile * hd_pad);
+    const size_t floats = size_t(n_o + n_p + 2 * n_ml + 2 * n_tile);
     const size_t bytes = (floats * sizeof(float) + 2 * kKeyTile * sizeof(void*) + 63) / 64 * 64;
     mem = std::aligned_alloc(64, bytes);
     if (!mem) return;
     ok = true;
     float* f = static_cast<float*>(mem);
     o = f;
-    p = o + rows * hd_pad;
-    m = p + rows * kKeyTile;
-    l = m + rows;
-    kt = l + rows;
-    vt = kt + kKeyTile * hd_pad;
-    kptr = reinterpret_cast<const void**>(vt + kKeyTile * hd_pad);  // 8-byte aligned: all counts even
+    p = o + n_o;
+    m = p + n_p;
+    l = m + n_ml;
+    kt = l + n_ml;
+    vt = kt + n_tile;
+    kptr = reinterpret_cast<const void**>(vt + n_tile);
     vptr = kptr + kKeyTile;
   }
   ~AttnScratch() { std::free(mem); }
@@ -265,19 +275,88 @@ inline bool attention_worth_threading(int64_t n_items, int64_t flops) {
   return n_items >= 2 && flops >= (1 << 20);
 }
 
+// One work item of a batched paged causal call: query tile qt of sequence seq, against KV
+// head kvh. cost orders the items (longest first) and is only a scheduling hint.
+struct PagedItem {
+  int64_t seq;
+  int64_t qt;
+  int64_t kvh;
+  int64_t cost;
+};
+
+// Fills kp/vp with the K/V rows of KV head kvh for positions j0 .. j0+nt-1 of a sequence
+// with the given block table. Walks block and offset incrementally: one division per tile,
+// not per key (the divisor is a runtime value). The pointers are those of
+// base + (block_table[pos / bs] * block_stride + (kvh * bs + pos % bs) * hd) * esize.
+inline void paged_key_rows(const KvCacheView& cache, const int32_t* block_table, int64_t kvh, int64_t esize,
+                           int64_t j0, int64_t nt, const void** kp, const void** vp) {
+  const int64_t bs = cache.block_size;
+  const int64_t row_bytes = cache.head_dim * esize;
+  const auto* k_base = static_cast<const uint8_t*>(cache.k_base);
+  const auto* v_base = static_cast<const uint8_t*>(cache.v_base);
+  int64_t block = j0 / bs;
+  int64_t off = j0 - block * bs;
+  int64_t j = 0;
+  while (j < nt) {
+    // Rows of one block (of this KV head) are contiguous: step through them by row_bytes.
+    const int64_t head_elem = int64_t(block_table[block]) * cache.block_stride + kvh * bs * cache.head_dim;
+    const uint8_t* k_row = k_base + (head_elem + off * cache.head_dim) * esize;
+    const uint8_t* v_row = v_base + (head_elem + off * cache.head_dim) * esize;
+    const int64_t n_in_block = bs - off < nt - j ? bs - off : nt - j;
+    for (int64_t t = 0; t < n_in_block; ++t, ++j, k_row += row_bytes, v_row += row_bytes) {
+      kp[j] = k_row;
+      vp[j] = v_row;
+    }
+    ++block;
+    off = 0;
+  }
+}
+
+// Causal GQA over the paged cache for n_seqs sequences in ONE OpenMP parallel region (one
+// fork/join and one scratch allocation per thread for the whole batch, instead of per
+// sequence). Every sequence is cut into the same work items as it would be alone (query
+// tiles of q_per_item queries x KV heads, q_per_item depends only on the group size), and an
+// item is computed by one thread with attend_rows over the same 64-key tiles, so each output
+// row gets exactly the same operations whatever else is in the batch, whichever thread runs
+// it and in whatever order: the batch is bit-identical to one call per sequence.
 template <class S, KvDType DT>
-void paged_causal_impl(const float* q, int64_t ldq, int64_t n_q, int64_t start_pos, int64_t n_heads,
-                       const KvCacheView& cache, const int32_t* block_table, float scale, float* out,
-                       int64_t ldo) {
+void paged_causal_batch_impl(const PagedAttnSeq* seqs, int64_t n_seqs, int64_t n_heads,
+                             const KvCacheView& cache, float scale) {
   const int64_t hd = cache.head_dim;
-  const int64_t group = n_heads / cache.n_kv_heads;
+  const int64_t n_kv = cache.n_kv_heads;
+  const int64_t group = n_heads / n_kv;
   const int64_t q_per_item = group >= kQueryRows ? 1 : kQueryRows / group;
-  const int64_t n_qtiles = (n_q + q_per_item - 1) / q_per_item;
-  const int64_t n_items = cache.n_kv_heads * n_qtiles;
-  const int64_t rows_max = q_per_item * group;
   const int64_t hd_pad = (hd + S::W - 1) / S::W * S::W;
   const int64_t esize = kv_dtype_bytes(cache.dtype);
-  const int64_t flops = 4 * n_heads * n_q * (start_pos + n_q) * hd;
+
+  // The items of every sequence, longest first: the dynamic schedule then ends on short ones.
+  // cost ~ keys x (rows + 2): the score and accumulate work per row plus the K/V tile
+  // conversion shared by the rows.
+  int64_t n_items = 0, flops = 0, max_q_in_item = 0;
+  for (int64_t s = 0; s < n_seqs; ++s) {
+    if (seqs[s].n_q <= 0) continue;
+    n_items += n_kv * ((seqs[s].n_q + q_per_item - 1) / q_per_item);
+    flops += 4 * n_heads * seqs[s].n_q * (seqs[s].start_pos + seqs[s].n_q) * hd;
+    const int64_t q_in_item = seqs[s].n_q < q_per_item ? seqs[s].n_q : q_per_item;
+    if (q_in_item > max_q_in_item) max_q_in_item = q_in_item;
+  }
+  if (n_items == 0) return;
+  // (std::vector and std::stable_sort only over PagedItem, a type with internal linkage, so
+  // their instantiations in this ISA's translation unit stay internal too; ops_variants.h.)
+  std::vector<PagedItem> items;
+  items.reserve(size_t(n_items));
+  for (int64_t s = 0; s < n_seqs; ++s) {
+    const int64_t n_q = seqs[s].n_q;
+    for (int64_t qt = (n_q + q_per_item - 1) / q_per_item - 1; qt >= 0; --qt) {
+      const int64_t i1 = qt * q_per_item + q_per_item < n_q ? qt * q_per_item + q_per_item : n_q;
+      const int64_t cost = (seqs[s].start_pos + i1) * ((i1 - qt * q_per_item) * group + 2);
+      for (int64_t kvh = 0; kvh < n_kv; ++kvh) items.push_back(PagedItem{s, qt, kvh, cost});
+    }
+  }
+  std::stable_sort(items.begin(), items.end(),
+                   [](const PagedItem& a, const PagedItem& b) { return a.cost > b.cost; });
+
+  const int64_t rows_max = max_q_in_item * group;
   bool alloc_failed = false;
 #pragma omp parallel if (attention_worth_threading(n_items, flops))
   {
@@ -295,31 +374,23 @@ void paged_causal_impl(const float* q, int64_t ldq, int64_t n_q, int64_t start_p
     failed = alloc_failed;
     if (!failed) {
 #pragma omp for schedule(dynamic)
-      for (int64_t item = 0; item < n_items; ++item) {
-        // Longest (last) query tiles first: better balance under the dynamic schedule.
-        const int64_t qt = n_qtiles - 1 - item / cache.n_kv_heads;
-        const int64_t kvh = item % cache.n_kv_heads;
-        const int64_t i0 = qt * q_per_item;
-        const int64_t i1 = i0 + q_per_item < n_q ? i0 + q_per_item : n_q;
+      for (int64_t it = 0; it < n_items; ++it) {
+        const PagedItem& item = items[size_t(it)];
+        const PagedAttnSeq& sq = seqs[item.seq];
+        const int64_t kvh = item.kvh;
+        const int64_t i0 = item.qt * q_per_item;
+        const int64_t i1 = i0 + q_per_item < sq.n_q ? i0 + q_per_item : sq.n_q;
         int64_t n_rows = 0;
         for (int64_t i = i0; i < i1; ++i)
           for (int64_t g = 0; g < group; ++g) {
             const int64_t h = kvh * group + g;
-            rows[n_rows++] = AttnRow{q + i * ldq + h * hd, out + i * ldo + h * hd, start_pos + i + 1};
+            rows[n_rows++] =
+                AttnRow{sq.q + i * sq.ldq + h * hd, sq.out + i * sq.ldo + h * hd, sq.start_pos + i + 1};
           }
-        const int64_t max_keys = start_pos + i1;
-        const auto* k_base = static_cast<const uint8_t*>(cache.k_base);
-        const auto* v_base = static_cast<const uint8_t*>(cache.v_base);
-        attend_rows<S, DT>(rows, n_rows, max_keys, hd, scale, sc,
+        const int32_t* block_table = sq.block_table;
+        attend_rows<S, DT>(rows, n_rows, sq.start_pos + i1, hd, scale, sc,
                            [&](int64_t j0, int64_t nt, const void** kp, const void** vp) {
-                             for (int64_t j = 0; j < nt; ++j) {
-                               const int64_t pos = j0 + j;
-                               const int64_t elem =
-                                   int64_t(block_table[pos / cache.block_size]) * cache.block_stride +
-                                   (kvh * cache.block_size + pos % cache.block_size) * hd;
-                               kp[j] = k_base + elem * esize;
-                               vp[j] = v_base + elem * esize;
-                             }
+                             paged_key_rows(cache, block_table, kvh, esize, j0, nt, kp, vp);
                            });
       }
     }
@@ -371,20 +442,25 @@ void dense_impl(const float* q, int64_t ldq, const float* k, int64_t ldk, const 
 }
 
 template <class S>
+void paged_causal_batch_dispatch(const PagedAttnSeq* seqs, int64_t n_seqs, int64_t n_heads,
+                                 const KvCacheView& cache, float scale) {
+  switch (cache.dtype) {
+    case KvDType::F32:
+      return paged_causal_batch_impl<S, KvDType::F32>(seqs, n_seqs, n_heads, cache, scale);
+    case KvDType::BF16:
+      return paged_causal_batch_impl<S, KvDType::BF16>(seqs, n_seqs, n_heads, cache, scale);
+    case KvDType::F16:
+      return paged_causal_batch_impl<S, KvDType::F16>(seqs, n_seqs, n_heads, cache, scale);
+  }
+}
+
+// The single-sequence kernel is the batch of one (same items, same numbers).
+template <class S>
 void paged_causal_dispatch(const float* q, int64_t ldq, int64_t n_q, int64_t start_pos, int64_t n_heads,
                            const KvCacheView& cache, const int32_t* block_table, float scale, float* out,
                            int64_t ldo) {
-  switch (cache.dtype) {
-    case KvDType::F32:
-      return paged_causal_impl<S, KvDType::F32>(q, ldq, n_q, start_pos, n_heads, cache, block_table, scale,
-                                                out, ldo);
-    case KvDType::BF16:
-      return paged_causal_impl<S, KvDType::BF16>(q, ldq, n_q, start_pos, n_heads, cache, block_table, scale,
-                                                 out, ldo);
-    case KvDType::F16:
-      return paged_causal_impl<S, KvDType::F16>(q, ldq, n_q, start_pos, n_heads, cache, block_table, scale,
-                                                out, ldo);
-  }
+  const PagedAttnSeq seq{q, ldq, n_q, start_pos, block_table, out, ldo};
+  paged_causal_batch_dispatch<S>(&seq, 1, n_heads, cache, scale);
 }
 
 // Converts one f32 row of n values into the cache dtype.
@@ -421,9 +497,10 @@ void kv_cache_write_impl(const KvCacheView& cache, const int32_t* block_table, i
   const int64_t esize = kv_dtype_bytes(cache.dtype);
   for (int64_t t = 0; t < n_tokens; ++t) {
     const int64_t pos = start_pos + t;
+    const int64_t block_elem = int64_t(block_table[pos / cache.block_size]) * cache.block_stride;
+    const int64_t off = pos % cache.block_size;
     for (int64_t h = 0; h < cache.n_kv_heads; ++h) {
-      const int64_t elem = int64_t(block_table[pos / cache.block_size]) * cache.block_stride +
-                           (h * cache.block_size + pos % cache.block_size) * hd;
+      const int64_t elem = block_elem + (h * cache.block_size + off) * hd;
       store_kv_row<S>(static_cast<uint8_t*>(cache.k_base) + elem * esize, cache.dtype, k + t * ldk + h * hd,
                       hd);
       store_kv_row<S>(static_cast<uint8_t*>(cache.v_base) + elem * esize, cache.dtype, v + t * ldv + h * hd,

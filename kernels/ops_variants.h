@@ -33,6 +33,8 @@ namespace recap::kernels {
   void attention_paged_causal(const float* q, int64_t ldq, int64_t n_q, int64_t start_pos, int64_t n_heads,  \
                               const KvCacheView& cache, const int32_t* block_table, float scale, float* out, \
                               int64_t ldo);                                                                  \
+  void attention_paged_causal_batch(const PagedAttnSeq* seqs, int64_t n_seqs, int64_t n_heads,               \
+                                    const KvCacheView& cache, float scale);                                  \
   void attention_dense(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v,             \
                        int64_t ldv, int64_t T, int64_t n_heads, int64_t head_dim, float scale, float* out,   \
                        int64_t ldo);                                                                         \

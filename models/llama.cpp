@@ -118,6 +118,23 @@ int64_t LlamaModel::forward(const std::vector<SeqChunk>& chunks, const std::vect
     }
   }
 
+  // Every chunk's attention arguments; the buffers are the same for every layer.
+  std::vector<kernels::PagedAttnSeq> attn_seqs(chunks.size());
+  {
+    int64_t row = 0;
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      const SeqChunk& c = chunks[i];
+      attn_seqs[i] = kernels::PagedAttnSeq{.q = qkv + row * QKV,
+                                           .ldq = QKV,
+                                           .n_q = c.n_tokens,
+                                           .start_pos = c.start_pos,
+                                           .block_table = c.block_table,
+                                           .out = attn + row * H * hd,
+                                           .ldo = H * hd};
+      row += c.n_tokens;
+    }
+  }
+
   const bool tracing = trace && trace->enabled;
   const int64_t n0 = chunks.front().n_tokens;
   if (tracing) trace->hidden_states.assign(static_cast<size_t>((cfg_.layers + 1) * n0 * D), 0.f);
@@ -132,15 +149,22 @@ int64_t LlamaModel::forward(const std::vector<SeqChunk>& chunks, const std::vect
     kernels::gemm(xn, T, D, y.qkv, nullptr, qkv, QKV);
     kernels::rope_apply(qkv, QKV, T, H, hd, pos_.data(), rope_cos_.data(), rope_sin_.data());
     kernels::rope_apply(qkv + H * hd, QKV, T, KVH, hd, pos_.data(), rope_cos_.data(), rope_sin_.data());
+    // Every chunk's K/V first, then ONE attention call for all chunks (one thread fork/join
+    // per layer, not one per sequence). Writing all chunks before any attends changes no
+    // number: a chunk writes only its own positions start_pos .. start_pos+n_tokens-1, which
+    // lie in blocks its sequence owns alone (a shared prefix is shared as whole blocks of
+    // earlier positions and the partial block is copied, engine/kv_cache.h), and a step holds
+    // at most one chunk per sequence; so no chunk reads what another chunk writes, and each
+    // reads exactly the keys it read when the writes were interleaved.
     int64_t row = 0;
     for (const SeqChunk& c : chunks) {
       const float* q = qkv + row * QKV;
       kernels::kv_cache_write(cache, c.block_table, c.start_pos, c.n_tokens, q + H * hd, QKV,
                               q + (H + KVH) * hd, QKV);
-      kernels::attention_paged_causal(q, QKV, c.n_tokens, c.start_pos, H, cache, c.block_table, scale,
-                                      attn + row * H * hd, H * hd);
       row += c.n_tokens;
     }
+    kernels::attention_paged_causal_batch(attn_seqs.data(), static_cast<int64_t>(attn_seqs.size()), H, cache,
+                                          scale);
     kernels::gemm(attn, T, H * hd, y.o, nullptr, tmp, D);
     kernels::add_inplace(x, tmp, T * D);
 

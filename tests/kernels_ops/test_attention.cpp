@@ -2,7 +2,9 @@
 // softmax(QK^T)V computed in double from the same (cache-rounded) K/V: GQA 8/2 and 4/4,
 // paging over shuffled non-contiguous blocks of size 16 and 7, lengths 1, 7, 577, 700, full
 // prefill, chunked prefill (n_q > 1 at start_pos > 0) and single-token decode, f32/bf16/f16
-// caches; dense bidirectional attention at T = 1, 17, 577. Error bound: docs/NUMERICS.md.
+// caches; the batched call (attention_paged_causal_batch) bit-identical to one call per
+// sequence on mixed batches; dense bidirectional attention at T = 1, 17, 577. Error bound:
+// docs/NUMERICS.md.
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -319,6 +321,207 @@ TEST(KernelsAttention, ChunkingAndThreadInvariance) {
           << isa_name(isa) << " dtype " << int(dt);
       ASSERT_EQ(0, std::memcmp(whole.data(), one_thread.data(), whole.size() * 4)) << isa_name(isa);
     }
+  }
+}
+
+// A batch of sequences in one paged pool, as the engine's forward has them: every sequence's
+// q rows one after another in one buffer (row stride ldq), outputs likewise, block tables of
+// shuffled non-contiguous blocks, some sequences sharing whole prefix blocks with another.
+struct BatchSeqSpec {
+  int64_t start_pos, n_q;
+  int shares_prefix_of = -1;  // index of an earlier sequence whose first whole blocks it shares
+};
+
+struct PagedBatch {
+  int64_t n_heads = 0, n_kv = 0, hd = 0, bs = 0, ldq = 0, ldo = 0;
+  KvDType dtype = KvDType::F32;
+  std::vector<uint8_t> k_pool, v_pool;
+  KvCacheView cache;
+  std::vector<std::vector<int32_t>> tables;
+  std::vector<std::vector<float>> k_rows, v_rows;  // per sequence: [positions][n_kv*hd]
+  std::vector<float> q;
+  std::vector<int64_t> first_row;  // per sequence: its first row in q and out
+  int64_t total_rows = 0;
+
+  std::vector<PagedAttnSeq> seqs(const std::vector<BatchSeqSpec>& spec, float* out) const {
+    std::vector<PagedAttnSeq> v;
+    for (size_t s = 0; s < spec.size(); ++s) {
+      const bool empty = spec[s].n_q == 0;  // n_q = 0: nothing to do, q and out may be null
+      v.push_back(PagedAttnSeq{empty ? nullptr : q.data() + first_row[s] * ldq, ldq, spec[s].n_q,
+                               spec[s].start_pos, tables[s].data(),
+                               empty ? nullptr : out + first_row[s] * ldo, ldo});
+    }
+    return v;
+  }
+};
+
+PagedBatch make_paged_batch(int64_t n_heads, int64_t n_kv, int64_t hd, int64_t bs, KvDType dt,
+                            const std::vector<BatchSeqSpec>& spec, uint32_t seed) {
+  PagedBatch b;
+  b.n_heads = n_heads, b.n_kv = n_kv, b.hd = hd, b.bs = bs, b.dtype = dt;
+  b.ldq = n_heads * hd + 3, b.ldo = n_heads * hd + 5;  // junk padding between rows
+  int64_t pool_blocks = 3;                             // spares, never in a table
+  for (const BatchSeqSpec& s : spec) pool_blocks += (s.start_pos + s.n_q + bs - 1) / bs;
+  std::vector<int32_t> ids(static_cast<size_t>(pool_blocks));
+  std::iota(ids.begin(), ids.end(), 0);
+  std::shuffle(ids.begin(), ids.end(), std::mt19937(seed));
+  size_t next_id = 0;
+  const int64_t ldkv = n_kv * hd;
+  for (size_t s = 0; s < spec.size(); ++s) {
+    const int64_t len = spec[s].start_pos + spec[s].n_q, n_blocks = (len + bs - 1) / bs;
+    std::vector<int32_t> table;
+    auto k = random_rows(len, ldkv, ldkv, seed + 10 * uint32_t(s) + 1);
+    auto v = random_rows(len, ldkv, ldkv, seed + 10 * uint32_t(s) + 2);
+    if (spec[s].shares_prefix_of >= 0) {
+      // The whole blocks before this sequence's first query position, as fork_table shares them.
+      const size_t src = size_t(spec[s].shares_prefix_of);
+      const int64_t shared = std::min(spec[s].start_pos, spec[src].start_pos + spec[src].n_q) / bs;
+      for (int64_t j = 0; j < shared; ++j) table.push_back(b.tables[src][size_t(j)]);
+      std::copy(b.k_rows[src].begin(), b.k_rows[src].begin() + shared * bs * ldkv, k.begin());
+      std::copy(b.v_rows[src].begin(), b.v_rows[src].begin() + shared * bs * ldkv, v.begin());
+    }
+    while (int64_t(table.size()) < n_blocks) table.push_back(ids[next_id++]);
+    b.tables.push_back(table);
+    b.k_rows.push_back(k);
+    b.v_rows.push_back(v);
+    b.first_row.push_back(b.total_rows);
+    b.total_rows += spec[s].n_q;
+  }
+  const int64_t esize = dt == KvDType::F32 ? 4 : 2;
+  const int64_t block_stride = n_kv * bs * hd + 3;
+  b.k_pool.resize(size_t(pool_blocks * block_stride * esize));
+  b.v_pool.resize(b.k_pool.size());
+  for (size_t i = 0; i < b.k_pool.size(); i += 2) {  // junk: 16-bit NaN halves (an f32 NaN too)
+    const uint16_t j = 0x7fa5;
+    std::memcpy(&b.k_pool[i], &j, 2), std::memcpy(&b.v_pool[i], &j, 2);
+  }
+  b.cache = KvCacheView{dt, n_kv, hd, bs, b.k_pool.data(), b.v_pool.data(), block_stride};
+  for (size_t s = 0; s < spec.size(); ++s) {
+    const int64_t len = spec[s].start_pos + spec[s].n_q;
+    kv_cache_write(b.cache, b.tables[s].data(), 0, len, b.k_rows[s].data(), ldkv, b.v_rows[s].data(), ldkv);
+  }
+  b.q = random_rows(b.total_rows, n_heads * hd, b.ldq, seed + 7, -3.0f, 3.0f);
+  return b;
+}
+
+// The batch call gives every sequence exactly the bytes of a call for it alone (padding
+// between rows untouched too), whatever its neighbours, under every ISA and with threads
+// (the single calls are mostly too small to thread, the batch is not); and it is within the
+// error bound of the naive double attention, so within twice that of the scalar reference.
+TEST(KernelsAttention, PagedCausalBatchBitIdenticalToPerSequence) {
+  IsaGuard guard;
+  const int saved_threads = omp_get_max_threads();
+  omp_set_num_threads(2);
+  // Decodes (n_q = 1) at different positions, a prefill from 0, chunked prefills, a position-0
+  // decode, an empty sequence, and sequences sharing another's prefix blocks.
+  const std::vector<BatchSeqSpec> spec = {{96, 1},     {0, 23}, {37, 1, 1}, {50, 17}, {0, 1},
+                                          {130, 1, 0}, {0, 0},  {64, 9, 3}, {9, 1},   {111, 1, 0}};
+  for (Isa isa : isas_to_test()) {
+    set_active_isa(isa);
+    uint32_t seed = 900;
+    for (int64_t group : {1, 2, 4})
+      for (int64_t hd : {20, 37})
+        for (KvDType dt : {KvDType::F32, KvDType::BF16, KvDType::F16}) {
+          const int64_t n_kv = 2, n_heads = n_kv * group, bs = hd == 20 ? 7 : 16;
+          const PagedBatch b = make_paged_batch(n_heads, n_kv, hd, bs, dt, spec, seed++);
+          const std::string what = std::string(isa_name(isa)) + " group=" + std::to_string(group) +
+                                   " hd=" + std::to_string(hd) + " dtype=" + std::to_string(int(dt));
+          const float scale = 1.0f / std::sqrt(float(hd));
+          std::vector<float> batch_out(size_t(b.total_rows * b.ldo), junk()), single_out(batch_out);
+          const auto seqs = b.seqs(spec, batch_out.data());
+          attention_paged_causal_batch(seqs.data(), int64_t(seqs.size()), n_heads, b.cache, scale);
+          for (size_t s = 0; s < spec.size(); ++s)
+            if (spec[s].n_q > 0)
+              attention_paged_causal(b.q.data() + b.first_row[s] * b.ldq, b.ldq, spec[s].n_q,
+                                     spec[s].start_pos, n_heads, b.cache, b.tables[s].data(), scale,
+                                     single_out.data() + b.first_row[s] * b.ldo, b.ldo);
+          ASSERT_EQ(0, std::memcmp(batch_out.data(), single_out.data(), batch_out.size() * 4)) << what;
+
+          std::vector<float> ref_out(batch_out.size(), junk());
+          ref::attention_paged_causal_batch(b.seqs(spec, ref_out.data()).data(), int64_t(spec.size()),
+                                            n_heads, b.cache, scale);
+          for (size_t s = 0; s < spec.size(); ++s) {
+            if (spec[s].n_q == 0) continue;
+            std::vector<float> k_rounded(b.k_rows[s]), v_rounded(b.v_rows[s]);
+            for (float& x : k_rounded) x = round_cache(x, dt);
+            for (float& x : v_rounded) x = round_cache(x, dt);
+            const std::vector<float> q_seq(b.q.begin() + b.first_row[s] * b.ldq,
+                                           b.q.begin() + (b.first_row[s] + spec[s].n_q) * b.ldq);
+            const auto expect =
+                naive_attention(q_seq, b.ldq, spec[s].n_q, spec[s].start_pos, n_heads, n_kv, hd, k_rounded,
+                                v_rounded, n_kv * hd, scale, true, spec[s].start_pos + spec[s].n_q);
+            for (int64_t i = 0; i < spec[s].n_q; ++i)
+              for (int64_t e = 0; e < n_heads * hd; ++e) {
+                const size_t o = size_t((b.first_row[s] + i) * b.ldo + e), x = size_t(i * n_heads * hd + e);
+                ASSERT_NEAR(batch_out[o], expect.out[x], expect.tol[x])
+                    << what << " sequence " << s << " query " << i << " elem " << e;
+                ASSERT_NEAR(batch_out[o], ref_out[o], 2 * expect.tol[x])
+                    << what << " sequence " << s << " query " << i << " elem " << e;
+              }
+          }
+        }
+    // LLaMA-3 shaped decode batch (32 heads over 8, head_dim 128), 16 sequences forked from
+    // one prompt as the engine decodes them.
+    std::vector<BatchSeqSpec> decode;
+    decode.push_back({0, 70});
+    for (int s = 0; s < 16; ++s) decode.push_back({70 + s, 1, 0});
+    const PagedBatch b = make_paged_batch(32, 8, 128, 16, KvDType::BF16, decode, seed++);
+    std::vector<float> batch_out(size_t(b.total_rows * b.ldo), junk()), single_out(batch_out);
+    const auto seqs = b.seqs(decode, batch_out.data());
+    attention_paged_causal_batch(seqs.data(), int64_t(seqs.size()), 32, b.cache, 0.088f);
+    for (const PagedAttnSeq& s : b.seqs(decode, single_out.data()))
+      attention_paged_causal(s.q, s.ldq, s.n_q, s.start_pos, 32, b.cache, s.block_table, 0.088f, s.out,
+                             s.ldo);
+    ASSERT_EQ(0, std::memcmp(batch_out.data(), single_out.data(), batch_out.size() * 4)) << isa_name(isa);
+  }
+  omp_set_num_threads(saved_threads);
+}
+
+// Each sequence is checked as attention_paged_causal checks its arguments, all before any
+// output is written; the message names the sequence.
+TEST(KernelsAttention, PagedCausalBatchBadArgumentsNameTheSequence) {
+  IsaGuard guard;
+  for (Isa isa : isas_to_test()) {
+    set_active_isa(isa);
+    std::vector<float> buf(4096, 0.5f), out(256, junk());
+    std::vector<int32_t> bt = {0, 1, 2}, bad_bt = {0, -1};
+    const KvCacheView c{KvDType::F32, 2, 8, 4, buf.data(), buf.data(), 64};
+    auto message = [&](const std::vector<PagedAttnSeq>& seqs, int64_t n_seqs, int64_t n_heads) {
+      try {
+        attention_paged_causal_batch(seqs.empty() ? nullptr : seqs.data(), n_seqs, n_heads, c, 1.0f);
+      } catch (const std::invalid_argument& e) {
+        return std::string(e.what());
+      }
+      return std::string("no error");
+    };
+    const PagedAttnSeq good{buf.data(), 32, 1, 4, bt.data(), out.data(), 32};
+    PagedAttnSeq bad_table = good, bad_ld = good, null_q = good, negative = good, no_table = good;
+    bad_table.start_pos = 5;
+    bad_table.block_table = bad_bt.data();
+    bad_ld.n_q = 2;
+    bad_ld.ldq = 24;
+    null_q.q = nullptr;
+    negative.start_pos = -1;
+    no_table.block_table = nullptr;
+    const std::string k = "recap::kernels::attention_paged_causal_batch: ";
+    EXPECT_EQ(message({good, good, bad_table}, 3, 4), k + "sequence 2: block_table[1] = -1 is negative");
+    EXPECT_EQ(message({good, bad_ld, bad_table}, 3, 4),
+              k + "sequence 1: ldq/ldo (24/32) < n_heads*head_dim = 32");
+    EXPECT_EQ(message({null_q}, 1, 4), k + "sequence 0: q or out is null");
+    EXPECT_EQ(message({good, good, good, negative}, 4, 4), k + "sequence 3: negative start_pos or n_q");
+    EXPECT_EQ(message({good, no_table}, 2, 4), k + "sequence 1: block_table is null");
+    EXPECT_EQ(message({good}, 1, 7), k + "n_heads 7 is not a positive multiple of n_kv_heads 2");
+    EXPECT_EQ(message({}, -1, 4), k + "negative n_seqs -1");
+    EXPECT_EQ(message({}, 2, 4), k + "seqs is null");
+    EXPECT_EQ(message({}, 0, 4), "no error");  // nothing to do
+    // Nothing was computed for the good sequences before the bad one was found.
+    for (float x : out) ASSERT_TRUE(is_junk(x)) << isa_name(isa);
+    // The same sequences, all good, do compute.
+    PagedAttnSeq good_too = good;
+    good_too.out = out.data() + 64;
+    EXPECT_EQ(message({good, good_too}, 2, 4), "no error");
+    EXPECT_FALSE(is_junk(out[0]));
+    EXPECT_FALSE(is_junk(out[64]));
   }
 }
 
