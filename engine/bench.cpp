@@ -306,14 +306,22 @@ json run_bench(const BenchOptions& o) {
   // probes, so a probe that ran while the host clocked down or was busy cannot flatter a
   // fraction (an idle run once read the int8 peak 20% low at the start).
   progress("measuring machine limits (%.0f threads)", tb.threads);
-  kernels::LimitProbe bw = kernels::measure_read_bandwidth(tb.threads);
-  kernels::LimitProbe f32p = kernels::measure_f32_fma_peak(tb.threads);
-  kernels::LimitProbe i8p = kernels::measure_int8_dot_peak(tb.threads);
-  kernels::LimitProbe bf16p = kernels::measure_bf16_dot_peak(tb.threads);
-  const json limits_at_start = {{"read_bandwidth_gbs", bw.value},
-                                {"f32_fma_gflops", f32p.value},
-                                {"int8_dot_gops", i8p.value},
-                                {"bf16_dot_gflops", bf16p.value}};
+  struct Probes {
+    kernels::LimitProbe bw, f32p, i8p, bf16p;
+  };
+  auto measure_probes = [&] {
+    return Probes{kernels::measure_read_bandwidth(tb.threads), kernels::measure_f32_fma_peak(tb.threads),
+                  kernels::measure_int8_dot_peak(tb.threads), kernels::measure_bf16_dot_peak(tb.threads)};
+  };
+  auto probe_values = [](const Probes& p) {
+    return json{{"read_bandwidth_gbs", p.bw.value},
+                {"f32_fma_gflops", p.f32p.value},
+                {"int8_dot_gops", p.i8p.value},
+                {"bf16_dot_gflops", p.bf16p.value}};
+  };
+  const Probes at_start = measure_probes();
+  const json limits_at_start = probe_values(at_start);
+  kernels::LimitProbe bw = at_start.bw, f32p = at_start.f32p, i8p = at_start.i8p, bf16p = at_start.bf16p;
   ComputeBound cb;
   auto set_limits = [&] {
     r["limits"] = {{"read_bandwidth_gbs", bw.value}, {"read_bandwidth_probe", bw.instruction},
@@ -334,21 +342,15 @@ json run_bench(const BenchOptions& o) {
     if (limits_refreshed) return;
     limits_refreshed = true;
     progress("measuring machine limits again (%.0f threads)", tb.threads);
-    auto keep_max = [](kernels::LimitProbe& a, const kernels::LimitProbe& b) {
+    auto keep_max = [](kernels::LimitProbe& a, kernels::LimitProbe b) {
       if (b.value > a.value) a = b;
     };
-    const kernels::LimitProbe bw2 = kernels::measure_read_bandwidth(tb.threads);
-    const kernels::LimitProbe f32p2 = kernels::measure_f32_fma_peak(tb.threads);
-    const kernels::LimitProbe i8p2 = kernels::measure_int8_dot_peak(tb.threads);
-    const kernels::LimitProbe bf16p2 = kernels::measure_bf16_dot_peak(tb.threads);
-    limits_at_end = {{"read_bandwidth_gbs", bw2.value},
-                     {"f32_fma_gflops", f32p2.value},
-                     {"int8_dot_gops", i8p2.value},
-                     {"bf16_dot_gflops", bf16p2.value}};
-    keep_max(bw, bw2);
-    keep_max(f32p, f32p2);
-    keep_max(i8p, i8p2);
-    keep_max(bf16p, bf16p2);
+    const Probes at_end = measure_probes();
+    limits_at_end = probe_values(at_end);
+    keep_max(bw, at_end.bw);
+    keep_max(f32p, at_end.f32p);
+    keep_max(i8p, at_end.i8p);
+    keep_max(bf16p, at_end.bf16p);
     set_limits();
   };
 
@@ -679,22 +681,26 @@ json run_bench(const BenchOptions& o) {
   };
   row("load", load_s, "s", "", 0);
   row("preprocess (640x480 RGB -> " + std::to_string(S) + ")", preprocess_ms, "ms/image", "", 0);
+  // Operations per second over the compute peak of the format (0 without a peak).
+  auto frac_of_peak = [&](double ops_per_s) { return cb.gops > 0 ? ops_per_s / 1e9 / cb.gops : 0.0; };
+  const double vision_batch_frac =
+      vision_batch_ms > 0 ? frac_of_peak(vision_flops / (vision_batch_ms / 1000)) : 0;
+  const double prefill_frac = frac_of_peak(prefill_flops_tok * prefill_tps);
   row("vision tower + projector (batch 1)", vision_ms, "ms/image", cb.name,
-      cb.gops > 0 ? vision_flops / (vision_ms / 1000) / 1e9 / cb.gops : 0);
+      frac_of_peak(vision_flops / (vision_ms / 1000)));
   if (vision_batch_ms > 0)
     row("vision tower + projector (batch " + std::to_string(o.tower_batch) + ")", vision_batch_ms, "ms/image",
-        cb.name, cb.gops > 0 ? vision_flops / (vision_batch_ms / 1000) / 1e9 / cb.gops : 0);
-  row("prefill pp" + std::to_string(prompt_len), prefill_tps, "tok/s", cb.name,
-      cb.gops > 0 ? prefill_flops_tok * prefill_tps / 1e9 / cb.gops : 0);
+        cb.name, vision_batch_frac);
+  row("prefill pp" + std::to_string(prompt_len), prefill_tps, "tok/s", cb.name, prefill_frac);
   row("decode tg batch 1", b1_tps, "tok/s", "read bandwidth", bw_bytes > 0 ? b1_bytes / b1_s / bw_bytes : 0);
   // Batch B: the binding bound is the larger of the step's read time and compute time, so its
   // fraction is the larger of the two fractions.
   const double bb_frac_bw = bw_bytes > 0 ? bb_bytes / bb_s / bw_bytes : 0;
-  const double bb_frac_compute =
-      cb.gops > 0 ? 2 * decoder_step_params(c.text) * B * steps / bb_s / 1e9 / cb.gops : 0;
+  const double bb_frac_compute = frac_of_peak(2 * decoder_step_params(c.text) * B * steps / bb_s);
   const bool bb_compute_binds = bb_frac_compute > bb_frac_bw;
+  const double bb_frac_bound = std::max(bb_frac_bw, bb_frac_compute);
   row("decode tg batch " + std::to_string(B) + " (aggregate)", bb_tps, "tok/s",
-      bb_compute_binds ? cb.name : "read bandwidth", std::max(bb_frac_bw, bb_frac_compute));
+      bb_compute_binds ? cb.name : "read bandwidth", bb_frac_bound);
   row("end-to-end, " + std::to_string(o.new_tokens) + " new tokens, batch " + std::to_string(B),
       3600 / sec_img_B, "images/hour", "", 0);
   row("end-to-end, " + std::to_string(o.new_tokens) + " new tokens, batch 1", 3600 / sec_img_1, "images/hour",
@@ -709,54 +715,52 @@ json run_bench(const BenchOptions& o) {
   row("peak RSS", peak_rss_bytes() / (1 << 30), "GiB", "", 0);
   r["results"] = res;
 
-  r["detail"] = {
-      {"preprocess_ms", preprocess_ms},
-      {"vision_ms_per_image", vision_ms},
-      {"vision_ms_best", vision_best * 1000},
-      {"vision_gflop_per_image", vision_flops / 1e9},
-      {"vision_batch", o.tower_batch > 1 ? o.tower_batch : 0},
-      {"vision_batch_ms_per_image", vision_batch_ms},
-      {"vision_batch_frac_of_peak",
-       vision_batch_ms > 0 && cb.gops > 0 ? vision_flops / (vision_batch_ms / 1000) / 1e9 / cb.gops : 0},
-      {"prefill_frac_of_peak", cb.gops > 0 ? prefill_flops_tok * prefill_tps / 1e9 / cb.gops : 0},
-      {"prefill_tokens", prompt_len},
-      {"prefill_s", prefill_s},
-      {"prefill_tok_s", prefill_tps},
-      {"prefill_gflop_per_token", prefill_flops_tok / 1e9},
-      {"prefill_achieved_gops", prefill_flops_tok * prefill_tps / 1e9},
-      {"compute_bound", cb.name},
-      {"compute_bound_gops", cb.gops},
-      {"decode_steps_timed", steps},
-      {"decode_b1_tok_s", b1_tps},
-      {"decode_b1_gbs", b1_bytes / b1_s / 1e9},
-      {"decode_batch", B},
-      {"decode_bB_tok_s", bb_tps},
-      {"decode_bB_gbs", bb_bytes / bb_s / 1e9},
-      {"decode_bB_over_b1", bb_tps / b1_tps},
-      {"decode_bB_bound", bb_compute_binds ? cb.name : "read bandwidth"},
-      {"decode_bB_frac_of_bandwidth", bb_frac_bw},
-      {"decode_bB_frac_of_compute", bb_frac_compute},
-      {"decode_bB_frac_of_bound", std::max(bb_frac_bw, bb_frac_compute)},
-      {"decoder_weight_bytes_per_step", w_step},
-      {"new_tokens", o.new_tokens},
-      {"seconds_per_image_batchB", sec_img_B},
-      {"seconds_per_image_batch1", sec_img_1},
-      {"images_per_hour_batchB", 3600 / sec_img_B},
-      {"images_per_hour_batch1", 3600 / sec_img_1},
-      {"peak_rss_bytes", peak_rss_bytes()},
-      // Share of `threads` cores this process got in each timed phase (1.0 = an idle machine;
-      // less means other processes ran on the same cores and the figures are pessimistic).
-      {"cpu_share",
-       {{"vision", cpu_vis / (vis_wall * tb.threads)},
-        {"prefill", cpu_prefill / (prefill_s * tb.threads)},
-        {"decode_b1", cpu_b1 / (b1_s * tb.threads)},
-        {"decode_bB", cpu_bb / (bb_s * tb.threads)},
-        {"vision_batch", vision_batch_cpu_share}}},
-      // The probes at the start and after the last phase; `limits` holds the larger.
-      {"limits_at_start", limits_at_start},
-      {"limits_at_end", limits_at_end},
-      {"images_per_hour_formula",
-       "3600 / (preprocess + vision + prompt_tokens/prefill_tok_s + new_tokens/decode_tok_s)"}};
+  r["detail"] = {{"preprocess_ms", preprocess_ms},
+                 {"vision_ms_per_image", vision_ms},
+                 {"vision_ms_best", vision_best * 1000},
+                 {"vision_gflop_per_image", vision_flops / 1e9},
+                 {"vision_batch", o.tower_batch > 1 ? o.tower_batch : 0},
+                 {"vision_batch_ms_per_image", vision_batch_ms},
+                 {"vision_batch_frac_of_peak", vision_batch_frac},
+                 {"prefill_frac_of_peak", prefill_frac},
+                 {"prefill_tokens", prompt_len},
+                 {"prefill_s", prefill_s},
+                 {"prefill_tok_s", prefill_tps},
+                 {"prefill_gflop_per_token", prefill_flops_tok / 1e9},
+                 {"prefill_achieved_gops", prefill_flops_tok * prefill_tps / 1e9},
+                 {"compute_bound", cb.name},
+                 {"compute_bound_gops", cb.gops},
+                 {"decode_steps_timed", steps},
+                 {"decode_b1_tok_s", b1_tps},
+                 {"decode_b1_gbs", b1_bytes / b1_s / 1e9},
+                 {"decode_batch", B},
+                 {"decode_bB_tok_s", bb_tps},
+                 {"decode_bB_gbs", bb_bytes / bb_s / 1e9},
+                 {"decode_bB_over_b1", bb_tps / b1_tps},
+                 {"decode_bB_bound", bb_compute_binds ? cb.name : "read bandwidth"},
+                 {"decode_bB_frac_of_bandwidth", bb_frac_bw},
+                 {"decode_bB_frac_of_compute", bb_frac_compute},
+                 {"decode_bB_frac_of_bound", bb_frac_bound},
+                 {"decoder_weight_bytes_per_step", w_step},
+                 {"new_tokens", o.new_tokens},
+                 {"seconds_per_image_batchB", sec_img_B},
+                 {"seconds_per_image_batch1", sec_img_1},
+                 {"images_per_hour_batchB", 3600 / sec_img_B},
+                 {"images_per_hour_batch1", 3600 / sec_img_1},
+                 {"peak_rss_bytes", peak_rss_bytes()},
+                 // Share of `threads` cores this process got in each timed phase (1.0 = an idle machine;
+                 // less means other processes ran on the same cores and the figures are pessimistic).
+                 {"cpu_share",
+                  {{"vision", cpu_vis / (vis_wall * tb.threads)},
+                   {"prefill", cpu_prefill / (prefill_s * tb.threads)},
+                   {"decode_b1", cpu_b1 / (b1_s * tb.threads)},
+                   {"decode_bB", cpu_bb / (bb_s * tb.threads)},
+                   {"vision_batch", vision_batch_cpu_share}}},
+                 // The probes at the start and after the last phase; `limits` holds the larger.
+                 {"limits_at_start", limits_at_start},
+                 {"limits_at_end", limits_at_end},
+                 {"images_per_hour_formula",
+                  "3600 / (preprocess + vision + prompt_tokens/prefill_tok_s + new_tokens/decode_tok_s)"}};
   if (!caption_run.is_null()) {
     r["detail"]["caption_run"] = caption_run;
     r["detail"]["limit_images_per_hour"] = limit_iph;
