@@ -17,16 +17,22 @@ namespace {
   throw std::invalid_argument(std::string("recap::kernels::") + kernel + ": " + what);
 }
 
-// Block table entries a sequence of `n_pos` positions needs must be valid block ids. `where`
-// prefixes the message ("" or "sequence 3: " for a batch).
-void check_block_table(const char* kernel, const std::string& where, const KvCacheView& c,
-                       const int32_t* block_table, int64_t n_pos) {
+// The message prefix naming sequence `seq` of a batch ("sequence 3: "), "" for seq < 0 (a
+// single-sequence call). Built only when a check fails: the checks run every layer of every step.
+std::string where(int64_t seq) {
+  return seq < 0 ? std::string() : "sequence " + std::to_string(seq) + ": ";
+}
+
+// Block table entries a sequence of `n_pos` positions needs must be valid block ids; `seq` as
+// in where().
+void check_block_table(const char* kernel, int64_t seq, const KvCacheView& c, const int32_t* block_table,
+                       int64_t n_pos) {
   if (n_pos <= 0) return;
-  if (block_table == nullptr) fail(kernel, where + "block_table is null");
+  if (block_table == nullptr) fail(kernel, where(seq) + "block_table is null");
   const int64_t n_blocks = (n_pos + c.block_size - 1) / c.block_size;
   for (int64_t j = 0; j < n_blocks; ++j)
     if (block_table[j] < 0)
-      fail(kernel, where + "block_table[" + std::to_string(j) + "] = " + std::to_string(block_table[j]) +
+      fail(kernel, where(seq) + "block_table[" + std::to_string(j) + "] = " + std::to_string(block_table[j]) +
                        " is negative");
 }
 
@@ -39,17 +45,17 @@ void check_paged_heads(const char* kernel, const KvCacheView& cache, int64_t n_h
 }
 
 // The per-sequence checks of attention_paged_causal (after check_kv_view and
-// check_paged_heads); `where` as in check_block_table.
-void check_paged_seq(const char* kernel, const std::string& where, const KvCacheView& cache, int64_t n_heads,
+// check_paged_heads); `seq` as in where().
+void check_paged_seq(const char* kernel, int64_t seq, const KvCacheView& cache, int64_t n_heads,
                      const PagedAttnSeq& s) {
-  if (s.start_pos < 0 || s.n_q < 0) fail(kernel, where + "negative start_pos or n_q");
+  if (s.start_pos < 0 || s.n_q < 0) fail(kernel, where(seq) + "negative start_pos or n_q");
   if (s.n_q == 0) return;
   const int64_t row = n_heads * cache.head_dim;
-  if (s.q == nullptr || s.out == nullptr) fail(kernel, where + "q or out is null");
+  if (s.q == nullptr || s.out == nullptr) fail(kernel, where(seq) + "q or out is null");
   if (s.n_q > 1 && (s.ldq < row || s.ldo < row))
-    fail(kernel, where + "ldq/ldo (" + std::to_string(s.ldq) + "/" + std::to_string(s.ldo) +
+    fail(kernel, where(seq) + "ldq/ldo (" + std::to_string(s.ldq) + "/" + std::to_string(s.ldo) +
                      ") < n_heads*head_dim = " + std::to_string(row));
-  check_block_table(kernel, where, cache, s.block_table, s.start_pos + s.n_q);
+  check_block_table(kernel, seq, cache, s.block_table, s.start_pos + s.n_q);
 }
 
 }  // namespace
@@ -78,7 +84,7 @@ void kv_cache_write(const KvCacheView& cache, const int32_t* block_table, int64_
   if (n_tokens > 1 && (ldk < row || ldv < row))
     fail(kernel, "ldk/ldv (" + std::to_string(ldk) + "/" + std::to_string(ldv) +
                      ") < n_kv_heads*head_dim = " + std::to_string(row));
-  check_block_table(kernel, "", cache, block_table, start_pos + n_tokens);
+  check_block_table(kernel, -1, cache, block_table, start_pos + n_tokens);
   switch (active_isa()) {
     case Isa::Avx512:
       return avx512::kv_cache_write(cache, block_table, start_pos, n_tokens, k, ldk, v, ldv);
@@ -96,7 +102,7 @@ void attention_paged_causal(const float* q, int64_t ldq, int64_t n_q, int64_t st
   const char* kernel = "attention_paged_causal";
   check_kv_view(kernel, cache);
   check_paged_heads(kernel, cache, n_heads);
-  check_paged_seq(kernel, "", cache, n_heads, PagedAttnSeq{q, ldq, n_q, start_pos, block_table, out, ldo});
+  check_paged_seq(kernel, -1, cache, n_heads, PagedAttnSeq{q, ldq, n_q, start_pos, block_table, out, ldo});
   if (n_q == 0) return;
   switch (active_isa()) {
     case Isa::Avx512:
@@ -119,8 +125,7 @@ void attention_paged_causal_batch(const PagedAttnSeq* seqs, int64_t n_seqs, int6
   if (n_seqs < 0) fail(kernel, "negative n_seqs " + std::to_string(n_seqs));
   if (n_seqs == 0) return;
   if (seqs == nullptr) fail(kernel, "seqs is null");
-  for (int64_t i = 0; i < n_seqs; ++i)
-    check_paged_seq(kernel, "sequence " + std::to_string(i) + ": ", cache, n_heads, seqs[i]);
+  for (int64_t i = 0; i < n_seqs; ++i) check_paged_seq(kernel, i, cache, n_heads, seqs[i]);
   switch (active_isa()) {
     case Isa::Avx512:
       return avx512::attention_paged_causal_batch(seqs, n_seqs, n_heads, cache, scale);
