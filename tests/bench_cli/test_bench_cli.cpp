@@ -138,6 +138,9 @@ TEST(BenchCli, UsageErrors) {
   EXPECT_EQ(r.status, 2) << r.output;
   r = run(kBin + " bench --weights " + kModel + " --max-batch 0");
   EXPECT_EQ(r.status, 2) << r.output;
+  r = run(kBin + " bench --weights " + kModel + " --tower-batch -1");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("--tower-batch must be >= 0"), std::string::npos) << r.output;
   r = run(kBin + " bench --weights /nonexistent/dir");
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_NE(r.output.find("/nonexistent/dir"), std::string::npos) << r.output;
