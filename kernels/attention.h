@@ -1,6 +1,7 @@
 // Attention kernels: causal GQA over a paged KV cache (LLaMA) and dense bidirectional
 // multi-head attention (ViT). Both are tiled with an online softmax, so scratch memory is
-// O(tile), never O(T^2). Scores and softmax are in f32.
+// never O(T^2): O(tile) per thread, plus for the dense kernel one O(T * n_heads * head_dim)
+// copy of K and V laid out for its inner loops. Scores and softmax are in f32.
 #pragma once
 #include <cstdint>
 

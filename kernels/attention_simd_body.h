@@ -2,7 +2,7 @@
 // written once against a vector-traits class S (SimdAvx2 / SimdAvx512) and instantiated in
 // attention_avx2.cpp / attention_avx512.cpp. Internal linkage throughout (see ops_variants.h).
 //
-// Work decomposition. A work item is (sequence, KV head, tile of up to kQueryRows/group
+// Paged causal attention (LLaMA). A work item is (sequence, KV head, tile of up to kQueryRows/group
 // queries): its rows are every (query, query head) pair of that sequence that reads that KV
 // head, so for GQA the K/V of a tile are loaded once for the whole group (decode: one item per
 // KV head, R = group rows). The items of every sequence of a call are spread over OpenMP
@@ -16,6 +16,7 @@
 // and out = o / l at the end. Scratch per thread: R x head_dim accumulators, R x kKeyTile
 // scores and the f32 K and V tiles (kKeyTile x head_dim each): O(tile), never O(T^2).
 // Causal masking: row r sees keys [0, n_keys_r).
+// Dense bidirectional attention (ViT) has its own layout and register tiles: see dense_impl.
 #pragma once
 #include <omp.h>
 
@@ -27,6 +28,7 @@
 #include <vector>
 
 #include "kernels/attention.h"
+#include "kernels/gemm_internal.h"
 #include "kernels/ops_variants.h"
 
 namespace recap::kernels {
@@ -399,18 +401,162 @@ void paged_causal_batch_impl(const PagedAttnSeq* seqs, int64_t n_seqs, int64_t n
   if (alloc_failed) throw std::bad_alloc();
 }
 
+// ---------------------------------------------------------------- dense (ViT) attention
+// Every query row of a head reads every key of that head, so the keys and values are laid out
+// once per call for the whole head, shared by all its query rows and all threads:
+//   kt  [head][key tile][d < hd][kKeyTile]  keys transposed per tile (key j in lane j % kKeyTile;
+//                                           keys past T are 0, their scores are never read)
+//   vt  [head][j < T][hd_pad]               value rows, zero past hd
+// so the scores are a small GEMM with the query element broadcast (lanes over keys):
+//   p[r][j] = scale * sum_d q[r][d] kt[d][j]   (sequential fma over d)
+// and the value step o[r] += sum_j p[r][j] v_j a broadcast of p[r][j] (lanes over head_dim).
+// kRows query rows share every key/value vector loaded; the register tile is kRows x
+// kKeyChunks (scores) or kRows x kDimChunks (values) accumulators, plus the loaded chunks and
+// one broadcast: 24 + 4 + 1 of 32 zmm, or 8 + 2 + 1 of 16 ymm. The online softmax between them
+// is tile_softmax_row, as in the paged path. Scratch: the shared layout, O(T * n_heads * hd),
+// reused across calls (detail::scratch slot 1), and per thread O(kRows * (hd + kKeyTile)).
+template <class S>
+struct DenseTiling {
+  static constexpr int kRows = S::W == 16 ? 6 : 4;       // query rows per block
+  static constexpr int kKeyChunks = S::W == 16 ? 4 : 2;  // key vectors per row and score pass
+  static constexpr int kDimChunks = S::W == 16 ? 4 : 2;  // head_dim vectors per row and value pass
+  static constexpr int64_t kBlocksPerItem = 8;           // row blocks per work item
+  static_assert(kKeyTile % (kKeyChunks * S::W) == 0, "score passes tile the key tile");
+};
+
+// p[r][0, kKeyTile) = scale * (q_r . k_j) for the RB rows q + r * ldq and the key tile kt
+// ([hd][kKeyTile]).
+template <class S, int RB, int NC>
+void dense_tile_scores(const float* q, int64_t ldq, const float* kt, int64_t hd, float scale, float* p) {
+  using V = typename S::V;
+  const V vscale = S::set1(scale);
+  for (int64_t j0 = 0; j0 < kKeyTile; j0 += NC * S::W) {
+    V acc[RB][NC];
+    for (int r = 0; r < RB; ++r)
+      for (int c = 0; c < NC; ++c) acc[r][c] = S::zero();
+    const float* kd = kt + j0;
+    for (int64_t d = 0; d < hd; ++d, kd += kKeyTile) {
+      V kv[NC];
+      for (int c = 0; c < NC; ++c) kv[c] = S::load(kd + c * S::W);
+      for (int r = 0; r < RB; ++r) {
+        const V qb = S::set1(q[r * ldq + d]);
+        for (int c = 0; c < NC; ++c) acc[r][c] = S::fmadd(qb, kv[c], acc[r][c]);
+      }
+    }
+    for (int r = 0; r < RB; ++r)
+      for (int c = 0; c < NC; ++c) S::store(p + r * kKeyTile + j0 + c * S::W, S::mul(acc[r][c], vscale));
+  }
+}
+
+// o[r][v0, v0 + NC*W) += sum_{j < nt} p[r][j] vt[j][v0 ..] for the RB rows (o rows hd_pad long).
+template <class S, int RB, int NC>
+void dense_tile_values(const float* vt, int64_t hd_pad, int64_t nt, const float* p, float* o, int64_t v0) {
+  using V = typename S::V;
+  V acc[RB][NC];
+  for (int r = 0; r < RB; ++r)
+    for (int c = 0; c < NC; ++c) acc[r][c] = S::load(o + r * hd_pad + v0 + c * S::W);
+  const float* vj = vt + v0;
+  for (int64_t j = 0; j < nt; ++j, vj += hd_pad) {
+    V vv[NC];
+    for (int c = 0; c < NC; ++c) vv[c] = S::load(vj + c * S::W);
+    for (int r = 0; r < RB; ++r) {
+      const V pb = S::set1(p[r * kKeyTile + j]);
+      for (int c = 0; c < NC; ++c) acc[r][c] = S::fmadd(pb, vv[c], acc[r][c]);
+    }
+  }
+  for (int r = 0; r < RB; ++r)
+    for (int c = 0; c < NC; ++c) S::store(o + r * hd_pad + v0 + c * S::W, acc[r][c]);
+}
+
+// RB query rows (q + r * ldq, out + r * ldo) of one head against all T keys of that head.
+template <class S, int RB>
+void dense_row_block(const float* q, int64_t ldq, const float* kt, const float* vt, int64_t T, int64_t hd,
+                     float scale, float* out, int64_t ldo, AttnScratch& sc) {
+  using V = typename S::V;
+  using Tl = DenseTiling<S>;
+  const int64_t hd_pad = (hd + S::W - 1) / S::W * S::W, n_vec = hd_pad / S::W;
+  for (int r = 0; r < RB; ++r) {
+    sc.m[r] = -INFINITY;
+    sc.l[r] = 0.0f;
+    for (int64_t c = 0; c < hd_pad; c += S::W) S::store(sc.o + r * hd_pad + c, S::zero());
+  }
+  for (int64_t j0 = 0; j0 < T; j0 += kKeyTile, kt += hd * kKeyTile, vt += kKeyTile * hd_pad) {
+    const int64_t nt = T - j0 < kKeyTile ? T - j0 : kKeyTile;
+    dense_tile_scores<S, RB, Tl::kKeyChunks>(q, ldq, kt, hd, scale, sc.p);
+    for (int r = 0; r < RB; ++r)
+      tile_softmax_row<S>(sc.p + r * kKeyTile, nt, sc.m[r], sc.l[r], sc.o + r * hd_pad, hd_pad);
+    int64_t c = 0;
+    for (; c + Tl::kDimChunks <= n_vec; c += Tl::kDimChunks)
+      dense_tile_values<S, RB, Tl::kDimChunks>(vt, hd_pad, nt, sc.p, sc.o, c * S::W);
+    for (; c < n_vec; ++c) dense_tile_values<S, RB, 1>(vt, hd_pad, nt, sc.p, sc.o, c * S::W);
+  }
+  const int64_t n_full = hd / S::W * S::W;
+  const auto m = S::mask(hd - n_full);
+  for (int r = 0; r < RB; ++r) {
+    const V sum = S::set1(sc.l[r]);
+    const float* o = sc.o + r * hd_pad;
+    float* dst = out + r * ldo;
+    for (int64_t c = 0; c < n_full; c += S::W) S::store(dst + c, S::div(S::load(o + c), sum));
+    if (n_full < hd) S::store(dst + n_full, S::div(S::load(o + n_full), sum), m);
+  }
+}
+
+// Runs fn.template operator()<RB>() for a runtime rb in 1 .. kRows (6 or 4).
+template <int kMax, class F>
+void with_rows(int64_t rb, F&& fn) {
+  switch (rb) {
+    case 1:
+      return fn.template operator()<1>();
+    case 2:
+      return fn.template operator()<2>();
+    case 3:
+      return fn.template operator()<3>();
+    case 4:
+      return fn.template operator()<4>();
+  }
+  if constexpr (kMax >= 6) {
+    if (rb == 5) return fn.template operator()<5>();
+    if (rb == 6) return fn.template operator()<6>();
+  }
+}
+
 template <class S>
 void dense_impl(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv,
                 int64_t T, int64_t n_heads, int64_t hd, float scale, float* out, int64_t ldo) {
-  const int64_t n_qtiles = (T + kQueryRows - 1) / kQueryRows;
-  const int64_t n_items = n_heads * n_qtiles;
+  using Tl = DenseTiling<S>;
+  static_assert(Tl::kRows <= 6);
   const int64_t hd_pad = (hd + S::W - 1) / S::W * S::W;
+  const int64_t n_tiles = (T + kKeyTile - 1) / kKeyTile;
+  const int64_t kt_head = n_tiles * hd * kKeyTile, vt_head = n_tiles * kKeyTile * hd_pad;
+  // Thrown here, before any thread starts, if the layout cannot be allocated.
+  float* const kt_all = static_cast<float*>(
+      detail::scratch(1, static_cast<size_t>(n_heads * (kt_head + vt_head)) * sizeof(float)));
+  float* const vt_all = kt_all + n_heads * kt_head;
+  const int64_t item_rows = Tl::kRows * Tl::kBlocksPerItem;
+  const int64_t n_qitems = (T + item_rows - 1) / item_rows;
+  const int64_t n_items = n_heads * n_qitems;
   const int64_t flops = 4 * n_heads * T * T * hd;
   bool alloc_failed = false;
 #pragma omp parallel if (attention_worth_threading(n_items, flops))
   {
-    AttnScratch sc(kQueryRows, hd_pad);
-    AttnRow rows[kQueryRows];
+    // Lay out every head's keys and values (one key tile per iteration).
+#pragma omp for schedule(static)
+    for (int64_t ht = 0; ht < n_heads * n_tiles; ++ht) {
+      const int64_t h = ht / n_tiles, j0 = (ht % n_tiles) * kKeyTile;
+      const int64_t nt = T - j0 < kKeyTile ? T - j0 : kKeyTile;
+      float* kd = kt_all + h * kt_head + (j0 / kKeyTile) * hd * kKeyTile;
+      float* vd = vt_all + h * vt_head + j0 * hd_pad;
+      if (nt < kKeyTile) std::fill(kd, kd + hd * kKeyTile, 0.0f);
+      for (int64_t j = 0; j < nt; ++j) {
+        const float* kr = k + (j0 + j) * ldk + h * hd;
+        const float* vr = v + (j0 + j) * ldv + h * hd;
+        for (int64_t d = 0; d < hd; ++d) kd[d * kKeyTile + j] = kr[d];
+        float* vrow = vd + j * hd_pad;
+        std::copy(vr, vr + hd, vrow);
+        std::fill(vrow + hd, vrow + hd_pad, 0.0f);
+      }
+    }  // implicit barrier: the layout is complete before any row reads it
+    AttnScratch sc(Tl::kRows, hd_pad);
     if (!sc.ok) {
 #pragma omp atomic write
       alloc_failed = true;
@@ -423,18 +569,15 @@ void dense_impl(const float* q, int64_t ldq, const float* k, int64_t ldk, const 
     if (!failed) {
 #pragma omp for schedule(static)
       for (int64_t item = 0; item < n_items; ++item) {
-        const int64_t h = item / n_qtiles;
-        const int64_t i0 = (item % n_qtiles) * kQueryRows;
-        const int64_t i1 = i0 + kQueryRows < T ? i0 + kQueryRows : T;
-        for (int64_t i = i0; i < i1; ++i)
-          rows[i - i0] = AttnRow{q + i * ldq + h * hd, out + i * ldo + h * hd, T};
-        attend_rows<S, KvDType::F32>(rows, i1 - i0, T, hd, scale, sc,
-                                     [&](int64_t j0, int64_t nt, const void** kp, const void** vp) {
-                                       for (int64_t j = 0; j < nt; ++j) {
-                                         kp[j] = k + (j0 + j) * ldk + h * hd;
-                                         vp[j] = v + (j0 + j) * ldv + h * hd;
-                                       }
-                                     });
+        const int64_t h = item / n_qitems;
+        const int64_t i1 = std::min(T, (item % n_qitems + 1) * item_rows);
+        for (int64_t i = (item % n_qitems) * item_rows; i < i1; i += Tl::kRows) {
+          const int64_t rb = std::min<int64_t>(Tl::kRows, i1 - i);
+          with_rows<Tl::kRows>(rb, [&]<int RB>() {
+            dense_row_block<S, RB>(q + i * ldq + h * hd, ldq, kt_all + h * kt_head, vt_all + h * vt_head, T,
+                                   hd, scale, out + i * ldo + h * hd, ldo, sc);
+          });
+        }
       }
     }
   }

@@ -552,6 +552,9 @@ TEST(KernelsAttention, DenseBidirectional) {
     uint32_t seed = 500;
     for (int64_t T : {1, 17, 577}) run_dense_case(T, 3, 64, seed++);
     for (int64_t hd : {1, 7, 20}) run_dense_case(17, 2, hd, seed++);
+    // head_dim past one register pass of the value step (80: ViT-H, 128), and a key count
+    // one past a whole key tile with a single row left over in the last row block.
+    for (int64_t hd : {80, 128}) run_dense_case(65, 1, hd, seed++);
   }
 }
 
