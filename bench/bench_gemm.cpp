@@ -5,6 +5,10 @@
 //                               peak is that of the active int8 GEMM's instructions (label):
 //                               vpdpbusd zmm, or under RECAP_FORCE_ISA=avx2 (and AVX-512
 //                               without VNNI) the AVX2 vpmaddubsw+vpmaddwd+vpaddd ymm triple
+//   ceiling/int(8|4)_tile_(dots|groups)   the int8/int4 full-tile kernel's instructions alone
+//                               (all operands in L1): dots only, then with the per-group
+//                               float step; frac_of_peak against the int8 peak probed
+//                               alternately in the same row (AVX-512 VNNI only)
 //   gemm/<fmt>/<shape>/M:<m>    recap GEMM, fmt in f32|bf16|int8|int4
 //   blas_sgemm/<shape>/M:<m>    OpenBLAS cblas_sgemm on the same shape (f32 baseline)
 //   batched_decode/<fmt>/<shape>/M:<m>   int8/int4, M in {1,4,8,16}: frac_of_bound against
@@ -36,6 +40,7 @@
 #include <ctime>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/gemm.h"
@@ -83,6 +88,27 @@ void BM_limit(benchmark::State& state, int which) {
   state.counters["threads"] = which == 0 ? 1 : which == 1 ? 2 : l.threads;
   state.SetLabel(which == 3 ? std::string(isa_name(active_isa())) + " " + l.int8_instruction
                             : std::string(isa_name(active_isa())));
+}
+
+// The int8/int4 full-tile kernel's instruction mix run from L1 (kernels/machine_limits.h,
+// QuantTileMix) against the int8 dot peak, both measured here in alternation (best of 3 each)
+// so host drift between them cancels: the ceiling those instructions put on the kernel.
+void BM_ceiling(benchmark::State& state, QuantTileMix mix) {
+  const int threads = omp_get_max_threads();
+  double peak = 0, ceiling = 0;
+  for (auto _ : state)
+    for (int r = 0; r < 3; ++r) {
+      peak = std::max(peak, measure_int8_dot_peak(threads).value);
+      ceiling = std::max(ceiling, measure_quant_tile_ceiling(threads, mix).value);
+    }
+  if (ceiling == 0) {
+    state.SkipWithError("needs AVX-512 VNNI (the kernel whose mix this is)");
+    return;
+  }
+  state.counters["GOPS"] = ceiling;
+  state.counters["int8_peak"] = peak;
+  state.counters["frac_of_peak"] = ceiling / peak;
+  state.SetLabel(std::string(isa_name(active_isa())) + " threads=" + std::to_string(threads));
 }
 
 struct Shape {
@@ -359,6 +385,13 @@ int register_all() {
                                "limits/bf16_vdpbf16ps_gflops"};
   for (int i = 0; i < 5; ++i)
     benchmark::RegisterBenchmark(limit_names[i], BM_limit, i)->Iterations(1)->UseRealTime();
+  const std::pair<const char*, QuantTileMix> mixes[] = {
+      {"ceiling/int8_tile_dots", QuantTileMix::Int8Dots},
+      {"ceiling/int8_tile_groups", QuantTileMix::Int8Groups},
+      {"ceiling/int4_tile_dots", QuantTileMix::Int4Dots},
+      {"ceiling/int4_tile_groups", QuantTileMix::Int4Groups}};
+  for (const auto& [name, mix] : mixes)
+    benchmark::RegisterBenchmark(name, BM_ceiling, mix)->Iterations(1)->UseRealTime();
   const WeightFormat formats[] = {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Int8,
                                   WeightFormat::Int4};
   for (const Shape& s : shapes()) {

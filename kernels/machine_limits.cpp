@@ -126,6 +126,14 @@ LimitProbe measure_int8_dot_peak(int threads) {
   return {0, "none (ref ISA)"};
 }
 
+LimitProbe measure_quant_tile_ceiling(int threads, QuantTileMix mix) {
+  if (!active_choice().avx512vnni) return {0, "vpdpbusd unavailable"};
+  // 192 vpdpbusd per iteration: as many per repetition as the int8 dot peak's (2.4 M).
+  const double rate = best_rate(threads, 12'500, 192.0 * 128, 60,
+                                [mix](long iters) { return avx512vnni::quant_tile_loop(iters, mix); });
+  return {rate / 1e9, "vpdpbusd zmm (full-tile mix)"};
+}
+
 LimitProbe measure_bf16_dot_peak(int threads) {
   if (!active_choice().avx512bf16) return {0, "vdpbf16ps unavailable"};
   return {best_rate(threads, 200'000, 12.0 * 64, 60, avx512bf16::bf16_dot_loop) / 1e9, "vdpbf16ps zmm"};

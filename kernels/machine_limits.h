@@ -28,13 +28,27 @@ LimitProbe measure_int8_dot_peak(int threads);
 // Peak bf16 dot-product throughput in GFLOP/s (AVX-512 BF16 vdpbf16ps zmm); 0 if absent.
 LimitProbe measure_bf16_dot_peak(int threads);
 
+// The instruction mix of the AVX-512 VNNI int8/int4 full-tile GEMM (gemm_avx512vnni.cpp) run
+// with all operands at fixed addresses in L1: the rate that kernel's instructions alone allow
+// on this core, as a fraction of the int8 dot peak above (docs/PERFORMANCE.md, "ceiling").
+//   Int8Dots    per unit: 3 weight loads, 4 broadcasts, 12 vpdpbusd
+//   Int8Groups  + per 16-unit group: the 12 sums' correction start and float step
+//               (vcvtdq2ps + vfmadd231ps by the group scale), as the numerics contract requires
+//   Int4Dots    per 2 units: 3 lines, 6 nibble extractions (and/shift/and), 8 broadcasts, 24 vpdpbusd
+//   Int4Groups  + per 8-unit group: the same start and float step
+enum class QuantTileMix { Int8Dots, Int8Groups, Int4Dots, Int4Groups };
+// GOP/s of `mix` on `threads` threads (best of many short repetitions, as the peaks); value 0
+// without AVX-512 VNNI.
+LimitProbe measure_quant_tile_ceiling(int threads, QuantTileMix mix);
+
 namespace avx512 {
 double read_pass(const void* data, long bytes);  // streams bytes, returns a checksum
 double f32_fma_loop(long iters);                 // 12 independent chains x iters vfmadd231ps zmm
 }  // namespace avx512
 namespace avx512vnni {
-double int8_dot_loop(long iters);  // 12 x iters vpdpbusd zmm
-}
+double int8_dot_loop(long iters);                      // 12 x iters vpdpbusd zmm
+double quant_tile_loop(long iters, QuantTileMix mix);  // 192 x iters vpdpbusd zmm in `mix`
+}  // namespace avx512vnni
 namespace avx512bf16 {
 double bf16_dot_loop(long iters);  // 12 x iters vdpbf16ps zmm
 }
