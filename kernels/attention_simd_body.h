@@ -3,12 +3,11 @@
 // attention_avx2.cpp / attention_avx512.cpp. Internal linkage throughout (see ops_variants.h).
 //
 // Paged causal attention (LLaMA). A work item is (sequence, KV head, tile of up to kQueryRows/group
-// queries): its rows are every (query, query head) pair of that sequence that reads that KV
-// head, so for GQA the K/V of a tile are loaded once for the whole group (decode: one item per
-// KV head, R = group rows). The items of every sequence of a call are spread over OpenMP
-// threads in one parallel region (dynamic schedule, longest first: causal items differ in
-// length).
-// Per item, keys are visited in tiles of kKeyTile:
+// queries, kLongQueryRows/group in prefill chunks): its rows are every (query, query head) pair of that
+// sequence that reads that KV head, so for GQA the K/V of a tile are loaded once for the whole group (decode:
+// one item per KV head, R = group rows). The items of every sequence of a call are spread over OpenMP threads
+// in one parallel region (dynamic schedule, longest first: causal items differ in length). Per item, keys are
+// visited in tiles of kKeyTile:
 //   scores  S[r][j] = scale * (q_r . k_j)   (lanes over head_dim, W keys at a time, then one
 //                                            transpose-add reduction for the W sums)
 //   online softmax per row: m' = max(m, max_j S), l = l e^(m-m') + sum_j e^(S-m'),
@@ -36,6 +35,10 @@ namespace {
 
 constexpr int64_t kKeyTile = 64;
 constexpr int64_t kQueryRows = 16;  // rows (query x head pairs) per work item, target
+// ... for a sequence with at least kLongQueries queries (a prefill chunk): more rows share
+// each K/V tile's conversion, which is repeated for every item that reads the tile.
+constexpr int64_t kLongQueries = 64;
+constexpr int64_t kLongQueryRows = 64;
 
 template <class S, KvDType DT>
 struct KvLoad;
@@ -317,17 +320,23 @@ inline void paged_key_rows(const KvCacheView& cache, const int32_t* block_table,
 // Causal GQA over the paged cache for n_seqs sequences in ONE OpenMP parallel region (one
 // fork/join and one scratch allocation per thread for the whole batch, instead of per
 // sequence). Every sequence is cut into the same work items as it would be alone (query
-// tiles of q_per_item queries x KV heads, q_per_item depends only on the group size), and an
-// item is computed by one thread with attend_rows over the same 64-key tiles, so each output
-// row gets exactly the same operations whatever else is in the batch, whichever thread runs
-// it and in whatever order: the batch is bit-identical to one call per sequence.
+// tiles of queries_per_item(n_q) queries x KV heads, which depends only on the group size and
+// the sequence's own n_q), and an item is computed by one thread with attend_rows over the same 64-key tiles,
+// so each output row gets exactly the same operations whatever else is in the batch, whichever thread runs it
+// and in whatever order: the batch is bit-identical to one call per sequence.
 template <class S, KvDType DT>
 void paged_causal_batch_impl(const PagedAttnSeq* seqs, int64_t n_seqs, int64_t n_heads,
                              const KvCacheView& cache, float scale) {
   const int64_t hd = cache.head_dim;
   const int64_t n_kv = cache.n_kv_heads;
   const int64_t group = n_heads / n_kv;
-  const int64_t q_per_item = group >= kQueryRows ? 1 : kQueryRows / group;
+  // Queries per work item of a sequence. Only the sequence's own n_q decides it, and an output
+  // row's operations do not depend on which other rows share its item, so the batch stays
+  // bit-identical to one call per sequence.
+  auto queries_per_item = [group](int64_t n_q) {
+    const int64_t rows = n_q >= kLongQueries ? kLongQueryRows : kQueryRows;
+    return group >= rows ? int64_t{1} : rows / group;
+  };
   const int64_t hd_pad = (hd + S::W - 1) / S::W * S::W;
   const int64_t esize = kv_dtype_bytes(cache.dtype);
 
@@ -337,6 +346,7 @@ void paged_causal_batch_impl(const PagedAttnSeq* seqs, int64_t n_seqs, int64_t n
   int64_t n_items = 0, flops = 0, max_q_in_item = 0;
   for (int64_t s = 0; s < n_seqs; ++s) {
     if (seqs[s].n_q <= 0) continue;
+    const int64_t q_per_item = queries_per_item(seqs[s].n_q);
     n_items += n_kv * ((seqs[s].n_q + q_per_item - 1) / q_per_item);
     flops += 4 * n_heads * seqs[s].n_q * (seqs[s].start_pos + seqs[s].n_q) * hd;
     const int64_t q_in_item = seqs[s].n_q < q_per_item ? seqs[s].n_q : q_per_item;
@@ -349,6 +359,7 @@ void paged_causal_batch_impl(const PagedAttnSeq* seqs, int64_t n_seqs, int64_t n
   items.reserve(size_t(n_items));
   for (int64_t s = 0; s < n_seqs; ++s) {
     const int64_t n_q = seqs[s].n_q;
+    const int64_t q_per_item = queries_per_item(n_q);
     for (int64_t qt = (n_q + q_per_item - 1) / q_per_item - 1; qt >= 0; --qt) {
       const int64_t i1 = qt * q_per_item + q_per_item < n_q ? qt * q_per_item + q_per_item : n_q;
       const int64_t cost = (seqs[s].start_pos + i1) * ((i1 - qt * q_per_item) * group + 2);
@@ -380,6 +391,7 @@ void paged_causal_batch_impl(const PagedAttnSeq* seqs, int64_t n_seqs, int64_t n
         const PagedItem& item = items[size_t(it)];
         const PagedAttnSeq& sq = seqs[item.seq];
         const int64_t kvh = item.kvh;
+        const int64_t q_per_item = queries_per_item(sq.n_q);
         const int64_t i0 = item.qt * q_per_item;
         const int64_t i1 = i0 + q_per_item < sq.n_q ? i0 + q_per_item : sq.n_q;
         int64_t n_rows = 0;

@@ -412,10 +412,11 @@ TEST(KernelsAttention, PagedCausalBatchBitIdenticalToPerSequence) {
   IsaGuard guard;
   const int saved_threads = omp_get_max_threads();
   omp_set_num_threads(2);
-  // Decodes (n_q = 1) at different positions, a prefill from 0, chunked prefills, a position-0
-  // decode, an empty sequence, and sequences sharing another's prefix blocks.
-  const std::vector<BatchSeqSpec> spec = {{96, 1},     {0, 23}, {37, 1, 1}, {50, 17}, {0, 1},
-                                          {130, 1, 0}, {0, 0},  {64, 9, 3}, {9, 1},   {111, 1, 0}};
+  // Decodes (n_q = 1) at different positions, a prefill from 0, chunked prefills (one long
+  // enough for the larger prefill work items), a position-0 decode, an empty sequence, and
+  // sequences sharing another's prefix blocks.
+  const std::vector<BatchSeqSpec> spec = {{96, 1}, {0, 23},    {37, 1, 1}, {50, 17},    {0, 1}, {130, 1, 0},
+                                          {0, 0},  {64, 9, 3}, {9, 1},     {111, 1, 0}, {5, 70}};
   for (Isa isa : isas_to_test()) {
     set_active_isa(isa);
     uint32_t seed = 900;
