@@ -43,10 +43,9 @@ alignas(64) unsigned char g_ceiling_buf[8192];
   "\n\t"                                     \
   "vpdpbusd %%zmm" #t ", %%zmm26, %%zmm" #a2 "\n\t"
 #define RCL_BC(off, t) "vpbroadcastd " #off "(%[a]), %%zmm" #t "\n\t"
-#define RCL_UNIT_DOTS                                                                            \
-  RCL_BC(0, 27)                                                                                  \
-  RCL_DOT3(27, 0, 4, 8) RCL_BC(4, 28) RCL_DOT3(28, 1, 5, 9) RCL_BC(8, 27) RCL_DOT3(27, 2, 6, 10) \
-      RCL_BC(12, 28) RCL_DOT3(28, 3, 7, 11)
+#define RCL_ROW(off, t, a0, a1, a2) RCL_BC(off, t) RCL_DOT3(t, a0, a1, a2)
+#define RCL_UNIT_DOTS \
+  RCL_ROW(0, 27, 0, 4, 8) RCL_ROW(4, 28, 1, 5, 9) RCL_ROW(8, 27, 2, 6, 10) RCL_ROW(12, 28, 3, 7, 11)
 #define RCL_INT8_UNIT                                                                 \
   "vmovdqu64 (%[b]), %%zmm24\n\tvmovdqu64 64(%[b]), %%zmm25\n\tvmovdqu64 128(%[b]), " \
   "%%zmm26\n\t" RCL_UNIT_DOTS
@@ -61,9 +60,10 @@ alignas(64) unsigned char g_ceiling_buf[8192];
   "\n\t"                                                                           \
   "vmovdqa64 %%zmm" #a0 ", %%zmm" #a2 "\n\t"
 #define RCL_INIT RCL_INIT1(0, 0, 4, 8) RCL_INIT1(1, 1, 5, 9) RCL_INIT1(2, 2, 6, 10) RCL_INIT1(3, 3, 7, 11)
-#define RCL_FMA1(isum, sreg, acc)                                                                           \
-  "vcvtdq2ps %%zmm" #isum ", %%zmm" #isum "\n\tvfmadd231ps %%zmm" #sreg ", %%zmm" #isum ", %%zmm" #acc "\n" \
-                                                                                                       "\t"
+#define RCL_FMA1(isum, sreg, acc)                                                                      \
+  "vcvtdq2ps %%zmm" #isum ", %%zmm" #isum "\n\tvfmadd231ps %%zmm" #sreg ", %%zmm" #isum ", %%zmm" #acc \
+  "\n"                                                                                                 \
+  "\t"
 #define RCL_TAIL                                                                                           \
   "vcvtph2ps 256(%[b]), %%zmm24\n\tvcvtph2ps 288(%[b]), %%zmm25\n\tvcvtph2ps 320(%[b]), "                  \
   "%%zmm26\n\t" RCL_FMA1(0, 24, 12) RCL_FMA1(4, 25, 16) RCL_FMA1(8, 26, 20) RCL_FMA1(1, 24, 13)            \
@@ -115,6 +115,7 @@ double quant_tile_loop(long iters, QuantTileMix mix) {
 
 #undef RCL_DOT3
 #undef RCL_BC
+#undef RCL_ROW
 #undef RCL_UNIT_DOTS
 #undef RCL_INT8_UNIT
 #undef RCL_INT4_LINE
