@@ -436,6 +436,23 @@ struct DenseTiling {
   static_assert(kKeyTile % (kKeyChunks * S::W) == 0, "score passes tile the key tile");
 };
 
+// The register tile both dense steps share: acc[r][c] += a[r * lda + t] * b[t * ldb + c * W]
+// for t = 0 .. steps-1 in order (one fma per step and lane; every loaded b vector serves the
+// RB rows, every broadcast a element the NC vectors).
+template <class S, int RB, int NC>
+void rank1_updates(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t steps,
+                   typename S::V (&acc)[RB][NC]) {
+  using V = typename S::V;
+  for (int64_t t = 0; t < steps; ++t, b += ldb) {
+    V bv[NC];
+    for (int c = 0; c < NC; ++c) bv[c] = S::load(b + c * S::W);
+    for (int r = 0; r < RB; ++r) {
+      const V ab = S::set1(a[r * lda + t]);
+      for (int c = 0; c < NC; ++c) acc[r][c] = S::fmadd(ab, bv[c], acc[r][c]);
+    }
+  }
+}
+
 // p[r][0, kKeyTile) = scale * (q_r . k_j) for the RB rows q + r * ldq and the key tile kt
 // ([hd][kKeyTile]).
 template <class S, int RB, int NC>
@@ -446,15 +463,7 @@ void dense_tile_scores(const float* q, int64_t ldq, const float* kt, int64_t hd,
     V acc[RB][NC];
     for (int r = 0; r < RB; ++r)
       for (int c = 0; c < NC; ++c) acc[r][c] = S::zero();
-    const float* kd = kt + j0;
-    for (int64_t d = 0; d < hd; ++d, kd += kKeyTile) {
-      V kv[NC];
-      for (int c = 0; c < NC; ++c) kv[c] = S::load(kd + c * S::W);
-      for (int r = 0; r < RB; ++r) {
-        const V qb = S::set1(q[r * ldq + d]);
-        for (int c = 0; c < NC; ++c) acc[r][c] = S::fmadd(qb, kv[c], acc[r][c]);
-      }
-    }
+    rank1_updates<S, RB, NC>(q, ldq, kt + j0, kKeyTile, hd, acc);
     for (int r = 0; r < RB; ++r)
       for (int c = 0; c < NC; ++c) S::store(p + r * kKeyTile + j0 + c * S::W, S::mul(acc[r][c], vscale));
   }
@@ -463,19 +472,10 @@ void dense_tile_scores(const float* q, int64_t ldq, const float* kt, int64_t hd,
 // o[r][v0, v0 + NC*W) += sum_{j < nt} p[r][j] vt[j][v0 ..] for the RB rows (o rows hd_pad long).
 template <class S, int RB, int NC>
 void dense_tile_values(const float* vt, int64_t hd_pad, int64_t nt, const float* p, float* o, int64_t v0) {
-  using V = typename S::V;
-  V acc[RB][NC];
+  typename S::V acc[RB][NC];
   for (int r = 0; r < RB; ++r)
     for (int c = 0; c < NC; ++c) acc[r][c] = S::load(o + r * hd_pad + v0 + c * S::W);
-  const float* vj = vt + v0;
-  for (int64_t j = 0; j < nt; ++j, vj += hd_pad) {
-    V vv[NC];
-    for (int c = 0; c < NC; ++c) vv[c] = S::load(vj + c * S::W);
-    for (int r = 0; r < RB; ++r) {
-      const V pb = S::set1(p[r * kKeyTile + j]);
-      for (int c = 0; c < NC; ++c) acc[r][c] = S::fmadd(pb, vv[c], acc[r][c]);
-    }
-  }
+  rank1_updates<S, RB, NC>(p, kKeyTile, vt + v0, hd_pad, nt, acc);
   for (int r = 0; r < RB; ++r)
     for (int c = 0; c < NC; ++c) S::store(o + r * hd_pad + v0 + c * S::W, acc[r][c]);
 }
